@@ -1,0 +1,231 @@
+"""Typed run configuration: YAML (``yaml.safe_load``) -> pydantic models -> function arguments.
+
+Precedence, lowest to highest: model defaults < ``--config`` YAML < ``--set key.sub=value`` < CLI flags.
+Unknown keys and bad values raise :class:`~imgcls.errors.ConfigError` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imgcls.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    name: str = "digits"
+    """Dataset: cifar10, cifar100, mnist, fashion-mnist, digits or folder:PATH."""
+    dir: Path | None = None
+    """Where datasets live / are downloaded (default: ~/.cache/imgcls/data)."""
+    img_size: int | None = Field(default=None, ge=8, le=1024)
+    """Model input size in pixels (square); default: the dataset's native size."""
+    channels: Literal[1, 3] | None = None
+    """Input channels; default: the dataset's own (1 for grayscale sets, 3 for colour)."""
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    """Share of the training images held out for validation when the dataset has no validation split."""
+    test_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    """Share held out for the test split when a folder has no test/ (and for digits)."""
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"] = "bilinear"
+    download: bool = True
+    """Download torchvision datasets when missing (needs network)."""
+
+
+class ModelConfig(_Strict):
+    arch: str = "resnet8"
+    """A model registered by imgcls (resnet8, ...) or any timm name (resnet18, efficientnet_b0, ...)."""
+    pretrained: bool = False
+    """Start from timm's pretrained weights (needs network)."""
+    drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    small_input_stem: bool | None = None
+    """3×3 stride-1 stem and no max-pool; default: on for inputs ≤ 64 px."""
+    width: int | None = Field(default=None, ge=4, le=1024)
+    """Base width of imgcls' own small networks."""
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0.0)
+    """Peak learning rate (after warm-up)."""
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_epochs: float = Field(default=1.0, ge=0.0)
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(default=None, gt=0.0)
+    """Clip the global gradient norm to this value."""
+
+
+class AugmentConfig(_Strict):
+    crop_padding: int = Field(default=4, ge=0)
+    """Random-crop padding in pixels (0 disables random crop)."""
+    hflip: bool = True
+    trivial_augment: bool = False
+    mixup_alpha: float = Field(default=0.0, ge=0.0)
+    cutmix_alpha: float = Field(default=0.0, ge=0.0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    eval_batch_size: int = Field(default=512, ge=1)
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "bf16"] = "bf16"
+    """Autocast precision on CUDA (CPU training always runs fp32)."""
+    channels_last: bool = True
+    compile: bool = False
+    """torch.compile the model (CUDA)."""
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    """Stop when validation top-1 has not improved for this many epochs."""
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads (default: all cores)."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimiser steps (smoke tests)."""
+
+
+class WandbConfig(_Strict):
+    enabled: bool = False
+    mode: Literal["online", "offline"] = "offline"
+    project: str = "imgcls"
+    entity: str | None = None
+
+
+class RunConfig(_Strict):
+    name: str | None = None
+    """Bundle name (default: <data>-<arch>)."""
+    out: Path | None = None
+    """Bundle directory (default: runs/<data>-<arch>-<timestamp>)."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    wandb: WandbConfig = WandbConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", v):
+            raise ValueError("must match [a-z0-9][a-z0-9._-]{0,63}")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_all_keys(ann, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def closest_key(key: str) -> str | None:
+    keys = _all_keys(RunConfig)
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not match:  # try on the last component: 'lrr' -> 'optim.lr'
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+        m = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+        return by_leaf[m[0]] if m else None
+    return match[0]
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} is not of the form key.sub=value", hint="e.g. --set optim.lr=0.05")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r} has an empty key", hint="e.g. --set optim.lr=0.05")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set(tree: dict[str, Any], key: str, value: Any, source: str) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe_errors(exc: ValidationError, source: str) -> ConfigError:
+    lines, hint = [], None
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            near = closest_key(key)
+            lines.append(f"unknown key '{key}' in {source}" + (f"; did you mean '{near}'?" if near else ""))
+            hint = hint or (f"use '{near}'" if near else "see `imgcls train --help` and configs/*.yaml")
+        else:
+            value = err.get("input")
+            lines.append(f"bad value for '{key}' in {source}: {value!r} ({err['msg']})")
+    return ConfigError("; ".join(lines), hint=hint)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build a RunConfig from a YAML file, ``--set`` overrides and CLI flags (``None`` flags are ignored).
+
+    Example:
+        cfg = load_config("configs/digits.yaml", ["optim.lr=0.05"], {"train.epochs": 3})
+    """
+    tree: dict[str, Any] = {}
+    source = "the configuration"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist", hint="see the files in configs/")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections (data:, model:, optim:, ...)")
+        tree = loaded
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set(tree, key, value, f"--set {item}")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set(tree, key, value, f"flag for {key}")
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise _describe_errors(exc, source if not overrides and not flags else f"{source} (+ overrides)") from None
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    from imgcls.bundle import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())

@@ -1,0 +1,1 @@
+"""Datasets, the one evaluation transform and image statistics. Importing this package never imports torch."""

@@ -1,0 +1,94 @@
+"""Bundle <-> torch model: write a trained model as a bundle, rebuild a model from one (safetensors only)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from imgcls import __version__
+from imgcls.bundle import WEIGHTS, Bundle, InputSpec, load_bundle, write_manifest
+from imgcls.deps import require
+from imgcls.errors import BundleError
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit of the working directory, when there is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_lineage() -> dict[str, Any]:
+    torch = require("torch")
+    return {
+        "imgcls_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_bundle(
+    out: Path,
+    *,
+    model: Any,
+    name: str,
+    classes: list[str],
+    input_spec: InputSpec,
+    model_spec: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    extra_files: list[str] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> Bundle:
+    """Write ``weights.safetensors`` + ``bundle.json`` into ``out`` (other listed files must already be there).
+
+    ``extra_files`` are relative paths inside ``out`` that belong to the bundle (metrics, plots, config, ...).
+    """
+    require("torch")
+    safetensors_torch = require("safetensors.torch", feature="saving a bundle")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = out / f".{WEIGHTS}.tmp"
+    safetensors_torch.save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(out / WEIGHTS)
+    meta: dict[str, Any] = {
+        "name": name,
+        "classes": list(classes),
+        "input": input_spec.to_dict(),
+        "model": model_spec,
+        "metrics": metrics or {},
+        "lineage": {**environment_lineage(), **(lineage or {})},
+    }
+    if extra_meta:
+        meta.update(extra_meta)
+    write_manifest(out, meta, [WEIGHTS, *(extra_files or [])])
+    return load_bundle(out)
+
+
+def load_model(bundle: Bundle | str | Path, device: str = "cpu") -> Any:
+    """Rebuild the architecture from the bundle and load its safetensors weights (strict), in eval mode."""
+    from imgcls.models.registry import model_from_spec
+
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    safetensors_torch = require("safetensors.torch", feature="loading weights")
+    model = model_from_spec(bundle.model)
+    state = safetensors_torch.load_file(str(bundle.file(WEIGHTS)), device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BundleError(
+            f"weights in {bundle.path} do not match architecture {bundle.model['arch']!r} "
+            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)",
+            hint="the bundle's model section and weights disagree; re-train or re-pull it",
+        )
+    return model.to(device).eval()
