@@ -1,0 +1,164 @@
+"""Datasets as prepared uint8 arrays, split into train / val / test.
+
+Every image in a :class:`Split` is exactly ``transform.prepare(decoded_image, dataset.input)``: the training
+evaluation input, predict's and serve's are the same bytes. Training augmentations work on these arrays.
+
+Supported ``--data``: ``digits`` (embedded, scikit-learn), ``mnist``, ``fashion-mnist``, ``cifar10``,
+``cifar100`` (torchvision file formats under ``--data-dir``), and ``folder:PATH`` (one sub-folder per class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgcls.bundle import InputSpec
+from imgcls.config import DataConfig
+from imgcls.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8 (N, H, W, C), the output of transform.prepare
+    labels: np.ndarray  # int64 (N,)
+    paths: list[str] | None = None  # source file per image (folder datasets)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class Dataset:
+    name: str  # "digits", "cifar100", "folder:/abs/path", ...
+    classes: list[str]
+    input: InputSpec  # model input: size, channels, mean/std of the train split, interpolation
+    train: Split
+    val: Split
+    test: Split | None
+    fingerprint: str  # sha256 over the prepared images and labels of every split
+    native_size: tuple[int, int]  # (H, W) of the source images (most common size for folders)
+    skipped: list[str] = field(default_factory=list)  # unreadable files (folder datasets)
+
+    @property
+    def eval_split(self) -> Split:
+        """The split final metrics are reported on: test when there is one, else validation."""
+        return self.test if self.test is not None and len(self.test) else self.val
+
+
+def default_data_dir() -> Path:
+    import os
+
+    base = os.environ.get("IMGCLS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imgcls")
+    return Path(base) / "data"
+
+
+def fingerprint(*splits: Split | None) -> str:
+    h = hashlib.sha256()
+    for s in splits:
+        if s is None:
+            h.update(b"none")
+            continue
+        h.update(np.ascontiguousarray(s.images).tobytes())
+        h.update(np.ascontiguousarray(s.labels.astype(np.int64)).tobytes())
+    return h.hexdigest()
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale of uint8 (N, H, W, C) images."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    mean = x.mean(axis=0)
+    std = np.maximum(x.std(axis=0), 1e-3)
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out): ``fraction`` of every class held out, deterministically for ``seed``."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_held = int(round(len(idx) * fraction))
+        if fraction > 0 and len(idx) >= 2:
+            n_held = min(max(n_held, 1), len(idx) - 1)
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def load_dataset(cfg: DataConfig, *, seed: int = 0) -> Dataset:
+    """Load, split and prepare the dataset named by ``cfg.name``.
+
+    Example:
+        ds = load_dataset(DataConfig(name="digits", img_size=16), seed=0)
+        ds.train.images.shape  # (1293, 16, 16, 1)
+    """
+    name = cfg.name.strip()
+    if name == "digits":
+        return _digits(cfg, seed)
+    raise DataError(
+        f"unknown dataset {name!r}",
+        hint="use digits, mnist, fashion-mnist, cifar10, cifar100 or folder:PATH",
+    )
+
+
+def _from_arrays(
+    name: str,
+    classes: list[str],
+    cfg: DataConfig,
+    seed: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray | None,
+    test_y: np.ndarray | None,
+) -> Dataset:
+    """Arrays of native uint8 (N, H, W[, C]) images -> prepared, split Dataset."""
+    from PIL import Image
+
+    from imgcls.data.transform import prepare
+
+    if train_x.ndim == 3:
+        train_x = train_x[..., None]
+        test_x = test_x[..., None] if test_x is not None else None
+    native = (int(train_x.shape[1]), int(train_x.shape[2]))
+    native_channels = int(train_x.shape[3])
+    channels = cfg.channels or native_channels
+    size = (cfg.img_size, cfg.img_size) if cfg.img_size else native
+    keep, held = stratified_split(train_y, cfg.val_fraction, seed)
+
+    def prep(x: np.ndarray, spec: InputSpec) -> np.ndarray:
+        if x.shape[1:3] == spec.size and x.shape[3] == spec.channels:
+            return np.ascontiguousarray(x)
+        mode = "L" if x.shape[3] == 1 else "RGB"
+        return np.stack([prepare(Image.fromarray(a[..., 0] if mode == "L" else a, mode), spec) for a in x])
+
+    provisional = InputSpec(size=size, channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels,
+                            interpolation=cfg.interpolation)
+    tr = Split(prep(train_x[keep], provisional), train_y[keep].astype(np.int64))
+    va = Split(prep(train_x[held], provisional), train_y[held].astype(np.int64))
+    te = None
+    if test_x is not None and test_y is not None:
+        te = Split(prep(test_x, provisional), test_y.astype(np.int64))
+    mean, std = channel_stats(tr.images)
+    spec = InputSpec(size=size, channels=channels, mean=mean, std=std, interpolation=cfg.interpolation)
+    return Dataset(name, classes, spec, tr, va, te, fingerprint(tr, va, te), native)
+
+
+def _digits(cfg: DataConfig, seed: int) -> Dataset:
+    """The 1,797 real 8×8 handwritten digits shipped inside scikit-learn (values 0..16 scaled to 0..255)."""
+    from imgcls.deps import require
+
+    datasets = require("sklearn.datasets", feature="the digits dataset")
+    d = datasets.load_digits()
+    x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    y = d.target.astype(np.int64)
+    rest, test = stratified_split(y, cfg.test_fraction, seed + 7919)
+    return _from_arrays("digits", [str(i) for i in range(10)], cfg, seed, x[rest], y[rest], x[test], y[test])
