@@ -1,0 +1,161 @@
+"""The quick start: the whole imgcls lifecycle on the embedded digits data, as a user would run it.
+
+train -> data describe -> export (+int8) -> predict held-out PNGs -> push to a local store -> promote to
+production -> serve from the store -> predict over HTTP -> stop. Artifacts land under runs/quickstart/.
+Run through `nox -s quickstart` (which installs everything first) or directly with an installed imgcls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "quickstart"
+BUNDLE = RUNS / "bundle"
+STORE = RUNS / "store"
+IMAGES = RUNS / "heldout-png"
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m==> {title}\033[0m", flush=True)
+
+
+def imgcls(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "imgcls", *args]
+    print("$ imgcls " + " ".join(args), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=capture, check=False)
+    if proc.returncode != 0:
+        if capture:
+            print(proc.stdout, proc.stderr, sep="\n")
+        sys.exit(f"quickstart: `imgcls {' '.join(args)}` failed with exit code {proc.returncode}")
+    return proc
+
+
+def write_heldout_pngs(n: int = 40) -> list[Path]:
+    """The digits test split (held out from training) as PNG files, named by their true label."""
+    from PIL import Image
+
+    from imgcls.bundle import load_bundle
+    from imgcls.config import DataConfig
+    from imgcls.data.datasets import load_dataset
+
+    bundle = load_bundle(BUNDLE)
+    data = bundle.meta["lineage"]["config"]["data"]
+    ds = load_dataset(DataConfig(**{k: v for k, v in data.items() if v is not None}),
+                      seed=bundle.meta["lineage"]["config"]["train"]["seed"])
+    split = ds.eval_split
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(min(n, len(split))):
+        arr = split.images[i]
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        p = IMAGES / f"{i:03d}-label{ds.classes[int(split.labels[i])]}.png"
+        img.save(p)
+        paths.append(p)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    sys.exit(f"quickstart: the server did not become ready at {url}")
+
+
+def post_image(url: str, path: Path) -> dict:
+    boundary = "imgclsquickstart"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def main() -> None:
+    t0 = time.monotonic()
+    if RUNS.exists():
+        shutil.rmtree(RUNS)
+    RUNS.mkdir(parents=True)
+    env_store = str(STORE)
+
+    step("train a small CNN on the embedded digits data (CPU)")
+    imgcls("train", "--config", "configs/digits.yaml", "--out", str(BUNDLE))
+
+    step("describe the dataset")
+    imgcls("data", "describe", "--data", "digits", "--out", str(RUNS / "describe"))
+
+    step("export to ONNX (fp32 + int8), with parity and accuracy gates")
+    imgcls("export", str(BUNDLE), "--int8")
+
+    step("predict held-out digits written as PNG files")
+    pngs = write_heldout_pngs()
+    out = imgcls("predict", str(IMAGES), "--model", str(BUNDLE), "--format", "json", capture=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    right = sum(1 for r in rows if "label" in r and f"-label{r['label']}." in r["path"])
+    print(f"{right}/{len(rows)} held-out PNGs predicted correctly")
+    imgcls("predict", *map(str, pngs[:3]), "--model", str(BUNDLE), "--format", "table")
+
+    step("push the bundle to a local model store and promote it to production")
+    imgcls("push", str(BUNDLE), "--to", env_store, "--name", "digits", "--alias", "production")
+    imgcls("models", "list", env_store)
+
+    step("serve digits@production from the store and predict over HTTP")
+    port = free_port()
+    log = RUNS / "serve.log"
+    with open(log, "w") as fh:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "imgcls", "serve", "--model", f"{env_store}/digits@production", "--port", str(port),
+             "--log-predictions", str(RUNS / "predictions.sqlite")],
+            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy(),
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        answer = post_image(f"http://127.0.0.1:{port}/v1/predict?top_k=3", pngs[0])
+        print(f"POST /v1/predict {pngs[0].name} ->")
+        print(json.dumps(answer, indent=2))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print(f"server stopped (exit {server.returncode}); its log is {log}")
+
+    step("summary")
+    meta = json.loads((BUNDLE / "bundle.json").read_text())
+    m, ex = meta.get("metrics", {}), meta.get("export", {})
+    print(f"bundle:        {BUNDLE}")
+    print(f"test top-1:    {m.get('test_top1', float('nan')):.4f}   top-5: {m.get('test_top5', float('nan')):.4f}")
+    if ex:
+        print(f"export:        {json.dumps({k: v for k, v in ex.items() if not isinstance(v, dict)})[:200]}")
+    print(f"held-out PNGs: {right}/{len(rows)} correct")
+    print(f"store:         {STORE}")
+    print(f"done in {time.monotonic() - t0:.0f} s")
+    if m.get("test_top1", 0) < 0.97:
+        sys.exit(f"quickstart: digits test top-1 {m.get('test_top1')} is below the 0.97 bar")
+
+
+if __name__ == "__main__":
+    main()

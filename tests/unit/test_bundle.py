@@ -1,0 +1,79 @@
+"""The bundle contract: verification refuses tampered, partial and unknown bundles; edits are atomic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imgcls.bundle import FORMAT, MANIFEST, WEIGHTS, edit_bundle, load_bundle
+from imgcls.errors import BundleError
+
+
+@pytest.fixture()
+def bundle_copy(random_bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "b"
+    shutil.copytree(random_bundle, dst)
+    return dst
+
+
+def test_a_fresh_bundle_loads_and_lists_every_file_with_its_sha256(bundle_copy: Path) -> None:
+    b = load_bundle(bundle_copy)
+    assert b.meta["format"] == FORMAT
+    assert WEIGHTS in b.files and len(b.files[WEIGHTS]) == 64
+    assert b.classes == [f"digit_{i}" for i in range(10)]
+    assert b.input.size == (16, 16) and b.input.channels == 1
+
+
+def test_one_flipped_byte_in_the_weights_is_refused(bundle_copy: Path) -> None:
+    w = bundle_copy / WEIGHTS
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    w.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="failed verification: weights.safetensors"):
+        load_bundle(bundle_copy)
+
+
+def test_a_missing_file_is_refused_as_partial(bundle_copy: Path) -> None:
+    (bundle_copy / WEIGHTS).unlink()
+    with pytest.raises(BundleError, match="incomplete: weights.safetensors is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_unknown_format_and_missing_manifest_are_refused(bundle_copy: Path, tmp_path: Path) -> None:
+    meta = json.loads((bundle_copy / MANIFEST).read_text())
+    meta["format"] = "imgcls.bundle/99"
+    (bundle_copy / MANIFEST).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="unknown bundle format 'imgcls.bundle/99'"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="bundle.json is missing"):
+        load_bundle(tmp_path)
+
+
+@pytest.mark.parametrize("evil", ["../outside", "/etc/passwd", "a/../../b", "a\\b", "x\x00y"])
+def test_a_manifest_naming_a_path_outside_the_bundle_is_refused(bundle_copy: Path, evil: str) -> None:
+    meta = json.loads((bundle_copy / MANIFEST).read_text())
+    meta["files"][evil] = "0" * 64
+    (bundle_copy / MANIFEST).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="unsafe file path"):
+        load_bundle(bundle_copy)
+
+
+def test_edit_bundle_swaps_in_a_new_file_and_keeps_the_old_on_error(bundle_copy: Path) -> None:
+    with edit_bundle(bundle_copy) as (stage, meta):
+        (stage / "extra.txt").write_text("hello")
+        meta["files"].append("extra.txt")
+        meta["note"] = "edited"
+    b = load_bundle(bundle_copy)
+    assert b.has("extra.txt") and b.meta["note"] == "edited"
+    before = (bundle_copy / MANIFEST).read_bytes()
+    with pytest.raises(RuntimeError), edit_bundle(bundle_copy) as (stage, meta):
+        (stage / "other.txt").write_text("x")
+        meta["files"].append("other.txt")
+        raise RuntimeError("boom")
+    assert (bundle_copy / MANIFEST).read_bytes() == before
+    assert not (bundle_copy / "other.txt").exists()
+    load_bundle(bundle_copy)
+    assert not [p for p in bundle_copy.parent.iterdir() if ".staging-" in p.name]
