@@ -43,9 +43,7 @@ def image_stats(img: Image.Image) -> ImageStats:
     p = hist[hist > 0] / hist.sum()
     entropy = float(-(p * np.log2(p)).sum())
     if luma.shape[0] >= 3 and luma.shape[1] >= 3:
-        lap = (
-            -4 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
-        )
+        lap = -4 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
         sharpness = float(lap.var())
     else:
         sharpness = 0.0

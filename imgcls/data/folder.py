@@ -1,0 +1,322 @@
+"""``folder:PATH`` datasets: one sub-folder per class, optionally under ``train/``, ``val/``, ``test/``.
+
+Layouts:
+
+* ``PATH/<class>/...`` — a deterministic stratified split (seeded) into train / val / test using
+  ``data.test_fraction`` and ``data.val_fraction``;
+* ``PATH/train/<class>/...`` with ``val/`` (or ``valid/``, ``validation/``) and ``test/`` when present — a
+  missing ``val/`` is split off ``train/`` (``data.val_fraction``); a missing ``test/`` means no test split.
+
+Class names are the sub-folder names of the training folder, sorted; images may sit in nested folders under
+their class folder. Hidden files and folders (a leading ``.``) are ignored, as are files directly in ``PATH``.
+
+Every other file is decoded by its content with :func:`imgcls.data.decode.decode_image` (JPEG, PNG, WebP) and
+prepared with :func:`imgcls.data.transform.prepare`, on a thread pool (Pillow releases the GIL while it
+decodes and resizes). Unreadable, corrupt, truncated or unsupported files are skipped and listed in ONE
+warning; they are in ``Dataset.skipped``.
+
+Defaults when the configuration leaves them open:
+
+* input size (``data.img_size``): square, with the longer side of the most common native size, capped at
+  :data:`MAX_DEFAULT_SIDE` (224) — 28×28 digits stay 28, 32×24 thumbnails become 32, photos become 224;
+* channels (``data.channels``): 1 when every image is stored as grayscale (Pillow modes 1, L, LA, I, I;16, F),
+  else 3.
+
+Memory: the prepared images are held in RAM as uint8 at model size, N × H × W × C bytes (10,000 images at
+224×224×3 = 1.5 GB). Larger folders want an explicit, smaller ``--img-size``; memory-mapping is not done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from imgcls.bundle import InputSpec
+from imgcls.config import DataConfig
+from imgcls.errors import DataError, ImgclsError
+
+if TYPE_CHECKING:
+    from imgcls.data.datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+MAX_DEFAULT_SIDE = 224
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_HINT_LAYOUT = "lay the images out as PATH/<class>/<image> (one sub-folder per class), optionally in train/ val/ test/"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Header:
+    size: tuple[int, int]  # (H, W) after EXIF orientation
+    gray: bool
+
+
+def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | None = None) -> Dataset:
+    """Scan, decode, split and prepare the image folder at ``spec_text`` (the part after ``folder:``).
+
+    Args:
+        spec_text: the folder path (``~`` expanded; relative to the working directory).
+        cfg: the data configuration (img_size, channels, fractions, interpolation).
+        seed: seeds the stratified split.
+        workers: decoding threads (default: the number of CPU cores + 2, at most 16).
+
+    Raises:
+        DataError: the path is missing or not a folder, holds no images, a single class, or an empty class.
+    """
+    from imgcls.data.datasets import Dataset, Split, channel_stats, fingerprint, stratified_split
+
+    root = Path(spec_text).expanduser()
+    if not spec_text.strip():
+        raise DataError("folder: needs a path, e.g. --data folder:./pets", hint=_HINT_LAYOUT)
+    if not root.exists():
+        raise DataError(f"folder dataset {root} does not exist", hint=f"check the path; {_HINT_LAYOUT}")
+    if not root.is_dir():
+        raise DataError(f"folder dataset {root} is not a directory", hint=_HINT_LAYOUT)
+    root = root.resolve()
+    files, labels, split_of, classes = _scan(root)
+    workers = workers or min(16, (os.cpu_count() or 1) + 2)
+
+    headers = _parallel(_read_header, files, workers)
+    skipped: dict[Path, str] = {f: h for f, h in zip(files, headers, strict=True) if isinstance(h, str)}
+    sizes = Counter(h.size for h in headers if isinstance(h, _Header))
+    if not sizes:
+        _warn_skipped(root, skipped)
+        raise DataError(f"no readable images in {root}: all {len(files)} files were skipped", hint=_HINT_LAYOUT)
+    side = cfg.img_size or _default_side(sizes)
+    channels = cfg.channels or (1 if all(h.gray for h in headers if isinstance(h, _Header)) else 3)
+    provisional = InputSpec(
+        size=(side, side),
+        channels=channels,
+        mean=(0.5,) * channels,
+        std=(0.5,) * channels,
+        interpolation=cfg.interpolation,
+    )
+
+    readable = [i for i, f in enumerate(files) if f not in skipped]
+    images = np.empty((len(readable), side, side, channels), dtype=np.uint8)
+
+    def decode_into(slot_index: tuple[int, int]) -> str | None:
+        slot, index = slot_index
+        return _decode_prepare(files[index], provisional, images, slot)
+
+    failures = _parallel(decode_into, list(enumerate(readable)), workers)
+    for index, failure in zip(readable, failures, strict=True):
+        if failure is not None:
+            skipped[files[index]] = failure
+    ok = np.array([failure is None for failure in failures], dtype=bool)
+    kept = [index for index, good in zip(readable, ok, strict=True) if good]
+    images = images[ok] if not ok.all() else images
+    y = np.asarray([labels[i] for i in kept], dtype=np.int64)
+    where = [split_of[i] for i in kept]
+    paths = [str(files[i]) for i in kept]
+    _warn_skipped(root, skipped)
+    sizes = Counter(headers[i].size for i in kept)  # type: ignore[union-attr]
+
+    in_train = np.asarray([s == "train" for s in where], dtype=bool)
+    missing = [c for k, c in enumerate(classes) if not np.any(y[in_train] == k)]
+    if missing:
+        raise DataError(
+            f"class {_names(missing)} in {root} has no readable images"
+            + (f" ({len(skipped)} file(s) skipped, see the warning)" if skipped else ""),
+            hint="add readable JPEG/PNG images to the class folder, or remove it",
+        )
+
+    train_idx = np.flatnonzero(in_train)
+    val_idx = np.flatnonzero(np.asarray([s == "val" for s in where], dtype=bool))
+    test_idx = np.flatnonzero(np.asarray([s == "test" for s in where], dtype=bool))
+    has_layout = _split_dir(root, "train") is not None
+    has_test = has_layout and _split_dir(root, "test") is not None
+    if not has_layout:  # one pool: test first (its own seed, as for digits), then validation
+        rest, test_pos = stratified_split(y[train_idx], cfg.test_fraction, seed + 7919)
+        test_idx, train_idx = train_idx[test_pos], train_idx[rest]
+        has_test = test_idx.size > 0
+    if not val_idx.size:  # no val/ folder (or nothing readable in it): hold out part of train
+        keep, held = stratified_split(y[train_idx], cfg.val_fraction, seed)
+        train_idx, val_idx = train_idx[keep], train_idx[held]
+
+    def split(idx: np.ndarray) -> Split:
+        return Split(images[idx], y[idx], [paths[i] for i in idx])
+
+    tr, va = split(train_idx), split(val_idx)
+    te = split(test_idx) if has_test else None
+    mean, std = channel_stats(tr.images)
+    spec = InputSpec(size=(side, side), channels=channels, mean=mean, std=std, interpolation=cfg.interpolation)
+    native = min(sizes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    return Dataset(
+        name=f"folder:{root}",
+        classes=classes,
+        input=spec,
+        train=tr,
+        val=va,
+        test=te,
+        fingerprint=fingerprint(tr, va, te),
+        native_size=native,
+        skipped=[str(p) for p in sorted(skipped)],
+        native_sizes=dict(sizes),
+    )
+
+
+# -- scanning -----------------------------------------------------------------------------------------------
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _split_dir(root: Path, split: str) -> Path | None:
+    for name in SPLIT_DIRS[split]:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def _class_dirs(base: Path) -> list[Path]:
+    return sorted((p for p in base.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+
+
+def _files_under(directory: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return found
+
+
+def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
+    """(files, label per file, split per file, class names); the split is train/val/test."""
+    train_dir = _split_dir(root, "train")
+    if train_dir is None and (_split_dir(root, "val") or _split_dir(root, "test")):
+        raise DataError(f"{root} has val/ or test/ but no train/ folder", hint=_HINT_LAYOUT)
+    base = train_dir or root
+    class_dirs = _class_dirs(base)
+    if not class_dirs:
+        loose = [p for p in base.iterdir() if p.is_file() and _visible(p)]
+        if loose:
+            raise DataError(
+                f"{base} holds {len(loose)} file(s) but no class sub-folders",
+                hint=_HINT_LAYOUT,
+            )
+        raise DataError(f"no images in {base}: it is empty", hint=_HINT_LAYOUT)
+    classes = [d.name for d in class_dirs]
+    per_class = {d.name: _files_under(d) for d in class_dirs}
+    if not any(per_class.values()):
+        raise DataError(f"no images in {base}: the class folders {_names(classes)} are all empty", hint=_HINT_LAYOUT)
+    empty = [c for c, fs in per_class.items() if not fs]
+    if empty:
+        raise DataError(
+            f"class folder {_names(empty)} in {base} is empty",
+            hint="add images to it, or remove the folder",
+        )
+    if len(classes) == 1:
+        raise DataError(
+            f"{base} has a single class ({classes[0]!r}); a classifier needs at least two",
+            hint="add one sub-folder per class",
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    for k, c in enumerate(classes):
+        files.extend(per_class[c])
+        labels.extend([k] * len(per_class[c]))
+        splits.extend(["train"] * len(per_class[c]))
+    index = {c: k for k, c in enumerate(classes)}
+    for split in ("val", "test"):
+        split_dir = _split_dir(root, split) if train_dir is not None else None
+        if split_dir is None:
+            continue
+        for d in _class_dirs(split_dir):
+            if d.name not in index:
+                raise DataError(
+                    f"{split_dir} has class folder {d.name!r}, which {base} does not have",
+                    hint=f"every class in {split_dir.name}/ needs a folder (and images) in {base.name}/",
+                )
+            fs = _files_under(d)
+            files.extend(fs)
+            labels.extend([index[d.name]] * len(fs))
+            splits.extend([split] * len(fs))
+    return files, labels, splits, classes
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:10])
+    return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+# -- decoding -----------------------------------------------------------------------------------------------
+
+
+def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    items = list(items)
+    if workers <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgcls-decode") as pool:
+        return list(pool.map(fn, items))
+
+
+def _read_header(path: Path) -> _Header | str:
+    """Size (after EXIF rotation) and grayscale-ness from the header alone, or why the file is not usable."""
+    from PIL import Image, UnidentifiedImageError
+
+    from imgcls.data.decode import FORMATS
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+            return "not a regular file"
+        with Image.open(path, formats=[*FORMATS, "WEBP"]) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90° on load
+                w, h = h, w
+            return _Header(size=(h, w), gray=img.mode in _GRAY_MODES)
+    except UnidentifiedImageError:
+        return "not a JPEG, PNG or WebP image"
+    except Image.DecompressionBombError:
+        return "too many pixels"
+    except Exception as exc:  # one bad file must never stop the loading of thousands
+        return f"unreadable ({type(exc).__name__}: {exc})"
+
+
+def _decode_prepare(path: Path, spec: InputSpec, out: np.ndarray, slot: int) -> str | None:
+    """Decode and prepare one file into ``out[slot]``; the reason it failed, or None."""
+    from imgcls.data.decode import decode_image
+    from imgcls.data.transform import prepare
+
+    try:
+        out[slot] = prepare(decode_image(path, allow_webp=True), spec)
+    except ImgclsError as exc:
+        return exc.message.removeprefix(f"{path}: ")
+    except Exception as exc:  # one bad file must never stop the loading of thousands
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _warn_skipped(root: Path, skipped: dict[Path, str]) -> None:
+    if not skipped:
+        return
+    lines = "\n".join(f"  {_relative(p, root)}: {why}" for p, why in sorted(skipped.items()))
+    logger.warning("skipped %d unreadable file(s) in %s:\n%s", len(skipped), root, lines)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _default_side(sizes: Counter[tuple[int, int]]) -> int:
+    """The longer side of the most common native size (ties: the smaller size), capped at MAX_DEFAULT_SIDE."""
+    (h, w), _ = min(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+    return max(8, min(MAX_DEFAULT_SIDE, max(h, w)))

@@ -1,0 +1,219 @@
+"""``folder:PATH`` datasets built in tmp_path from real PNG/JPEG files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgcls.config import DataConfig
+from imgcls.data.datasets import load_dataset
+from imgcls.data.folder import MAX_DEFAULT_SIDE
+from imgcls.errors import DataError
+
+COLORS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
+
+
+def save_image(path: Path, color: tuple[int, int, int], *, size: tuple[int, int] = (24, 24), mode: str = "RGB") -> None:
+    """A real image file: a noisy colour patch, format from the suffix."""
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    w, h = size
+    arr = np.clip(np.asarray(color) + rng.integers(-30, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def make_folder(root: Path, per_class: int = 10, classes: tuple[str, ...] = ("cat", "dog", "fox"), **kw) -> Path:
+    for c in classes:
+        for i in range(per_class):
+            save_image(root / c / f"{c}_{i:02d}.{'png' if i % 2 else 'jpg'}", COLORS.get(c, (128, 128, 128)), **kw)
+    return root
+
+
+def _load(root: Path, seed: int = 0, **cfg) -> object:
+    return load_dataset(DataConfig(name=f"folder:{root}", **cfg), seed=seed)
+
+
+def test_flat_folder_is_split_stratified_and_labelled_by_folder_name(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets")
+    ds = _load(root)
+    assert ds.classes == ["cat", "dog", "fox"]
+    assert ds.name == f"folder:{root.resolve()}"
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (24, 3, 3)
+    for split in (ds.train, ds.val, ds.test):
+        assert np.bincount(split.labels, minlength=3).min() >= 1  # stratified: every class in every split
+        for path, label in zip(split.paths, split.labels, strict=True):
+            assert Path(path).parent.name == ds.classes[label]
+    assert ds.input.size == (24, 24) and ds.input.channels == 3
+    # the prepared pixels are the files' own: red cats have a high mean red channel
+    cats = ds.train.images[ds.train.labels == 0].reshape(-1, 3).mean(axis=0)
+    assert cats[0] > 150 and cats[1] < 90
+
+
+def test_split_is_deterministic_for_a_seed_and_changes_with_it(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets")
+    a, b, c = _load(root, seed=1), _load(root, seed=1), _load(root, seed=2)
+    assert a.test.paths == b.test.paths and a.val.paths == b.val.paths and a.fingerprint == b.fingerprint
+    assert a.test.paths != c.test.paths or a.val.paths != c.val.paths
+    assert set(a.train.paths) | set(a.val.paths) | set(a.test.paths) == set(c.train.paths) | set(c.val.paths) | set(
+        c.test.paths
+    )
+
+
+def test_train_val_test_subfolders_are_used_as_given(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    make_folder(root / "train", per_class=6)
+    make_folder(root / "val", per_class=2)
+    make_folder(root / "test", per_class=3, classes=("cat", "dog"))  # a class may be missing from test/
+    ds = _load(root)
+    assert ds.classes == ["cat", "dog", "fox"]
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (18, 6, 6)
+    assert all("/train/" in p for p in ds.train.paths) and all("/test/" in p for p in ds.test.paths)
+
+
+def test_train_and_test_without_val_holds_out_validation_from_train(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    make_folder(root / "train", per_class=10)
+    make_folder(root / "test", per_class=2)
+    ds = _load(root, val_fraction=0.2)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (24, 6, 6)
+    assert all("/train/" in p for p in ds.val.paths)
+
+
+def test_train_only_layout_has_no_test_split(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    make_folder(root / "train", per_class=10)
+    ds = _load(root)
+    assert ds.test is None and len(ds.val) == 3 and ds.eval_split is ds.val
+
+
+def test_corrupt_truncated_and_non_image_files_are_skipped_and_listed_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_folder(tmp_path / "pets")
+    good = (root / "cat" / "cat_01.png").read_bytes()
+    (root / "cat" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "dog" / "notes.txt").write_text("not an image")
+    (root / "dog" / "fake.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage" * 10)
+    (root / "fox" / "empty.png").write_bytes(b"")
+    (root / "fox" / "vector.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    os.mkfifo(root / "fox" / "pipe.png")  # would block a reader forever
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"):
+        ds = _load(root)
+    skipped = sorted(Path(p).name for p in ds.skipped)
+    assert skipped == ["empty.png", "fake.jpg", "notes.txt", "pipe.png", "truncated.png", "vector.svg"]
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 30
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "skipped 6 unreadable file(s)" in text
+    for name in skipped:
+        assert name in text
+
+
+def test_hidden_files_and_folders_are_ignored_and_nested_folders_are_read(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets", per_class=4)
+    (root / ".cache").mkdir()
+    save_image(root / ".cache" / "x.png", (0, 0, 0))
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\1\2")
+    save_image(root / "cat" / ".hidden" / "y.png", (0, 0, 0))
+    save_image(root / "dog" / "more" / "deeper" / "z.png", COLORS["dog"])
+    (root / "README.md").write_text("top-level files are not images of a class")
+    ds = _load(root)
+    assert ds.classes == ["cat", "dog", "fox"] and not ds.skipped
+    all_paths = ds.train.paths + ds.val.paths + ds.test.paths
+    assert len(all_paths) == 13 and any(p.endswith("deeper/z.png") for p in all_paths)
+
+
+def test_default_channels_is_1_when_every_image_is_grayscale(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "gray", per_class=4, mode="L")
+    ds = _load(root)
+    assert ds.input.channels == 1 and ds.train.images.shape[-1] == 1 and len(ds.input.mean) == 1
+    save_image(root / "cat" / "colour.png", COLORS["cat"])
+    assert _load(root).input.channels == 3
+
+
+def test_default_size_is_the_most_common_long_side_capped(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "mixed", per_class=4, size=(40, 30))
+    save_image(root / "cat" / "odd.png", COLORS["cat"], size=(64, 64))
+    ds = _load(root)
+    assert ds.input.size == (40, 40)
+    assert ds.native_size == (30, 40) and ds.native_sizes == {(30, 40): 12, (64, 64): 1}
+    big = make_folder(tmp_path / "big", per_class=2, size=(300, 260))
+    assert _load(big).input.size == (MAX_DEFAULT_SIDE, MAX_DEFAULT_SIDE)
+    assert _load(big, img_size=32, channels=1).train.images.shape[1:] == (32, 32, 1)
+
+
+def test_real_photos_are_prepared_with_the_eval_transform(tmp_path: Path) -> None:
+    from sklearn.datasets import load_sample_images
+
+    from imgcls.data.transform import prepare
+
+    photos = load_sample_images().images  # china.jpg and flower.jpg, 427×640 RGB
+    root = tmp_path / "photos"
+    for name, photo in zip(("china", "flower"), photos, strict=True):
+        for i in range(3):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(photo[i * 40 : i * 40 + 300, i * 60 : i * 60 + 400]).save(root / name / f"{i}.jpg")
+    ds = _load(root, img_size=48, val_fraction=0.0, test_fraction=0.0)
+    assert len(ds.train) == 6 and ds.input.size == (48, 48)
+    first = ds.train.paths[0]
+    from imgcls.data.decode import decode_image
+
+    np.testing.assert_array_equal(ds.train.images[0], prepare(decode_image(first), ds.input))
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda r: None, "does not exist"),
+        (lambda r: r.write_text("x"), "is not a directory"),
+        (lambda r: r.mkdir(), "it is empty"),
+        (lambda r: (r / "a").mkdir(parents=True) or (r / "b").mkdir(), "are all empty"),
+        (lambda r: make_folder(r, per_class=2, classes=("cat",)), "single class ('cat')"),
+        (lambda r: make_folder(r, per_class=2, classes=("cat", "dog")) and (r / "owl").mkdir(), "'owl'"),
+        (lambda r: r.mkdir() or save_image(r / "loose.png", (1, 2, 3)), "no class sub-folders"),
+    ],
+    ids=["missing", "not-a-dir", "empty", "empty-classes", "single-class", "empty-class", "no-class-folders"],
+)
+def test_unusable_folders_are_clear_data_errors(tmp_path: Path, setup, message: str) -> None:
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DataError) as info:
+        _load(root)
+    assert message in info.value.message
+    assert info.value.exit_code == 2 and info.value.hint
+
+
+def test_a_class_whose_every_file_is_unreadable_is_named(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    (root / "owl").mkdir()
+    (root / "owl" / "a.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"class 'owl' .* has no readable images"):
+        _load(root)
+
+
+def test_val_class_missing_from_train_is_an_error(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    make_folder(root / "train", per_class=3, classes=("cat", "dog"))
+    make_folder(root / "val", per_class=1, classes=("cat", "owl"))
+    with pytest.raises(DataError, match="'owl'"):
+        _load(root)
+
+
+def test_native_size_follows_exif_orientation(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"), size=(20, 30))
+    img = Image.new("RGB", (30, 20), COLORS["cat"])  # stored 30 wide, 20 high; orientation 6 shows it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(root / "cat" / "rotated.jpg", exif=exif)
+    ds = _load(root)
+    assert ds.native_sizes == {(30, 20): 7}  # (H, W): the rotated photo counts as 30 high, like the others
