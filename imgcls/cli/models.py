@@ -1,0 +1,167 @@
+"""List, inspect and promote stored models: versions, aliases, metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from imgcls.cli._render import console
+
+app = typer.Typer(
+    help="List, show and alias the models in a store (folder, file:// or gs://).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+StoreArg = Annotated[str, typer.Argument(help="Store URI: a folder, file:///path or gs://bucket/prefix.")]
+
+
+@app.command("list")
+def list_(
+    store_uri: StoreArg,
+    name: Annotated[str | None, typer.Argument(help="A model: list its versions.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the models of a store, or the versions of one model (created time, metrics, aliases)."""
+    from rich.table import Table
+
+    from imgcls.cli._transfer import format_metrics, format_size
+    from imgcls.store import Store
+
+    store = Store.open(store_uri)
+    if name is None:
+        rows: list[dict[str, Any]] = []
+        for model in store.models():
+            versions = store.versions(model)
+            aliases = store.aliases(model)
+            rows.append(
+                {
+                    "name": model,
+                    "versions": len(versions),
+                    "latest": versions[-1].seq if versions else None,
+                    "aliases": {a.alias: a.seq for a in aliases.values()},
+                }
+            )
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            console.print(f"no models in {store.uri}", highlight=False)
+            return
+        table = Table(title=f"models in {store.uri}", title_justify="left")
+        for col in ("name", "versions", "newest", "aliases"):
+            table.add_column(col)
+        for row in rows:
+            aliases_txt = ", ".join(f"{a}→{s}" for a, s in sorted(row["aliases"].items()))
+            table.add_row(row["name"], str(row["versions"]), str(row["latest"] or "-"), aliases_txt)
+        console.print(table)
+        return
+
+    versions = store.versions(name)
+    if not versions:
+        raise store.no_model_error(name)
+    aliases = store.aliases(name)
+    by_digest: dict[str, list[str]] = {}
+    for a in aliases.values():
+        by_digest.setdefault(a.digest, []).append(a.alias)
+    if as_json:
+        out = [
+            {
+                "version": v.seq,
+                "id": v.id,
+                "digest": v.digest,
+                "created": v.created,
+                "size": v.size,
+                "metrics": v.metrics,
+                "aliases": sorted(by_digest.get(v.digest, [])),
+            }
+            for v in versions
+        ]
+        print(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"{name} in {store.uri}", title_justify="left")
+    for col in ("version", "id", "created", "size", "metrics", "aliases"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            str(v.seq),
+            v.id[:12],
+            v.created,
+            format_size(v.size),
+            format_metrics(v.metrics),
+            ", ".join(sorted(by_digest.get(v.digest, []))),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    store_uri: StoreArg,
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stored bundle.json and version record.")] = False,
+) -> None:
+    """Show one stored version: classes, input, model, metrics, lineage, files and the aliases on it."""
+    from imgcls.cli._transfer import format_size
+    from imgcls.store import ModelRef, Store, parse_store_uri
+    from imgcls.store.refs import split_selector
+
+    store = Store.open(store_uri)
+    model, alias, version_sel = split_selector(ref)
+    mref = ModelRef(store=parse_store_uri(store_uri), name=model, alias=alias, version=version_sel)
+    if alias is None and version_sel is None:
+        mref = ModelRef(store=mref.store, name=model, alias="latest")
+    version = store.resolve(mref)
+    _, meta = store.manifest(version)
+    on_it = sorted(a.alias for a in store.aliases(model).values() if a.digest == version.digest)
+    if as_json:
+        record = {
+            "version": version.seq,
+            "id": version.id,
+            "digest": version.digest,
+            "created": version.created,
+            "aliases": on_it,
+        }
+        print(json.dumps({"version": record, "bundle": meta}, indent=2))
+        return
+    spec = meta.get("input", {})
+    lines = [
+        f"[bold]{model}[/] version [bold]{version.seq}[/]  ({version.digest})",
+        f"  store     {store.uri}",
+        f"  created   {version.created}",
+        f"  aliases   {', '.join(on_it) or '-'}",
+        f"  model     {meta.get('model', {}).get('arch', meta.get('model'))}",
+        f"  input     {spec.get('size')} x{spec.get('channels')} mean={spec.get('mean')} std={spec.get('std')}",
+        f"  classes   {len(meta.get('classes', []))}: {', '.join(map(str, meta.get('classes', [])[:10]))}"
+        + (" …" if len(meta.get("classes", [])) > 10 else ""),
+        f"  metrics   {json.dumps(meta.get('metrics', {}))}",
+        f"  lineage   {json.dumps(meta.get('lineage', {}))}",
+        "  files",
+    ]
+    for rel, sha in meta["files"].items():
+        lines.append(f"    {rel}  {format_size(version.files.get(rel, 0))}  sha256 {sha[:16]}…")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+@app.command("alias")
+def alias_(
+    store_uri: StoreArg,
+    name: Annotated[str, typer.Argument(help="The model.", show_default=False)],
+    version: Annotated[str, typer.Argument(help="Sequence number (3) or digest prefix.", show_default=False)],
+    alias: Annotated[str, typer.Argument(help="Alias to move or create (production, staging, …).", show_default=False)],
+) -> None:
+    """Point an alias at a version (promote or roll back): compare-and-swap, exit 3 if someone moved it first."""
+    from imgcls.store import Store
+
+    store = Store.open(store_uri)
+    move = store.set_alias(name, alias, version.lstrip(":"))
+    if not move.changed:
+        console.print(f"{name}@{alias} already points at version {move.version.seq}", highlight=False)
+    elif move.previous is None:
+        console.print(f"{name}@{alias} -> version {move.version.seq} (new alias)", highlight=False)
+    else:
+        console.print(
+            f"{name}@{alias} -> version {move.version.seq} (was {move.previous.seq})",
+            highlight=False,
+        )

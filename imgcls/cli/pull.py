@@ -1,0 +1,35 @@
+"""Download a stored version into a folder: verified (every sha256) in a temporary folder, then renamed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgcls.cli._render import console
+
+
+def pull(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="URI/NAME@ALIAS or URI/NAME:VERSION (NAME@ALIAS alone: the default store; no selector: @latest).",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[Path, typer.Option("--to", help="Destination folder (must not exist, or be empty).")],
+) -> None:
+    from imgcls.cli._transfer import transfer_progress
+    from imgcls.store import Store, parse_ref
+
+    mref = parse_ref(ref)
+    store = Store.open(mref.store)
+    version = store.resolve(mref)
+    with transfer_progress("downloading") as progress:
+        dest = store.pull(version, to, progress=progress)
+    console.print(
+        f"pulled [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}) into {dest} (verified)",
+        highlight=False,
+        soft_wrap=True,
+    )

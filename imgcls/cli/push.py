@@ -1,0 +1,69 @@
+"""Upload a verified bundle to a model store as a new immutable version (an identical bundle: a no-op)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgcls.cli._render import console
+
+
+def push(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (holds bundle.json).", show_default=False)],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Store URI: a folder, file:///path or gs://bucket/prefix. Default: $IMGCLS_STORE or "
+            "~/.cache/imgcls/store.",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name in the store (default: the bundle's name).")
+    ] = None,
+    alias: Annotated[
+        list[str] | None,
+        typer.Option("--alias", "-a", help="Also point this alias at the version (repeatable). `latest` moves itself."),
+    ] = None,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Log a W&B reference artifact pointing at the stored version.")
+    ] = False,
+    wandb_project: Annotated[str, typer.Option("--wandb-project", help="W&B project for --wandb.")] = "imgcls",
+) -> None:
+    from imgcls.cli._transfer import format_size, transfer_progress
+    from imgcls.store import Store, default_store_uri
+
+    store = Store.open(to or default_store_uri())
+    with transfer_progress("uploading") as progress:
+        result = store.push(bundle, name=name, aliases=alias or [], progress=progress)
+    version = result.version
+    if result.created:
+        console.print(
+            f"pushed [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}, "
+            f"{format_size(version.size)}) to {store.uri}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"already stored: [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}) in {store.uri}; "
+            "nothing uploaded",
+            highlight=False,
+        )
+    for move in result.aliases:
+        before = f" (was {move.previous.seq})" if move.previous is not None and move.changed else ""
+        console.print(f"  @{move.alias} -> {move.version.seq}{before}", highlight=False)
+    console.print(f"  ref: {str(store.uri).rstrip('/')}/{version.name}:{version.seq}", highlight=False, soft_wrap=True)
+    if wandb:
+        from imgcls.bundle import load_bundle
+        from imgcls.store.lineage import log_reference_artifact
+
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        lineage = dict(load_bundle(bundle, verify=False).meta.get("lineage") or {})
+        logged = log_reference_artifact(store, result, lineage=lineage, mode=mode, project=wandb_project)
+        console.print(
+            f"  W&B ({logged['mode']}): artifact {logged['artifact']} in run {logged['run']}", highlight=False
+        )

@@ -1,0 +1,545 @@
+"""The model registry over a backend: immutable versions, sequence numbers, aliases, push and pull.
+
+Layout under the store root::
+
+    <name>/versions/<id>/<bundle files…>     the bundle, uploaded create-only (id = first 16 hex of its digest)
+    <name>/versions/<id>/bundle.json         the manifest, uploaded after every file it lists
+    <name>/versions/<id>/version.json        the commit record (sequence number, digest, created, metrics)
+    <name>/sequence/<n>                      claims sequence number n for a digest (create-only)
+    <name>/aliases/<alias>                   {"version": n, "digest": …}; moved by compare-and-swap
+
+A version exists once its ``version.json`` exists; a push interrupted before that leaves only unreferenced
+objects, and pushing again completes it. The *digest* of a version is the sha256 of the bundle's canonical
+manifest, which lists the sha256 of every file: it identifies the exact content, so pushing an identical bundle
+again finds the existing version and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgcls.bundle import (
+    FORMAT,
+    MANIFEST,
+    BundleError,
+    canonical_json,
+    load_bundle,
+    sha256_bytes,
+    validate_rel_path,
+    verify_files,
+)
+from imgcls.errors import ConflictError, StoreError, UsageError
+from imgcls.store.backend import Backend, PreconditionFailed, Progress
+from imgcls.store.refs import (
+    NAME_RE,
+    SEQ_RE,
+    ModelRef,
+    StoreURI,
+    parse_store_uri,
+    validate_name,
+    validate_version,
+)
+
+logger = logging.getLogger(__name__)
+
+VERSION_RECORD = "version.json"
+PROVENANCE = ".imgcls-store.json"  # side file in cached copies: which store version this directory holds
+ID_LEN = 16  # hex digits of the digest that name a version's folder
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One immutable stored version of a model."""
+
+    name: str
+    seq: int
+    digest: str
+    created: str
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+    files: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.digest[:ID_LEN]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/versions/{self.id}"
+
+    @property
+    def size(self) -> int:
+        return sum(self.files.values())
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.seq} ({self.id[:12]})"
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An alias and the version it points at; ``generation`` is the precondition for moving it."""
+
+    name: str
+    alias: str
+    seq: int
+    digest: str
+    updated: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    version: Version
+    previous: Alias | None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is None or self.previous.digest != self.version.digest
+
+
+@dataclass(frozen=True)
+class PushResult:
+    version: Version
+    created: bool  # False: an identical bundle was already stored (a no-op)
+    aliases: list[AliasMove]
+
+
+def _load_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{what} is not valid JSON", hint="the store was modified by hand", exit_code=1) from exc
+    if not isinstance(obj, dict):
+        raise StoreError(f"{what} is not a JSON object", hint="the store was modified by hand", exit_code=1)
+    return obj
+
+
+class Store:
+    """A model store: open one with :meth:`Store.open` on a folder, ``file://`` or ``gs://`` URI.
+
+    Example:
+        store = Store.open("gs://my-bucket/models")
+        result = store.push("runs/digits", aliases=["staging"])
+        store.set_alias("digits", "production", str(result.version.seq))
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @classmethod
+    def open(cls, uri: str | Path | StoreURI) -> Store:
+        parsed = uri if isinstance(uri, StoreURI) else parse_store_uri(uri)
+        if parsed.scheme == "gs":
+            from imgcls.store.gcs import GCSBackend
+
+            return cls(GCSBackend(parsed))
+        from imgcls.store.local import LocalBackend
+
+        backend = LocalBackend(parsed)
+        backend.check()
+        return cls(backend)
+
+    @property
+    def uri(self) -> StoreURI:
+        return self.backend.uri
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Names of the models in the store."""
+        return [n for n in self.backend.list_children("") if NAME_RE.fullmatch(n)]
+
+    def _record(self, name: str, vid: str) -> Version | None:
+        got = self.backend.read(f"{name}/versions/{vid}/{VERSION_RECORD}")
+        if got is None:
+            return None
+        rec = _load_json(got[0], f"{name}/versions/{vid}/{VERSION_RECORD}")
+        try:
+            version = Version(
+                name=name,
+                seq=int(rec["seq"]),
+                digest=str(rec["digest"]),
+                created=str(rec.get("created", "")),
+                metrics=dict(rec.get("metrics") or {}),
+                files={str(k): int(v) for k, v in dict(rec.get("files") or {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"version record {name}/versions/{vid} is malformed", exit_code=1) from exc
+        if version.id != vid:
+            raise StoreError(
+                f"version record {name}/versions/{vid} names digest {version.digest[:12]}…, not its folder's",
+                hint="the store was modified by hand",
+                exit_code=1,
+            )
+        return version
+
+    def versions(self, name: str) -> list[Version]:
+        """Every committed version of ``name``, oldest first (an empty list if there is none)."""
+        validate_name(name)
+        found = []
+        for vid in self.backend.list_children(f"{name}/versions"):
+            if len(vid) != ID_LEN or any(c not in "0123456789abcdef" for c in vid):
+                continue
+            version = self._record(name, vid)
+            if version is not None:
+                found.append(version)
+        return sorted(found, key=lambda v: v.seq)
+
+    def no_model_error(self, name: str) -> StoreError:
+        self.backend.check()  # a missing bucket explains an empty listing better
+        known = self.models()
+        hint = f"models in this store: {', '.join(known)}" if known else "push one first: imgcls push BUNDLE --to URI"
+        return StoreError(f"no model named {name!r} in store {self.uri}", hint=hint)
+
+    def version(self, name: str, selector: str) -> Version:
+        """The version ``selector`` of ``name``: a sequence number (``3``) or a digest prefix (``a1b2c3``)."""
+        validate_name(name)
+        validate_version(selector)
+        if SEQ_RE.fullmatch(selector):
+            got = self.backend.read(f"{name}/sequence/{selector}")
+            if got is not None:
+                digest = str(_load_json(got[0], f"{name}/sequence/{selector}").get("digest", ""))
+                version = self._record(name, digest[:ID_LEN]) if len(digest) >= ID_LEN else None
+                if version is not None and version.seq == int(selector):
+                    return version
+        matches = [v for v in self.versions(name) if v.digest.startswith(selector)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"version prefix {selector!r} of {name} is ambiguous", hint="give more hex digits")
+        if not self.backend.list_children(f"{name}/versions"):
+            raise self.no_model_error(name)
+        seqs = ", ".join(str(v.seq) for v in self.versions(name)) or "none"
+        raise StoreError(f"{name} has no version {selector!r} in {self.uri}", hint=f"versions: {seqs}")
+
+    def alias(self, name: str, alias: str) -> Alias | None:
+        validate_name(name)
+        validate_name(alias, "alias")
+        got = self.backend.read(f"{name}/aliases/{alias}")
+        if got is None:
+            return None
+        rec = _load_json(got[0], f"{name}/aliases/{alias}")
+        try:
+            return Alias(
+                name=name,
+                alias=alias,
+                seq=int(rec["version"]),
+                digest=str(rec["digest"]),
+                updated=str(rec.get("updated", "")),
+                generation=got[1],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"alias {name}@{alias} is malformed", exit_code=1) from exc
+
+    def aliases(self, name: str) -> dict[str, Alias]:
+        out = {}
+        for alias in self.backend.list_children(f"{name}/aliases"):
+            if NAME_RE.fullmatch(alias):
+                found = self.alias(name, alias)
+                if found is not None:
+                    out[alias] = found
+        return out
+
+    def resolve(self, ref: ModelRef) -> Version:
+        """The version a reference names (following its alias)."""
+        if ref.version is not None:
+            return self.version(ref.name, ref.version)
+        alias = ref.alias or "latest"
+        found = self.alias(ref.name, alias)
+        if found is None:
+            if not self.backend.list_children(f"{ref.name}/versions"):
+                raise self.no_model_error(ref.name)
+            known = ", ".join(sorted(self.aliases(ref.name))) or "none"
+            raise StoreError(
+                f"{ref.name} has no alias {alias!r} in {self.uri}",
+                hint=f"aliases: {known}; set one with `imgcls models alias {self.uri} {ref.name} VERSION {alias}`",
+            )
+        version = self._record(ref.name, found.digest[:ID_LEN])
+        if version is None or version.digest != found.digest:
+            raise StoreError(
+                f"alias {ref.name}@{alias} points at version {found.seq}, which is not in the store",
+                hint="the store was modified by hand; move the alias to an existing version",
+                exit_code=1,
+            )
+        return version
+
+    def manifest(self, version: Version) -> tuple[bytes, dict[str, Any]]:
+        """The stored ``bundle.json`` of a version (raw bytes and parsed), checked against its digest."""
+        got = self.backend.read(f"{version.key}/{MANIFEST}")
+        if got is None:
+            raise StoreError(f"{version} has no {MANIFEST} in the store", hint="the version is partial", exit_code=1)
+        meta = _load_json(got[0], f"{version.key}/{MANIFEST}")
+        if sha256_bytes(canonical_json(meta)) != version.digest:
+            raise StoreError(
+                f"stored version {version} is corrupt: its {MANIFEST} does not match the version's digest; refused",
+                hint="push the bundle again as a new version, and move aliases away from this one",
+                exit_code=1,
+            )
+        if meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
+            raise StoreError(f"stored version {version} has an unknown bundle format {meta.get('format')!r}")
+        for rel in meta["files"]:
+            validate_rel_path(rel)
+        return got[0], meta
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def push(
+        self,
+        bundle_dir: str | Path,
+        *,
+        name: str | None = None,
+        aliases: Iterable[str] = (),
+        progress: Progress | None = None,
+    ) -> PushResult:
+        """Verify a bundle, upload it as a new immutable version (or find the identical one), move aliases.
+
+        ``latest`` moves automatically to a newly created version. Every object is created with a create-only
+        precondition; an object left by an interrupted push must match the bundle byte for byte (crc32c).
+        """
+        bundle = load_bundle(bundle_dir)
+        if name is None:
+            name = bundle.name
+            if not NAME_RE.fullmatch(name):
+                raise UsageError(
+                    f"the bundle's name {name!r} is not a valid store name",
+                    hint="pass --name with 1-64 characters from a-z 0-9 . _ - (starting with a letter or digit)",
+                )
+        validate_name(name)
+        aliases = [validate_name(a, "alias") for a in aliases]
+        digest = bundle.digest
+        vid = digest[:ID_LEN]
+        existing = self._record(name, vid)
+        if existing is not None:
+            if existing.digest != digest:
+                raise StoreError(f"digest collision for {name} version {vid}", exit_code=1)
+            moves = [self.set_alias(name, a, existing) for a in aliases]
+            return PushResult(existing, created=False, aliases=moves)
+
+        key = f"{name}/versions/{vid}"
+        sizes = {}
+        for rel in sorted(bundle.files):
+            src = bundle.path / rel
+            sizes[rel] = src.stat().st_size
+            self._create_file(f"{key}/{rel}", src, progress)
+        self._create_file(f"{key}/{MANIFEST}", bundle.path / MANIFEST, progress)
+
+        seq = self._claim_sequence(name, digest)
+        record = {
+            "name": name,
+            "seq": seq,
+            "digest": digest,
+            "created": _now(),
+            "metrics": bundle.metrics,
+            "files": sizes,
+            "bundle_name": bundle.name,
+        }
+        try:
+            self.backend.write(f"{key}/{VERSION_RECORD}", _dumps(record), if_generation_match=0)
+        except PreconditionFailed:  # the same bundle was pushed concurrently and committed first
+            self.backend.delete(f"{name}/sequence/{seq}")
+            winner = self._record(name, vid)
+            if winner is None:
+                raise StoreError(f"cannot commit {name} version {vid}", exit_code=1) from None
+            return PushResult(winner, created=False, aliases=[self.set_alias(name, a, winner) for a in aliases])
+        version = self._record(name, vid)
+        assert version is not None
+        logger.info("pushed %s to %s", version, self.uri)
+        moves = []
+        latest = self._advance_latest(version)
+        if latest is not None:
+            moves.append(latest)
+        moves += [self.set_alias(name, a, version) for a in aliases if a != "latest"]
+        return PushResult(version, created=True, aliases=moves)
+
+    def _create_file(self, key: str, src: Path, progress: Progress | None) -> None:
+        try:
+            self.backend.upload_file(key, src, progress=progress)
+        except PreconditionFailed:  # left by an interrupted or concurrent push of the same bundle
+            stat = self.backend.stat(key)
+            if stat is None or stat.size != src.stat().st_size or stat.crc32c not in (0, self.backend.checksum(src)):
+                raise StoreError(
+                    f"{key} already exists in {self.uri} with different content",
+                    hint="the store was modified by hand; delete that version folder and push again",
+                    exit_code=1,
+                ) from None
+
+    def _claim_sequence(self, name: str, digest: str) -> int:
+        taken = [int(n) for n in self.backend.list_children(f"{name}/sequence") if SEQ_RE.fullmatch(n)]
+        seq = max(taken, default=0) + 1
+        for _ in range(1000):
+            try:
+                self.backend.write(f"{name}/sequence/{seq}", _dumps({"digest": digest}), if_generation_match=0)
+                return seq
+            except PreconditionFailed:
+                seq += 1
+        raise ConflictError(f"could not claim a sequence number for {name}", hint="push again")
+
+    def _advance_latest(self, version: Version) -> AliasMove | None:
+        """Move ``latest`` to ``version`` unless it already points at a newer one (retrying lost races)."""
+        for _ in range(50):
+            current = self.alias(version.name, "latest")
+            if current is not None and current.seq >= version.seq:
+                return None
+            try:
+                return self._write_alias(version, "latest", current)
+            except PreconditionFailed:
+                continue
+        raise ConflictError(f"could not move {version.name}@latest: it keeps moving", hint="push again")
+
+    def _write_alias(self, version: Version, alias: str, current: Alias | None) -> AliasMove:
+        record = {"version": version.seq, "digest": version.digest, "updated": _now()}
+        if current is not None:
+            record["previous"] = {"version": current.seq, "digest": current.digest}
+        self.backend.write(
+            f"{version.name}/aliases/{alias}",
+            _dumps(record),
+            if_generation_match=current.generation if current is not None else 0,
+        )
+        return AliasMove(alias=alias, version=version, previous=current)
+
+    def set_alias(self, name: str, alias: str, target: Version | str) -> AliasMove:
+        """Point ``name@alias`` at a version by compare-and-swap (promote or roll back).
+
+        Args:
+            name: The model.
+            alias: The alias to move or create.
+            target: A Version, or a selector (sequence number or digest prefix).
+
+        The alias is read, then written with that read's generation as precondition: if another writer moved it
+        in between, ConflictError (exit 3) and nothing changes.
+        """
+        validate_name(name)
+        validate_name(alias, "alias")
+        version = target if isinstance(target, Version) else self.version(name, target)
+        current = self.alias(name, alias)
+        if current is not None and current.digest == version.digest:
+            return AliasMove(alias=alias, version=version, previous=current)
+        try:
+            return self._write_alias(version, alias, current)
+        except PreconditionFailed:
+            now = self.alias(name, alias)
+            where = f"version {now.seq}" if now is not None else "nothing"
+            raise ConflictError(
+                f"alias {name}@{alias} was moved by someone else while this command ran (it now points at {where}); "
+                f"it was not changed to version {version.seq}",
+                hint=f"check `imgcls models list {self.uri} {name}` and run the command again if still wanted",
+            ) from None
+
+    # -- pulling --------------------------------------------------------------------------------------------
+    def pull(
+        self,
+        version: Version,
+        dest: str | Path,
+        *,
+        progress: Progress | None = None,
+        provenance: bool = False,
+    ) -> Path:
+        """Download a version into ``dest`` through a temporary folder: verified, then renamed into place.
+
+        ``dest`` must not exist (or be an empty folder, or already hold this exact version: then nothing
+        happens). A corrupt or partial download is refused and leaves nothing behind. With ``provenance``, a
+        side file ``.imgcls-store.json`` (not part of the bundle) records the store, name and version.
+        """
+        dest = Path(dest).absolute()
+        if _holds_version(dest, version):
+            return dest
+        if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
+            raise UsageError(
+                f"refusing to pull into {dest}: it exists and is not an empty folder",
+                hint="choose a new --to folder, or remove this one",
+            )
+        raw, meta = self.manifest(version)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+        try:
+            for rel in sorted(meta["files"]):
+                target = tmp / validate_rel_path(rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.backend.download_file(f"{version.key}/{rel}", target, progress=progress)
+            (tmp / MANIFEST).write_bytes(raw)
+            try:
+                verify_files(tmp, meta["files"])
+                load_bundle(tmp, verify=False)
+            except BundleError as exc:
+                raise StoreError(
+                    f"stored version {version} failed verification and was refused: "
+                    f"{exc.message.replace(str(tmp), 'the download')}",
+                    hint="the stored copy is corrupt; push the bundle again and move aliases away from this version",
+                    exit_code=1,
+                ) from exc
+            if provenance:
+                record = {
+                    "store": str(self.uri),
+                    "name": version.name,
+                    "version": version.seq,
+                    "digest": version.digest,
+                    "created": version.created,
+                    "pulled": _now(),
+                }
+                (tmp / PROVENANCE).write_bytes(_dumps(record))
+            os.chmod(tmp, 0o755)
+            with contextlib.suppress(OSError):
+                dest.rmdir()  # an empty destination folder
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                if _holds_version(dest, version):  # a concurrent pull of the same version won
+                    return dest
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("pulled %s into %s", version, dest)
+        return dest
+
+
+def _holds_version(path: Path, version: Version) -> bool:
+    """True if ``path`` is a complete, verified copy of ``version`` (every sha256 checked)."""
+    try:
+        meta = json.loads((path / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or sha256_bytes(canonical_json(meta)) != version.digest:
+        return False
+    try:
+        verify_files(path, meta["files"])
+    except BundleError as exc:
+        logger.warning("%s holds %s but fails verification: %s", path, version, exc.message)
+        return False
+    return True
+
+
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def provenance(path: str | Path) -> dict[str, Any] | None:
+    """The store version a cached bundle directory was pulled from (None for a bundle made elsewhere).
+
+    Example:
+        provenance(resolve_model("gs://b/models/digits@production"))["version"]  # 3
+    """
+    try:
+        record = json.loads((Path(path) / PROVENANCE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("version"), int):
+        return None
+    try:
+        meta = json.loads((Path(path) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or sha256_bytes(canonical_json(meta)) != record.get("digest"):
+        return None  # the side file does not describe this bundle
+    return record
