@@ -2,12 +2,27 @@
 
 The bytes decide the format (never the file name); only JPEG and PNG (WebP optionally) are opened; EXIF
 orientation is applied; the pixel count is capped and Pillow's decompression-bomb warning is an error.
-Every failure is an :class:`~imgcls.errors.ImageError` with a code the server maps to an HTTP status.
+Every failure is an :class:`~imgcls.errors.ImageError` with a code the server maps to an HTTP status:
+
+* ``not_found`` — no such file, a directory, or not a regular file (a FIFO, ``/dev/zero``);
+* ``too_large`` — a file of more than ``max_bytes``;
+* ``unsupported_format`` — not JPEG/PNG (WebP) by content: GIF, BMP, TIFF, text, …;
+* ``too_many_pixels`` — width × height above ``max_pixels`` (decompression bombs);
+* ``corrupt_image`` — empty, truncated or otherwise undecodable.
+
+``Image.MAX_IMAGE_PIXELS`` (Pillow's own guard) is set explicitly to :data:`DEFAULT_MAX_PIXELS` and raised,
+never lowered, when a caller asks for a larger per-call limit, so Pillow's guard never refuses what the
+caller allowed; the per-call check in :func:`decode_image` is the one that decides.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
+import stat
+import struct
+import threading
 import warnings
 from pathlib import Path
 
@@ -15,12 +30,61 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgcls.errors import ImageError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a 40 MP RGBA PNG stored with no compression is ~160 MB
 FORMATS = ("JPEG", "PNG")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 # Pillow's global bomb guard is set explicitly; decode_image also checks its own per-call limit.
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+_limit_lock = threading.Lock()
+
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError, KeyError)
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    """Raise Pillow's global guard to ``max_pixels`` when it is lower (never lowers it)."""
+    with _limit_lock:
+        current = Image.MAX_IMAGE_PIXELS
+        if current is not None and current < max_pixels:
+            logger.info("raising PIL.Image.MAX_IMAGE_PIXELS from %s to %s", current, max_pixels)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (ImageError ``not_found`` / ``too_large``)."""
+    name = str(path)
+    try:
+        _check_regular(os.stat(path), name, max_bytes)  # before open(): opening a FIFO would block
+        with open(path, "rb") as f:
+            _check_regular(os.fstat(f.fileno()), name, max_bytes)
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file", code="not_found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image", code="not_found") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied", code="not_found") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot be read ({exc.strerror or exc})", code="not_found") from None
+    if len(data) > max_bytes:  # grew while being read
+        raise ImageError(f"{name}: file larger than the limit of {max_bytes:,} bytes", code="too_large")
+    return data
+
+
+def _check_regular(info: os.stat_result, name: str, max_bytes: int) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{name}: is a directory, not an image", code="not_found")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"{name}: not a regular file", hint="pass an image file", code="not_found")
+    if info.st_size > max_bytes:
+        raise ImageError(
+            f"{name}: file of {info.st_size:,} bytes; the limit is {max_bytes:,}",
+            hint="downscale or recompress the image",
+            code="too_large",
+        )
 
 
 def decode_image(
@@ -28,6 +92,8 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_webp: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str | None = None,
 ) -> Image.Image:
     """Decode an image fully (so truncation is caught here) and apply its EXIF orientation.
 
@@ -35,25 +101,29 @@ def decode_image(
         source: the encoded bytes, or a path to read them from.
         max_pixels: width × height above which the image is refused (a decompression bomb guard).
         allow_webp: also accept WebP.
+        max_bytes: largest file read from a path.
+        name: how messages call the image (default: the path, or "upload" for bytes).
+
+    Returns:
+        The decoded image, in its own mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, …): convert it with
+        :func:`imgcls.data.transform.to_mode` / :func:`~imgcls.data.transform.prepare`.
 
     Raises:
-        ImageError: code ``not_found``, ``unsupported_format``, ``too_many_pixels`` or ``corrupt_image``.
+        ImageError: code ``not_found``, ``too_large``, ``unsupported_format``, ``too_many_pixels`` or
+            ``corrupt_image``.
+
+    Example:
+        img = decode_image(Path("cat.jpg"))
     """
-    name = "upload"
     if isinstance(source, (str, Path)):
-        name = str(source)
-        try:
-            data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"{name}: no such file", code="not_found") from None
-        except IsADirectoryError:
-            raise ImageError(f"{name}: is a directory, not an image", code="not_found") from None
-        except OSError as exc:
-            raise ImageError(f"{name}: cannot be read ({exc.strerror})", code="not_found") from None
+        name = name or str(source)
+        data = read_image_file(source, max_bytes=max_bytes)
     else:
-        data = source
+        name = name or "upload"
+        data = bytes(source)
     if not data:
         raise ImageError(f"{name}: empty file", hint="send a JPEG or PNG image", code="corrupt_image")
+    _allow_pixels(max_pixels)
     formats = (*FORMATS, "WEBP") if allow_webp else FORMATS
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -67,7 +137,7 @@ def decode_image(
             ) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _too_many(name, None, max_pixels) from None
-        except (OSError, ValueError, SyntaxError) as exc:
+        except _DECODE_ERRORS as exc:
             raise ImageError(f"{name}: corrupt image ({exc})", code="corrupt_image") from None
         w, h = img.size
         if w <= 0 or h <= 0:
@@ -76,18 +146,17 @@ def decode_image(
             raise _too_many(name, (w, h), max_pixels)
         try:
             img.load()
-            img = ImageOps.exif_transpose(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _too_many(name, (w, h), max_pixels) from None
-        except (OSError, ValueError, SyntaxError, EOFError, struct_error()) as exc:
+        except _DECODE_ERRORS as exc:
             raise ImageError(f"{name}: corrupt or truncated image ({exc})", code="corrupt_image") from None
-    return img
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except (*_DECODE_ERRORS, ZeroDivisionError, AttributeError) as exc:  # malformed EXIF: keep pixels as stored
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, exc)
+        return img
+    upright.format = img.format  # the copy forgets it; callers (logs, stats) want to know what was sent
+    return upright
 
 
 def _too_many(name: str, size: tuple[int, int] | None, max_pixels: int) -> ImageError:

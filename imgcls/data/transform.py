@@ -26,33 +26,58 @@ _RESAMPLE = {
 }
 
 
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16/32-bit integer or float pixels to 0..255 by the range their mode implies, not by the image's own.
+
+    ``I;16*``: 0..65535. ``I``: 0..255 when every value fits, else 0..65535 when every value fits (a 16-bit
+    PNG), else the image's min..max. ``F``: 0..1 when every value fits, else 0..255, else min..max.
+    """
+    arr = arr.astype(np.float64, copy=False)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif mode == "I" and lo >= 0 and hi <= 255:
+        pass
+    elif mode == "I" and lo >= 0 and hi <= 65535:
+        arr = arr / 257.0
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        arr = arr * 255.0
+    elif mode == "F" and lo >= 0 and hi <= 255:
+        pass
+    else:
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
 def to_mode(img: Image.Image, channels: int) -> Image.Image:
     """Convert any Pillow mode to ``L`` (channels=1) or ``RGB`` (channels=3).
 
-    Transparent pixels are composited onto white; 16/32-bit and float images are scaled to 8 bits by their
-    range rather than clipped.
+    Transparent pixels (RGBA, LA, PA, P with a transparency entry, premultiplied RGBa/La) are composited onto
+    white; 16/32-bit and float images are scaled to 8 bits by their range (see :func:`_to_uint8`) rather than
+    clipped; ``1``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and ``RGBX`` go through Pillow's conversions.
+    Colour to grey uses Pillow's ITU-R 601-2 luma.
     """
     target = "L" if channels == 1 else "RGB"
     mode = img.mode
     if mode == target:
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16"):
-            arr = arr / 257.0
-        else:
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if mode in _WIDE_MODES:
+        img = Image.fromarray(_to_uint8(np.asarray(img), mode), "L")
         return img if target == "L" else img.convert("RGB")
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA") if mode != "La" else img.convert("LA").convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba).convert("RGB")
         return img if target == "RGB" else img.convert("L")
+    if target == "L" and mode not in ("1", "RGB"):
+        img = img.convert("RGB")  # e.g. CMYK, LAB, HSV: through RGB, as Pillow has no direct path for all
     return img.convert(target)
 
 
@@ -69,9 +94,17 @@ def prepare(img: Image.Image, spec: InputSpec) -> np.ndarray:
 
 
 def normalize(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """``uint8`` ``(N, H, W, C)`` or ``(H, W, C)`` to normalised ``float32`` ``(N, C, H, W)``."""
+    """``uint8`` ``(N, H, W, C)`` or ``(H, W, C)`` to normalised ``float32`` ``(N, C, H, W)``: ``(x/255 - mean)/std``.
+
+    Raises:
+        ValueError: not uint8, or the channel count differs from the spec's.
+    """
     if images.ndim == 3:
         images = images[None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != spec.channels:
+        raise ValueError(
+            f"normalize takes uint8 (N, H, W, {spec.channels}) images from prepare(), got {images.dtype} {images.shape}"
+        )
     x = images.astype(np.float32) * np.float32(1.0 / 255.0)
     mean = np.asarray(spec.mean, dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std, dtype=np.float32)

@@ -1,0 +1,413 @@
+"""imgcls.runtime.Predictor on hand-built ONNX models (no torch): providers, verification, batching, top-k, and
+the proof that the runtime feeds the model exactly what training evaluates on."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from imgcls.bundle import InputSpec, write_manifest
+from imgcls.errors import BundleError, DeviceError, ImageError, UsageError
+from imgcls.runtime import Prediction, Predictor, external_data_tensors, find_images, softmax
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = InputSpec(size=(6, 5), channels=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+CLASSES = ["cat", "dog", "bird", "fish"]
+
+
+def linear_model(spec: InputSpec, k: int, seed: int = 0, *, classes: list[str] | None = None) -> onnx.ModelProto:
+    """images (N, C, H, W) -> Flatten -> MatMul + Add -> logits (N, k)."""
+    rng = np.random.default_rng(seed)
+    d = spec.channels * spec.size[0] * spec.size[1]
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (d, k)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, (k,)).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+        helper.make_node("Add", ["mm", "b"], ["logits"]),
+    ]
+    return _model(nodes, [w, b], spec, k, classes)
+
+
+def identity_model(spec: InputSpec) -> onnx.ModelProto:
+    """logits = the flattened input: what the session was fed, value for value."""
+    d = spec.channels * spec.size[0] * spec.size[1]
+    return _model([helper.make_node("Flatten", ["images"], ["logits"], axis=1)], [], spec, d, None)
+
+
+def _model(nodes: list, inits: list, spec: InputSpec, k: int, classes: list[str] | None) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", spec.channels, *spec.size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", k])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    if classes is not None:
+        helper.set_model_props(model, {"classes": json.dumps(classes)})
+    onnx.checker.check_model(model)
+    return model
+
+
+def make_bundle(
+    root: Path,
+    models: dict[str, onnx.ModelProto],
+    *,
+    spec: InputSpec = SPEC,
+    classes: list[str] = CLASSES,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
+    """A bundle holding only ONNX files (enough for the runtime): precision -> model."""
+    from imgcls.runtime import MODEL_FILES
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = []
+    for precision, proto in models.items():
+        (root / MODEL_FILES[precision]).write_bytes(proto.SerializeToString())
+        files.append(MODEL_FILES[precision])
+    for rel, data in (extra or {}).items():
+        (root / rel).write_bytes(data)
+        files.append(rel)
+    meta = {
+        "name": "handmade",
+        "classes": classes,
+        "input": spec.to_dict(),
+        "model": {"arch": "handmade"},
+        "export": {"models": {p: {"file": MODEL_FILES[p]} for p in models}},
+    }
+    write_manifest(root, meta, files)
+    return root
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return make_bundle(
+        tmp_path / "b", {"fp32": linear_model(SPEC, 4, classes=CLASSES), "int8": linear_model(SPEC, 4, 1)}
+    )
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def rand_image(seed: int, size: tuple[int, int] = (17, 11), mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+
+
+# --- providers ---------------------------------------------------------------------------------------------
+
+
+def _cuda_really_loads() -> bool:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    sess = ort.InferenceSession(
+        linear_model(SPEC, 4).SerializeToString(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    return "CUDAExecutionProvider" in sess.get_providers()
+
+
+def test_cpu_device_runs_on_the_cpu_provider(bundle: Path) -> None:
+    p = Predictor.from_bundle(bundle, device="cpu")
+    assert p.provider == "CPUExecutionProvider"
+    assert p.describe()["provider"] == "CPUExecutionProvider"
+
+
+def test_silent_cuda_fallback_is_detected(bundle: Path) -> None:
+    """onnxruntime-gpu lists CUDA without a GPU and falls back silently; the Predictor reports the truth."""
+    import onnxruntime as ort
+
+    if _cuda_really_loads():
+        pytest.skip("CUDA loads here: the fallback case needs a machine without a usable GPU")
+    auto = Predictor.from_bundle(bundle, device="auto")
+    assert auto.provider == "CPUExecutionProvider"
+    assert "CUDAExecutionProvider" not in auto.providers
+    with pytest.raises(DeviceError) as info:
+        Predictor.from_bundle(bundle, device="cuda")
+    assert info.value.exit_code == 2
+    assert "cuda" in info.value.message.lower() and "--device cpu" in (info.value.hint or "")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        # the raw onnxruntime behaviour the Predictor guards against: asked for CUDA, silently on CPU
+        raw = ort.InferenceSession(
+            (bundle / "model.onnx").read_bytes(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
+        assert raw.get_providers() == ["CPUExecutionProvider"]
+        assert "fell back" in info.value.message
+
+
+def test_cuda_provider_used_when_it_loads(bundle: Path) -> None:
+    if not _cuda_really_loads():
+        pytest.skip("no usable CUDA for onnxruntime here")
+    assert Predictor.from_bundle(bundle, device="cuda").provider == "CUDAExecutionProvider"
+    assert Predictor.from_bundle(bundle, device="auto").provider == "CUDAExecutionProvider"
+
+
+def test_onnxruntime_noise_is_silenced(bundle: Path) -> None:
+    code = (
+        "from imgcls.runtime import Predictor; import sys\n"
+        f"p = Predictor.from_bundle({str(bundle)!r}, device='auto')\n"
+        "print(p.provider)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+
+
+def test_thread_counts_are_applied_and_checked(bundle: Path) -> None:
+    p = Predictor.from_bundle(bundle, device="cpu", intra_threads=1, inter_threads=1)
+    assert p.infer(np.zeros((2, 3, 6, 5), np.float32)).shape == (2, 4)
+    with pytest.raises(UsageError, match="intra_threads"):
+        Predictor.from_bundle(bundle, intra_threads=0)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"device": "tpu"}, "device"), ({"precision": "int4"}, "precision")])
+def test_unknown_device_or_precision_is_a_usage_error(bundle: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        Predictor.from_bundle(bundle, **kwargs)
+
+
+# --- verification ------------------------------------------------------------------------------------------
+
+
+def test_tampered_model_onnx_is_refused(bundle: Path) -> None:
+    model = bundle / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="failed verification") as info:
+        Predictor.from_bundle(bundle)
+    assert info.value.exit_code == 2
+
+
+def test_missing_precision_names_the_export_command(tmp_path: Path) -> None:
+    only_fp32 = make_bundle(tmp_path / "b", {"fp32": linear_model(SPEC, 4)})
+    with pytest.raises(BundleError) as info:
+        Predictor.from_bundle(only_fp32, precision="int8")
+    assert "int8" in info.value.message
+    assert f"imgcls export {only_fp32} --int8" in (info.value.hint or "")
+
+
+def test_model_with_external_data_is_refused_even_with_valid_hashes(tmp_path: Path) -> None:
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = linear_model(SPEC, 4)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    root = tmp_path / "ext"
+    root.mkdir()
+    onnx.save_model(model, str(root / "model.onnx"))  # writes model.onnx.data beside it
+    assert (root / "model.onnx.data").is_file()
+    meta = {"name": "ext", "classes": CLASSES, "input": SPEC.to_dict(), "model": {"arch": "x"}}
+    write_manifest(root, meta, ["model.onnx", "model.onnx.data"])
+    with pytest.raises(BundleError, match="external data"):
+        Predictor.from_bundle(root)
+
+
+def test_external_data_is_found_in_initializers_and_attributes() -> None:
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    assert external_data_tensors(linear_model(SPEC, 4).SerializeToString()) == 0
+    model = linear_model(SPEC, 4)
+    convert_model_to_external_data(model, location="x.data", size_threshold=0)
+    assert external_data_tensors(model.SerializeToString()) == 2
+    const = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones((64, 64), np.float32)))
+    graph = helper.make_graph(
+        [const, helper.make_node("Identity", ["c"], ["out"])],
+        "g",
+        [],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [64, 64])],
+    )
+    with_attr = helper.make_model(graph)
+    convert_model_to_external_data(with_attr, location="y.data", size_threshold=0, convert_attribute=True)
+    assert external_data_tensors(with_attr.SerializeToString()) == 1
+    with pytest.raises(ValueError):
+        external_data_tensors(b"\x0a\xff\xff\xff")  # a length running past the end
+
+
+def test_input_shape_mismatch_is_refused(tmp_path: Path) -> None:
+    other = InputSpec(size=(8, 8), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    root = make_bundle(tmp_path / "b", {"fp32": linear_model(other, 4)}, spec=SPEC)
+    with pytest.raises(BundleError, match="expects input"):
+        Predictor.from_bundle(root)
+
+
+def test_embedded_class_names_must_match_the_bundle(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b", {"fp32": linear_model(SPEC, 4, classes=["a", "b", "c", "d"])})
+    with pytest.raises(BundleError, match="class names"):
+        Predictor.from_bundle(root)
+
+
+def test_garbage_model_file_is_a_bundle_error(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b", {}, extra={"model.onnx": b"not a protobuf at all" * 10})
+    with pytest.raises(BundleError):
+        Predictor.from_bundle(root)
+
+
+# --- inference and top-k -----------------------------------------------------------------------------------
+
+
+def test_predictions_are_top_k_of_softmax_best_first(bundle: Path) -> None:
+    p = Predictor.from_bundle(bundle, device="cpu")
+    images = [rand_image(i) for i in range(3)]
+    preds = p.predict_images(images, top_k=3)
+    x = p.to_input(np.stack([p.prepare(im) for im in images]))
+    probs = softmax(p.logits(x))
+    for pred, row in zip(preds, probs, strict=True):
+        assert isinstance(pred, Prediction)
+        order = np.argsort(-row)
+        assert pred.class_id == int(order[0]) and pred.label == CLASSES[order[0]]
+        assert [t.class_id for t in pred.top_k] == [int(i) for i in order[:3]]
+        assert pred.confidence == pytest.approx(float(row.max()))
+        d = pred.to_dict()
+        assert set(d) == {"label", "class_id", "confidence", "top_k"}
+        assert set(d["top_k"][0]) == {"label", "class_id", "probability"}
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert len(p.predict_images(images[:1], top_k=50)[0].top_k) == len(CLASSES)  # k is capped
+    with pytest.raises(UsageError):
+        p.predict_images(images, top_k=0)
+
+
+def test_softmax_is_stable_for_huge_logits() -> None:
+    probs = softmax(np.array([[1000.0, 999.0, -1000.0]], np.float32))
+    assert np.isfinite(probs).all() and probs[0, 0] > probs[0, 1] > probs[0, 2]
+
+
+def test_bad_batches_are_usage_errors(bundle: Path) -> None:
+    p = Predictor.from_bundle(bundle, device="cpu")
+    with pytest.raises(UsageError, match="shape"):
+        p.logits(np.zeros((1, 3, 7, 7), np.float32))
+    with pytest.raises(UsageError, match="uint8"):
+        p.infer_prepared(np.zeros((1, 6, 5, 3), np.float32))
+    assert p.infer(np.zeros((0, 3, 6, 5), np.float32)).shape == (0, 4)
+
+
+def test_predict_paths_keeps_order_and_reports_each_bad_file(bundle: Path, tmp_path: Path) -> None:
+    p = Predictor.from_bundle(bundle, device="cpu")
+    images = [rand_image(i, size=(10 + i, 9)) for i in range(4)]
+    paths = []
+    for i, img in enumerate(images):
+        path = tmp_path / f"good{i}.png"
+        path.write_bytes(png(img))
+        paths.append(path)
+    (tmp_path / "text.png").write_text("not an image")
+    order = [paths[0], tmp_path / "missing.jpg", paths[1], tmp_path / "text.png", paths[2], paths[3]]
+    results = list(p.predict_paths(order, top_k=2, batch_size=2))
+    assert [r[0] for r in results] == order
+    assert [type(r[1]).__name__ for r in results] == [
+        "Prediction", "ImageError", "Prediction", "ImageError", "Prediction", "Prediction"
+    ]  # fmt: skip
+    assert isinstance(results[1][1], ImageError) and results[1][1].code == "not_found"
+    assert isinstance(results[3][1], ImageError) and results[3][1].code == "unsupported_format"
+    expected = p.predict_images(images, top_k=2)
+    got = [r[1] for r in results if isinstance(r[1], Prediction)]
+    for a, b in zip(got, expected, strict=True):
+        assert a.class_id == b.class_id and a.confidence == pytest.approx(b.confidence, abs=1e-6)
+    with pytest.raises(UsageError):
+        list(p.predict_paths(order, batch_size=0))
+
+
+def test_decode_limits_come_from_the_predictor(bundle: Path) -> None:
+    p = Predictor.from_bundle(bundle, max_pixels=100)
+    with pytest.raises(ImageError) as info:
+        p.decode(png(rand_image(0, size=(20, 20))))
+    assert info.value.code == "too_many_pixels"
+
+
+# --- runtime input == training evaluation input ------------------------------------------------------------
+
+
+def _write_mixed_folder(root: Path, n: int = 100) -> None:
+    """n images over 2 classes in several sizes, modes and both formats."""
+    sizes = [(8, 8), (16, 12), (33, 47), (64, 20), (100, 100), (5, 9)]
+    kinds = [
+        ("PNG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "I;16"), ("PNG", "1"),
+        ("PNG", "LA"), ("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"),
+    ]  # fmt: skip
+    for i in range(n):
+        fmt, mode = kinds[i % len(kinds)]
+        size = sizes[i % len(sizes)]
+        img = rand_image(i, size)
+        if mode == "I;16":
+            img = Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 250)
+        elif mode == "RGBA":
+            img = img.convert("RGBA")
+            img.putalpha(Image.fromarray(np.asarray(rand_image(i + 1000, size).convert("L"))))
+        else:
+            img = img.convert(mode)
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"img{i:03d}.{'png' if fmt == 'PNG' else 'jpg'}", fmt)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_runtime_input_equals_training_evaluation_input(tmp_path: Path, channels: int) -> None:
+    """100 images, several sizes and modes: what the ONNX session receives is what training evaluates on."""
+    from imgcls.config import DataConfig
+    from imgcls.data.datasets import load_dataset
+    from imgcls.data.transform import normalize
+
+    _write_mixed_folder(tmp_path / "data")
+    ds = load_dataset(DataConfig(name=f"folder:{tmp_path / 'data'}", img_size=12, channels=channels), seed=0)
+    splits = [s for s in (ds.train, ds.val, ds.test) if s is not None and len(s)]
+    assert sum(len(s) for s in splits) == 100 and not ds.skipped
+    bundle = make_bundle(tmp_path / "b", {"fp32": identity_model(ds.input)}, spec=ds.input,
+                         classes=[str(i) for i in range(channels * 12 * 12)])  # fmt: skip
+    predictor = Predictor.from_bundle(bundle, device="cpu")
+    for split in splits:
+        assert split.paths is not None
+        training = normalize(split.images, ds.input)  # what evaluation during training feeds the model
+        runtime = predictor.to_input(np.stack([predictor.read(p) for p in split.paths]))
+        assert np.abs(runtime - training).max() <= 1e-6
+        seen = predictor.logits(runtime).reshape(training.shape)  # the identity model echoes its input
+        assert np.abs(seen - training).max() <= 1e-6
+
+
+# --- finding files -----------------------------------------------------------------------------------------
+
+
+def test_find_images_walks_directories_globs_and_keeps_named_files(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for rel in ["d/a.png", "d/sub/b.JPG", "d/notes.txt", "d/sub/c.webp", "e.jpeg", "f.png"]:
+        (tmp_path / rel).write_bytes(b"x")
+    found = find_images([tmp_path / "d", str(tmp_path / "*.jpeg"), tmp_path / "f.png", tmp_path / "f.png"])
+    rel = [str(p.relative_to(tmp_path)) for p in found]
+    assert rel == ["d/a.png", "d/sub/b.JPG", "d/sub/c.webp", "e.jpeg", "f.png"]
+    assert find_images([tmp_path / "d"], suffixes=(".png",)) == [tmp_path / "d" / "a.png"]
+    assert find_images([tmp_path / "missing.png"]) == [tmp_path / "missing.png"]  # reported later as not found
+    assert find_images([tmp_path / "d" / "notes.txt"]) == [tmp_path / "d" / "notes.txt"]  # named: content decides
+
+
+def test_find_images_with_nothing_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="nothing to predict") as info:
+        find_images([tmp_path / "empty", str(tmp_path / "*.png")])
+    assert info.value.exit_code == 2
+
+
+def test_runtime_never_imports_torch(bundle: Path, tmp_path: Path) -> None:
+    image = tmp_path / "x.png"
+    image.write_bytes(png(rand_image(0)))
+    code = (
+        "import sys\n"
+        "from imgcls.runtime import Predictor\n"
+        f"p = Predictor.from_bundle({str(bundle)!r})\n"
+        f"print(list(p.predict_paths([{str(image)!r}]))[0][1].label)\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'onnx', 'wandb', 'evidently') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in CLASSES
