@@ -37,7 +37,10 @@ def image_stats(img: Image.Image) -> ImageStats:
         rgb.thumbnail((_MAX_SIDE, _MAX_SIDE), Image.Resampling.BILINEAR)
     arr = np.asarray(rgb, dtype=np.float32) / 255.0
     luma = arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    mx, mn = arr.max(axis=2), arr.min(axis=2)
+    r, g, b = arr[:, :, 0], arr[:, :, 1], arr[:, :, 2]
+    # the same values as arr.max(axis=2) / arr.min(axis=2), ~20x faster: a reduction over a length-3 last axis
+    # is numpy's slow path, and this runs for every served prediction
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-8), 0.0)
     hist = np.bincount(np.clip((luma * 255).astype(np.int64), 0, 255).ravel(), minlength=256).astype(np.float64)
     p = hist[hist > 0] / hist.sum()

@@ -1,0 +1,138 @@
+"""Serve a model over HTTP: onnxruntime with dynamic batching, limits, metrics, a prediction log and a web page."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgcls.cli._render import STATE, err_console
+
+
+def serve(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Bundle directory (exported with `imgcls export`) or store reference URI/NAME@ALIAS or "
+            "URI/NAME:VERSION.",
+            show_default=False,
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (cuda fails unless CUDA really loads).")] = "auto",
+    int8: Annotated[bool, typer.Option("--int8", help="Serve the static-int8 model (imgcls export --int8).")] = False,
+    max_batch: Annotated[int, typer.Option(min=1, max=1024, help="Most images per onnxruntime call.")] = 32,
+    max_delay_ms: Annotated[
+        float, typer.Option(min=0.0, max=10_000.0, help="Longest wait for a batch to fill after its first image.")
+    ] = 5.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="Images admitted at once; beyond, 503 + Retry-After.")] = 256,
+    timeout_s: Annotated[float, typer.Option(min=0.001, help="Per-request limit; beyond, 504.")] = 10.0,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest request body (413), checked while it streams.")
+    ] = 10.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, width × height (413).")] = 40_000_000,
+    log_predictions: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLite prediction log (default: ~/.cache/imgcls/serve/predictions.sqlite; 'off' disables it).",
+            show_default=False,
+        ),
+    ] = None,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Log predictions to Weights & Biases (background).")] = False,
+    wandb_project: Annotated[str, typer.Option(help="W&B project for --wandb.")] = "imgcls-serve",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (each loads the model).")] = 1,
+    drain_s: Annotated[float, typer.Option(min=0.0, help="On SIGTERM: longest wait for in-flight requests.")] = 8.0,
+    decode_threads: Annotated[int, typer.Option(min=1, max=64, help="Threads decoding uploads.")] = 2,
+    intra_threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="onnxruntime intra-op threads (default: one per core).", show_default=False),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="One JSON log line per request on stderr.")] = True,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            metavar="SECONDS",
+            help="Poll the --model store alias (URI/NAME@ALIAS) every SECONDS; a move is pulled, verified and "
+            "swapped in without a restart (a bad version is refused, the old one keeps serving).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve a model over HTTP: onnxruntime with dynamic batching, limits, metrics, a prediction log and a web page."""
+    import os
+
+    from pydantic import SecretStr, ValidationError
+
+    from imgcls.errors import UsageError
+    from imgcls.serve.logs import configure_logging
+    from imgcls.serve.settings import ADMIN_TOKEN_ENV, ServeSettings, default_log_path
+
+    if log_predictions is None:
+        log_path: Path | None = default_log_path()
+    elif log_predictions.strip().lower() in ("off", "none", "no", "false", "0", ""):
+        log_path = None
+    else:
+        log_path = Path(log_predictions)
+    token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    try:
+        settings = ServeSettings(
+            model=model,
+            host=host,
+            port=port,
+            device=device,  # type: ignore[arg-type]
+            int8=int8,
+            max_batch=max_batch,
+            max_delay_ms=max_delay_ms,
+            max_queue=max_queue,
+            timeout_s=timeout_s,
+            max_upload_mb=max_upload_mb,
+            max_pixels=max_pixels,
+            log_predictions=log_path,
+            wandb=wandb,
+            wandb_project=wandb_project,
+            workers=workers,
+            drain_s=drain_s,
+            decode_threads=decode_threads,
+            intra_threads=intra_threads,
+            access_log=access_log,
+            watch_s=watch,
+            admin_token=SecretStr(token) if token else None,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first.get("loc") else "a flag"
+        raise UsageError(f"{flag}: {first['msg']}", hint="see `imgcls serve --help`") from None
+
+    configure_logging(logging.DEBUG if STATE.verbose else logging.INFO)
+    from imgcls.serve import runner
+
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    admin = "admin endpoints on (IMGCLS_ADMIN_TOKEN)" if token else "admin endpoints off (set IMGCLS_ADMIN_TOKEN)"
+    log_note = f"prediction log {log_path}" if log_path else "prediction log off"
+    if workers == 1:
+        app = runner.build_app(settings)
+        served = app.state.holder.current
+        err_console.print(
+            f"serving [bold]{served.name}[/] version [bold]{served.version}[/] on {served.predictor.provider} "
+            f"({settings.precision}) at [bold]{url}[/] — {admin}; {log_note}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        runner.run_app(app, settings)
+    else:
+        info = runner.check_model(settings)
+        err_console.print(
+            f"serving [bold]{info['name']}[/] ({settings.precision}) with {workers} workers at [bold]{url}[/] — "
+            f"{admin}; {log_note}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        runner.run_workers(settings)

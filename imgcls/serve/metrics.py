@@ -1,0 +1,98 @@
+"""Prometheus metrics of one server process, in their own registry (so several apps can live in one test run).
+
+With ``--workers N`` every worker keeps its own metrics; ``/metrics`` answers for the worker that served the
+scrape (scrape each worker, or run one worker per container as on Cloud Run / Kubernetes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BYTES_BUCKETS = (1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
+
+
+class Metrics:
+    """The server's metrics; label children are cached so the hot path does one dict lookup per update."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("imgcls_requests", "HTTP requests answered.", ["endpoint", "status"], registry=r)
+        self.duration = Histogram(
+            "imgcls_request_duration_seconds",
+            "Time from the request's arrival to its answer.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "imgcls_inference_batch_size", "Images per onnxruntime call.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "imgcls_inference_seconds", "Time of one onnxruntime batch call.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            "imgcls_queue_depth", "Images admitted and not yet answered (decoding, queued or in inference).", registry=r
+        )
+        self.predictions = Counter("imgcls_predictions", "Predictions by top class.", ["label"], registry=r)
+        self.upload_bytes = Histogram(
+            "imgcls_upload_bytes", "Size of prediction request bodies.", buckets=BYTES_BUCKETS, registry=r
+        )
+        self.model_info = Gauge(
+            "imgcls_model_info",
+            "The model being served (value 1).",
+            ["name", "version", "sha256", "provider"],
+            registry=r,
+        )
+        self.reloads = Counter("imgcls_model_reloads", "Model reloads by result.", ["result"], registry=r)
+        self.log_dropped = Counter(
+            "imgcls_prediction_log_dropped",
+            "Prediction-log records dropped because the writer fell behind.",
+            registry=r,
+        )
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._predictions: dict[str, Any] = {}
+        self._model_labels: tuple[str, str, str, str] | None = None
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        child = self._requests.get((endpoint, status))
+        if child is None:
+            child = self._requests[(endpoint, status)] = self.requests.labels(endpoint, str(status))
+        child.inc()
+        hist = self._durations.get(endpoint)
+        if hist is None:
+            hist = self._durations[endpoint] = self.duration.labels(endpoint)
+        hist.observe(seconds)
+
+    def observe_prediction(self, label: str) -> None:
+        child = self._predictions.get(label)
+        if child is None:
+            child = self._predictions[label] = self.predictions.labels(label)
+        child.inc()
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference_seconds.observe(seconds)
+
+    def track_queue_depth(self, depth: Callable[[], float]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def set_model(self, name: str, version: str, sha256: str, provider: str) -> None:
+        """Point ``imgcls_model_info`` at the model now served (the previous one's series is removed)."""
+        labels = (name, version, sha256, provider)
+        if self._model_labels is not None and self._model_labels != labels:
+            self.model_info.remove(*self._model_labels)
+        self.model_info.labels(*labels).set(1)
+        self._model_labels = labels
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,275 @@
+"""The model being served and its atomic replacement.
+
+A :class:`ServedModel` is one verified bundle with its onnxruntime :class:`~imgcls.runtime.Predictor` and its
+own :class:`~imgcls.serve.batcher.Batcher`. :class:`ModelHolder` owns the current one.
+
+``ModelHolder.swap(ref)`` is THE way to change the model (the admin reload endpoint and the ``--watch`` poller
+both call it): the new bundle is resolved, verified, loaded and warmed up *beside* the old one in a worker
+thread; only then does ``current`` point at it, in one assignment on the event loop. A request holds the
+model it started with (:meth:`ModelHolder.acquire`) until it is answered, so in-flight requests finish on the
+old model, whose batcher is closed once its last request is answered. When anything about the new model
+fails, the old one keeps serving and the error is raised to the caller (and logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from imgcls.data.stats import ImageStats, image_stats
+from imgcls.errors import ConflictError, ImgclsError, UsageError
+from imgcls.serve.batcher import Batcher
+from imgcls.serve.predlog import DEFER_BYTES, RAW_MODES, RAW_PIXELS
+from imgcls.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+_URL_SCHEMES = ("http://", "https://", "ftp://", "ftps://", "s3://", "data:")
+
+
+@dataclass
+class Decoded:
+    """One upload after the decoding thread: the model input and what the prediction log needs."""
+
+    array: np.ndarray  # uint8 (H, W, C) at the model's size
+    width: int
+    height: int
+    format: str | None
+    nbytes: int
+    stats_source: Any = None  # what the log's writer computes the statistics from (see PredictionLog.append)
+    stats: ImageStats | None = None
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format by content (the decoder has already refused anything else)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A loaded model: predictor, batcher and the identity the API reports."""
+
+    predictor: Any
+    batcher: Batcher
+    ref: str
+    loaded_at: float = field(default_factory=time.time)
+    users: int = 0
+    retired: bool = False
+
+    def __post_init__(self) -> None:
+        bundle = self.predictor.bundle
+        meta = bundle.meta
+        self.bundle = bundle
+        self.name = str(bundle.name)
+        # digest of the manifest: every file's hash is inside, so it names this exact model (computed once)
+        self.sha256 = str(bundle.digest)
+        from imgcls.store import provenance
+
+        pulled = provenance(bundle.path)  # a copy pulled from a model store records its version beside it
+        store = meta.get("store") if isinstance(meta.get("store"), dict) else {}
+        version = pulled["version"] if pulled else meta.get("version") or store.get("version")
+        # the store's version when the bundle came from a store, else the first 12 hex digits of the digest
+        self.version = str(version) if version is not None else self.sha256[:12]
+        self.identity = {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    def describe(self) -> dict[str, Any]:
+        """Everything ``GET /v1/model`` shows."""
+        meta = self.bundle.meta
+        return {
+            **self.identity,
+            "classes": list(self.predictor.classes),
+            "input": self.predictor.input.to_dict(),
+            "metrics": meta.get("metrics", {}),
+            "lineage": meta.get("lineage", {}),
+            "export": meta.get("export", {}),
+            "model": meta.get("model", {}),
+            "provider": self.predictor.provider,
+            "precision": self.predictor.precision,
+            "model_file": self.predictor.model_file,
+            "ref": self.ref,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+            "max_batch": self.batcher.max_batch,
+        }
+
+    def decode(self, data: bytes, *, keep_for_stats: bool) -> Decoded:
+        """Decode, check and prepare one upload (runs in the decoding thread pool).
+
+        Raises:
+            ImageError: corrupt (400), not JPEG/PNG (415), too many pixels (413).
+        """
+        image = self.predictor.decode(data)
+        width, height = image.size
+        array = self.predictor.prepare(image)
+        decoded = Decoded(array, width, height, sniff_format(data), len(data))
+        if keep_for_stats:
+            if image.mode in RAW_MODES and width * height <= RAW_PIXELS:
+                decoded.stats_source = (image.mode, image.size, image.tobytes())  # the decoded pixels themselves
+            elif len(data) <= DEFER_BYTES:
+                decoded.stats_source = data  # the log's writer decodes it again, with the same decoder
+            else:
+                decoded.stats = image_stats(image)  # large uploads: small next to decoding them; bounded queue
+        return decoded
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def check_ref(ref: str) -> str:
+    """Refuse references that would make the server fetch an arbitrary URL (only bundle dirs and stores)."""
+    text = str(ref).strip()
+    if not text:
+        raise UsageError("the model reference is empty", hint="pass a bundle directory or URI/NAME@ALIAS")
+    if text.lower().startswith(_URL_SCHEMES):
+        raise UsageError(
+            f"{text!r} is a URL; the server does not fetch URLs",
+            hint="pass a bundle directory or a model-store reference (gs://BUCKET/PREFIX/NAME@ALIAS)",
+        )
+    return text
+
+
+def load_served(ref: str, settings: ServeSettings, on_batch: Callable[[int, float], None] | None = None) -> ServedModel:
+    """Resolve, verify, load and warm up a model with its batcher (blocking; call it off the event loop).
+
+    Raises:
+        ImgclsError: a bad reference, a missing/tampered bundle, no ONNX export, CUDA unavailable.
+    """
+    from imgcls.runtime import Predictor, resolve_model
+
+    ref = check_ref(ref)
+    path = resolve_model(ref)
+    predictor = Predictor.from_bundle(
+        path,
+        device=settings.device,
+        precision=settings.precision,
+        intra_threads=settings.intra_threads,
+        max_pixels=settings.max_pixels,
+        spin=False,  # idle onnxruntime threads must not spin on the cores the HTTP and decoding threads need
+    )
+    h, w = predictor.input.size
+    for n in sorted({1, settings.max_batch}):  # first calls allocate: pay that before traffic arrives
+        probs = predictor.infer_prepared(np.zeros((n, h, w, predictor.input.channels), dtype=np.uint8))
+        if probs.shape != (n, len(predictor.classes)) or not np.all(np.isfinite(probs)):
+            raise ImgclsError(f"model {ref} gives unusable outputs on a warm-up batch (shape {probs.shape})")
+    batcher = Batcher(
+        predictor.infer_prepared,
+        max_batch=settings.max_batch,
+        max_delay_s=settings.max_delay_ms / 1000.0,
+        max_queue=settings.max_queue,
+        decode_threads=settings.decode_threads,
+        on_batch=on_batch,
+        name=f"imgcls-batcher-{predictor.bundle.name}",
+    )
+    return ServedModel(predictor=predictor, batcher=batcher, ref=ref)
+
+
+@dataclass
+class SwapResult:
+    """What :meth:`ModelHolder.swap` did."""
+
+    previous: dict[str, str] | None
+    current: dict[str, str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "swapped", "previous": self.previous, "model": self.current, "seconds": self.seconds}
+
+
+class ModelHolder:
+    """Owns the served model; :meth:`swap` replaces it atomically.
+
+    ``on_change(model)`` runs on the event loop after every successful swap (metrics use it).
+    """
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        *,
+        loader: Callable[[str], ServedModel],
+        on_change: Callable[[ServedModel], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.loader = loader
+        self.on_change = on_change
+        self.current: ServedModel | None = None
+        self.swapping = False
+        self._lock = asyncio.Lock()
+
+    def install(self, model: ServedModel) -> None:
+        """Make ``model`` current (startup); the previous one retires."""
+        previous, self.current = self.current, model
+        if self.on_change is not None:
+            self.on_change(model)
+        if previous is not None:
+            self._retire(previous)
+
+    def acquire(self) -> ServedModel | None:
+        """The current model, held until :meth:`release` (None when no model is loaded)."""
+        model = self.current
+        if model is not None:
+            model.users += 1
+        return model
+
+    def release(self, model: ServedModel) -> None:
+        model.users -= 1
+        if model.retired and model.users == 0:
+            model.close()
+
+    def _retire(self, model: ServedModel) -> None:
+        model.retired = True
+        if model.users == 0:
+            model.close()
+
+    async def swap(self, ref: str | None = None) -> SwapResult:
+        """Load ``ref`` (default: the current reference again) beside the current model and switch to it.
+
+        This is the hook for every model change: ``POST /v1/admin/reload`` and the ``--watch`` poller.
+        Must run on the server's event loop; from another thread use :meth:`swap_threadsafe`.
+
+        Raises:
+            ConflictError: another swap is in progress.
+            ImgclsError: the new model cannot be used; the current one keeps serving.
+        """
+        if self._lock.locked():
+            raise ConflictError("a model reload is already in progress", hint="wait for it to finish, then retry")
+        async with self._lock:
+            target = ref if ref is not None else (self.current.ref if self.current else self.settings.model)
+            started = time.perf_counter()
+            self.swapping = True
+            try:
+                new = await asyncio.to_thread(self.loader, target)
+            except ImgclsError as exc:
+                logger.error("model reload to %s failed; still serving the previous model: %s", target, exc)
+                raise
+            except Exception as exc:  # an unexpected failure must not take the old model down either
+                logger.exception("model reload to %s failed; still serving the previous model", target)
+                raise ImgclsError(f"loading {target} failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self.swapping = False
+            previous = self.current.identity if self.current else None
+            self.install(new)
+            seconds = round(time.perf_counter() - started, 3)
+            logger.info("model swapped: %s -> %s in %.3f s", previous, new.identity, seconds)
+            return SwapResult(previous=previous, current=new.identity, seconds=seconds)
+
+    def swap_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, ref: str | None = None, timeout: float | None = None
+    ) -> SwapResult:
+        """:meth:`swap` from a thread that is not the event loop's (a poller), waiting for the result."""
+        return asyncio.run_coroutine_threadsafe(self.swap(ref), loop).result(timeout)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self._retire(self.current)
+            self.current = None

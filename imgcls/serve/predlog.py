@@ -1,0 +1,321 @@
+"""The prediction log: every prediction appended to SQLite (WAL mode), written by a separate writer process.
+
+The request path only puts a record on an in-memory queue (no I/O, no statistics). A sender thread ships
+the records in small batches over a pipe to a writer process (``python -m imgcls.serve.predlog``), which
+computes the per-image statistics with :func:`imgcls.data.stats.image_stats` — the same function the drift
+reference uses — and appends the rows. The statistics need the decoded image: small decoded images travel
+as raw pixels, other uploads up to ``DEFER_BYTES`` as their encoded bytes (the writer decodes them again
+with the same decoder: same pixels, same statistics); larger uploads have their statistics computed by the
+server's decoding thread instead. Doing the statistics in another process keeps their CPU time off the
+server's GIL, which is what limits a Python server's request rate.
+
+Durability and the loss window: the sender ships a batch at least every ``send_s`` (50 ms); the writer
+commits each batch in WAL mode with ``synchronous=NORMAL``. A clean shutdown (SIGTERM, Ctrl-C) flushes
+everything. A crash of the server process (SIGKILL, OOM kill) loses the records not yet shipped — at most
+the last ~50 ms of predictions plus what was queued behind a slow disk; the writer notices the closed pipe,
+commits what it received and exits. A power loss can also lose the last committed transactions
+(``synchronous=NORMAL``), never corrupt the database. When the writer falls ``max_pending`` records (or
+``max_pending_bytes``) behind, new records are dropped, counted in ``imgcls_prediction_log_dropped_total``
+and logged, so a slow disk never grows the server's memory or slows its answers. No image bytes are stored.
+
+Table ``predictions`` (one row per predicted image): see :data:`COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import pickle
+import queue
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats
+
+logger = logging.getLogger(__name__)
+
+TABLE = "predictions"
+# name, SQLite type, meaning
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("timestamp", "REAL NOT NULL", "Unix time (seconds, UTC) of the answer"),
+    ("request_id", "TEXT NOT NULL", "the request's id (X-Request-ID); a batch request shares one"),
+    ("model_name", "TEXT NOT NULL", "bundle name"),
+    ("model_version", "TEXT NOT NULL", "store version, else the first 12 hex digits of the bundle digest"),
+    ("model_sha256", "TEXT NOT NULL", "sha256 of the bundle manifest (identifies every file)"),
+    ("width", "INTEGER", "original width in pixels"),
+    ("height", "INTEGER", "original height in pixels"),
+    ("format", "TEXT", "decoded format: JPEG or PNG"),
+    ("bytes", "INTEGER", "size of the uploaded file"),
+    ("brightness", "REAL", "mean luma 0..1 (imgcls.data.stats.image_stats)"),
+    ("contrast", "REAL", "std of luma"),
+    ("saturation", "REAL", "mean HSV saturation 0..1"),
+    ("entropy", "REAL", "luma histogram entropy, bits"),
+    ("sharpness", "REAL", "variance of the luma Laplacian"),
+    ("class_id", "INTEGER NOT NULL", "predicted class index"),
+    ("label", "TEXT NOT NULL", "predicted class name"),
+    ("confidence", "REAL NOT NULL", "probability of the predicted class"),
+    ("top_k", "TEXT NOT NULL", 'JSON list of {"label", "class_id", "probability"}'),
+    ("latency_ms", "REAL NOT NULL", "time from the request's arrival to its answer"),
+)
+DEFER_BYTES = 256 * 1024  # uploads up to this size are decoded again by the writer for their statistics
+RAW_MODES = frozenset({"L", "LA", "RGB", "RGBA"})  # decoded images in these modes travel as raw pixels ...
+RAW_PIXELS = 128 * 128  # ... up to this size (image_stats works on at most 128 px a side anyway)
+StatsSource = bytes | tuple[str, tuple[int, int], bytes]  # an encoded upload, or (mode, size, raw pixels)
+_FRAME = struct.Struct("<I")
+
+
+@dataclass
+class PredictionRecord:
+    """One prediction, as the request path knows it; the writer fills in the image statistics."""
+
+    timestamp: float
+    request_id: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    width: int
+    height: int
+    format: str | None
+    bytes: int
+    class_id: int
+    label: str
+    confidence: float
+    top_k: list[dict[str, Any]]
+    latency_ms: float
+    stats: ImageStats | None = None
+
+
+_RECORD_FIELDS = [f.name for f in fields(PredictionRecord) if f.name != "stats"]
+
+
+def row(values: tuple[Any, ...], stats: dict[str, float] | None) -> tuple[Any, ...]:
+    """A table row from a record's field values (without ``stats``) and its statistics."""
+    record = dict(zip(_RECORD_FIELDS, values, strict=True))
+    return (
+        *(record[name] for name in _RECORD_FIELDS[:9]),
+        *((stats[name] if stats is not None else None) for name in STAT_NAMES),
+        record["class_id"],
+        record["label"],
+        record["confidence"],
+        json.dumps(record["top_k"]),
+        record["latency_ms"],
+    )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating) the log database in WAL mode with the ``predictions`` table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")  # several server workers may write the same file
+    columns = ",\n  ".join(f"{name} {kind}" for name, kind, _ in COLUMNS)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  id INTEGER PRIMARY KEY,\n  {columns}\n)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_timestamp ON {TABLE}(timestamp)")
+    conn.commit()
+    return conn
+
+
+def read_predictions(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of the log as dicts, oldest first (``top_k`` parsed)."""
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        sql = f"SELECT * FROM {TABLE} ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "")
+        rows = [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+    for r in rows:
+        r["top_k"] = json.loads(r["top_k"])
+    return rows
+
+
+_STOP = object()
+
+
+class PredictionLog:
+    """Ships :class:`PredictionRecord` s to the writer process; never blocks or raises on the request path.
+
+    Example:
+        log = PredictionLog(Path("predictions.sqlite"))
+        log.append(record, upload_bytes)   # statistics computed by the writer from the upload
+        log.close()                        # flushes, waits for the writer
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_pixels: int | None = None,
+        send_s: float = 0.05,
+        max_pending: int = 4096,
+        max_pending_bytes: int = 64 << 20,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.send_s = send_s
+        self.on_drop = on_drop
+        self.max_pending_bytes = max_pending_bytes
+        self.sent = 0
+        self.dropped = 0
+        self._pending_bytes = 0
+        self._bytes_lock = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        connect(self.path).close()  # fail at startup, not in the writer, when the path is unusable
+        cmd = [sys.executable, "-m", "imgcls.serve.predlog", str(self.path), str(max_pixels or 0)]
+        self._writer = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        self._thread = threading.Thread(target=self._send_loop, name="imgcls-prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(
+        self, record: PredictionRecord, source: bytes | tuple[str, tuple[int, int], bytes] | None = None
+    ) -> None:
+        """Queue one record. The writer computes its statistics (unless ``record.stats`` is set) from ``source``:
+        the encoded upload (decoded again), or ``(mode, (width, height), raw pixels)`` of the decoded image.
+        """
+        size = _size(source)
+        if self._pending_bytes + size <= self.max_pending_bytes:
+            stats = astuple(record.stats) if record.stats is not None else None
+            values = tuple(getattr(record, name) for name in _RECORD_FIELDS)
+            try:
+                self._queue.put_nowait((values, stats, source))
+                if size:
+                    with self._bytes_lock:
+                        self._pending_bytes += size
+                return
+            except queue.Full:
+                pass
+        self.dropped += 1
+        if self.on_drop is not None:
+            self.on_drop()
+        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+            logger.warning("prediction log %s is behind: %d records dropped so far", self.path, self.dropped)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Ship everything queued, let the writer commit it and exit."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        try:
+            self._writer.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.error("the prediction log writer did not finish in %.0f s; killing it", timeout)
+            self._writer.kill()
+
+    def _send_loop(self) -> None:
+        pipe = self._writer.stdin
+        assert pipe is not None
+        stop = False
+        try:
+            while not stop:
+                batch: list[Any] = []
+                item = self._queue.get()
+                deadline = time.monotonic() + self.send_s
+                while True:
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                    if item[2] is not None:
+                        with self._bytes_lock:
+                            self._pending_bytes -= _size(item[2])
+                    if len(batch) >= 512:
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if batch:
+                    frame = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                    pipe.write(_FRAME.pack(len(frame)) + frame)
+                    pipe.flush()
+                    self.sent += len(batch)
+        except (BrokenPipeError, OSError) as exc:
+            logger.error("the prediction log writer is gone (%s); predictions are no longer logged", exc)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _size(source: Any) -> int:
+    if source is None:
+        return 0
+    return len(source) if isinstance(source, bytes) else len(source[2])
+
+
+# --- the writer process ----------------------------------------------------------------------------------
+
+
+def _read_frames(stream: BinaryIO):
+    while True:
+        head = stream.read(_FRAME.size)
+        if len(head) < _FRAME.size:
+            return
+        (size,) = _FRAME.unpack(head)
+        body = stream.read(size)
+        if len(body) < size:
+            return
+        yield pickle.loads(body)  # our own parent's frames over a private pipe
+
+
+def _stats_of(source: Any, max_pixels: int) -> dict[str, float] | None:
+    from PIL import Image
+
+    from imgcls.data.decode import DEFAULT_MAX_PIXELS, decode_image
+
+    try:
+        if isinstance(source, bytes):
+            image = decode_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        else:
+            mode, size, raw = source
+            image = Image.frombytes(mode, tuple(size), raw)
+        return image_stats(image).as_dict()
+    except Exception:  # the server decoded it, so this does not happen; a row without statistics if it does
+        logger.exception("statistics failed for a logged upload")
+        return None
+
+
+def writer_main(path: Path, max_pixels: int, stream: BinaryIO) -> int:
+    """Append the frames arriving on ``stream`` to the log until it closes (the server stopped or died)."""
+    conn = connect(path)
+    placeholders = ", ".join("?" for _ in COLUMNS)
+    sql = f"INSERT INTO {TABLE} ({', '.join(name for name, _, _ in COLUMNS)}) VALUES ({placeholders})"
+    try:
+        for batch in _read_frames(stream):
+            rows = []
+            for values, stats, source in batch:
+                named = dict(zip(STAT_NAMES, stats, strict=True)) if stats is not None else None
+                if named is None and source is not None:
+                    named = _stats_of(source, max_pixels)
+                rows.append(row(values, named))
+            for attempt in range(5):
+                try:
+                    with conn:
+                        conn.executemany(sql, rows)
+                    break
+                except sqlite3.Error as exc:
+                    logger.warning("prediction log write failed (%s), attempt %d", exc, attempt + 1)
+                    time.sleep(0.2 * (attempt + 1))
+            else:
+                logger.error("prediction log: %d records lost after repeated write failures", len(rows))
+    finally:
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s imgcls.serve.predlog: %(message)s")
+    sys.exit(writer_main(Path(sys.argv[1]), int(sys.argv[2]), sys.stdin.buffer))

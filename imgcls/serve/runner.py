@@ -1,0 +1,113 @@
+"""Run the server on uvicorn: one process (the app built here, model loaded first) or ``--workers N``.
+
+Shutdown: SIGTERM/SIGINT start the drain of :func:`imgcls.serve.app._install_drain_handler` (``/readyz`` 503,
+new work refused with 503, in-flight requests finish, at most ``drain_s``); then uvicorn closes the
+connections (at most ``GRACE_AFTER_DRAIN_S`` more) and the lifespan flushes the prediction log.
+With workers, uvicorn's supervisor forwards SIGTERM to every worker and each one drains the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from typing import Any
+
+import uvicorn
+
+from imgcls.errors import UsageError
+from imgcls.serve.settings import SETTINGS_ENV, ServeSettings, settings_to_env
+
+logger = logging.getLogger(__name__)
+
+GRACE_AFTER_DRAIN_S = 1.0
+
+
+def check_environment(settings: ServeSettings) -> None:
+    """Refuse to start on what would fail later: W&B without a key, an unwritable prediction log.
+
+    Raises:
+        UsageError: with a hint naming the fix.
+    """
+    if settings.wandb:
+        from imgcls.serve.wandb_logger import wandb_mode
+
+        wandb_mode()
+    if settings.log_predictions is not None:
+        from imgcls.serve.predlog import connect
+
+        try:
+            connect(settings.log_predictions).close()
+        except (OSError, sqlite3.Error) as exc:
+            raise UsageError(
+                f"--log-predictions {settings.log_predictions}: cannot open the SQLite log ({exc})",
+                hint="pass a writable path, or --log-predictions off",
+            ) from None
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("binding %s: the server is reachable from other machines", settings.host)
+
+
+def build_app(settings: ServeSettings) -> Any:
+    """The application with its model loaded and verified (raises ImgclsError before any socket opens)."""
+    from imgcls.serve.app import create_app
+
+    check_environment(settings)
+    return create_app(settings)
+
+
+def check_model(settings: ServeSettings) -> dict[str, Any]:
+    """Verify the model in this process without serving it (``--workers N``: each worker loads its own)."""
+    from imgcls.bundle import load_bundle
+    from imgcls.runtime import model_file_for, resolve_model
+    from imgcls.serve.model import check_ref
+
+    check_environment(settings)
+    if settings.watch_s is not None:  # (a single process checks this in create_app)
+        from imgcls.store.watcher import check_watch_ref
+
+        check_watch_ref(settings.model, settings.watch_s)
+    bundle = load_bundle(resolve_model(check_ref(settings.model)))
+    model_file = model_file_for(bundle, settings.precision)
+    return {"name": bundle.name, "sha256": bundle.digest, "model_file": model_file}
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, except that a drained SIGTERM/SIGINT ends the process with exit status 0.
+
+    (uvicorn re-raises the signal once it has shut down gracefully, so the process would die of it.)
+    """
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
+
+
+def _config(app: Any, settings: ServeSettings, **extra: Any) -> Any:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(max(1, GRACE_AFTER_DRAIN_S)),
+        backlog=2048,
+        **extra,
+    )
+
+
+def run_app(app: Any, settings: ServeSettings) -> None:
+    """Serve ``app`` in this process until SIGTERM/SIGINT (blocking)."""
+    Server(_config(app, settings)).run()
+
+
+def run_workers(settings: ServeSettings) -> None:
+    """Serve with ``settings.workers`` processes sharing the socket; each builds its app from the environment."""
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    config = _config("imgcls.serve.app:create_app_from_env", settings, factory=True, workers=settings.workers)
+    sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()

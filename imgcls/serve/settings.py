@@ -1,0 +1,98 @@
+"""Server settings: one typed object built at the edge (CLI flags, environment) and passed down.
+
+Nothing below the edge reads the environment. With ``--workers N`` the settings travel to the worker processes
+as JSON in ``IMGCLS_SERVE_SETTINGS``; the admin token is never serialised (each worker reads
+``IMGCLS_ADMIN_TOKEN`` itself, at its own edge: :func:`settings_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from imgcls.data.decode import DEFAULT_MAX_PIXELS
+from imgcls.errors import UsageError
+
+SETTINGS_ENV = "IMGCLS_SERVE_SETTINGS"
+ADMIN_TOKEN_ENV = "IMGCLS_ADMIN_TOKEN"
+
+
+def default_log_path() -> Path:
+    """The prediction log used when ``--log-predictions`` is not given: inside the imgcls cache dir."""
+    base = os.environ.get("IMGCLS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imgcls")
+    return Path(base) / "serve" / "predictions.sqlite"
+
+
+class ServeSettings(BaseModel):
+    """Everything ``imgcls serve`` can be told. Units are in the field names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    """Bundle directory or store reference (``URI/NAME@ALIAS``, ``URI/NAME:VERSION``)."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    int8: bool = False
+    """Serve the bundle's static-int8 ONNX model (``imgcls export --int8``)."""
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    """Most images the batcher sends to onnxruntime at once."""
+    max_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
+    """How long the batcher waits for more images after the first one of a batch arrived."""
+    max_queue: int = Field(default=256, ge=1)
+    """Most images admitted (decoding, queued or in inference) before new ones get 503."""
+    timeout_s: float = Field(default=10.0, gt=0.0)
+    """Per-request limit from admission to the answer; past it the request gets 504."""
+    max_upload_mb: float = Field(default=10.0, gt=0.0)
+    """Largest request body, enforced while it streams (413)."""
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    """Largest decoded image, width × height (413): the decompression-bomb guard."""
+    max_files: int = Field(default=64, ge=1)
+    """Most files in one ``/v1/predict/batch`` request (413)."""
+    log_predictions: Path | None = None
+    """SQLite prediction log; None disables it (the CLI defaults it to :func:`default_log_path`)."""
+    wandb: bool = False
+    wandb_project: str = "imgcls-serve"
+    workers: int = Field(default=1, ge=1, le=64)
+    drain_s: float = Field(default=8.0, ge=0.0)
+    """On SIGTERM: the longest the server waits for in-flight requests before it exits."""
+    decode_threads: int = Field(default=2, ge=1, le=64)
+    """Threads that decode and resize uploads (off the event loop)."""
+    intra_threads: int | None = Field(default=None, ge=1)
+    """onnxruntime intra-op threads (default: one per core)."""
+    access_log: bool = True
+    """One structured log line per request."""
+    watch_s: float | None = Field(default=None, gt=0.0)
+    """Poll the model's store alias every this many seconds and swap in each new version (``--watch``)."""
+    admin_token: SecretStr | None = Field(default=None, exclude=True)
+    """Bearer token for ``/v1/admin/*``; None disables the admin endpoints. Never serialised."""
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp32"
+
+
+def settings_to_env(settings: ServeSettings) -> str:
+    """JSON for ``IMGCLS_SERVE_SETTINGS`` (the admin token is excluded)."""
+    return settings.model_dump_json()
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> ServeSettings:
+    """Settings for a worker process: ``IMGCLS_SERVE_SETTINGS`` plus the token from ``IMGCLS_ADMIN_TOKEN``."""
+    env = os.environ if environ is None else environ
+    raw = env.get(SETTINGS_ENV)
+    if not raw:
+        raise UsageError(f"{SETTINGS_ENV} is not set", hint="start the server with `imgcls serve --model BUNDLE`")
+    try:
+        settings = ServeSettings.model_validate_json(raw)
+    except ValidationError as exc:
+        raise UsageError(f"{SETTINGS_ENV} holds invalid settings: {exc}") from None
+    token = env.get(ADMIN_TOKEN_ENV) or None
+    return settings.model_copy(update={"admin_token": SecretStr(token) if token else None})

@@ -1,0 +1,381 @@
+"""The HTTP API of `imgcls serve` through FastAPI's TestClient, on a real trained and exported digits model."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydantic import SecretStr
+
+from imgcls.bundle import edit_bundle
+from imgcls.data.decode import decode_image
+from imgcls.data.stats import image_stats
+from imgcls.serve.app import create_app
+from imgcls.serve.model import ServedModel, load_served
+from imgcls.serve.predlog import read_predictions
+from imgcls.serve.settings import ServeSettings
+
+TOKEN = "t0ken-for-tests"
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.squeeze()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(exported_digits_bundle: Path) -> tuple[list[bytes], list[int]]:
+    """Ten real validation digits as PNG files, with their labels."""
+    with np.load(exported_digits_bundle / "samples" / "val.npz", allow_pickle=False) as d:
+        images, labels = d["images"][:10], d["labels"][:10]
+    return [png(a) for a in images], [int(v) for v in labels]
+
+
+def settings(bundle: Path, tmp_path: Path, **kw: Any) -> ServeSettings:
+    base: dict[str, Any] = {
+        "model": str(bundle),
+        "log_predictions": tmp_path / "predictions.sqlite",
+        "admin_token": SecretStr(TOKEN),
+    }
+    return ServeSettings(**{**base, **kw})
+
+
+@pytest.fixture
+def client(exported_digits_bundle: Path, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(exported_digits_bundle, tmp_path))) as c:
+        yield c
+
+
+def predict(client: TestClient, data: bytes, **params: Any):
+    return client.post("/v1/predict", params=params, files={"file": ("digit.png", data, "image/png")})
+
+
+def error_code(response) -> str:
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["message"]
+    return body["error"]["code"]
+
+
+def test_predict_answers_the_right_digit_with_top_k_model_and_request_id(client: TestClient, digits) -> None:
+    images, labels = digits
+    answers = [predict(client, img, top_k=3) for img in images]
+    assert all(r.status_code == 200 for r in answers)
+    correct = sum(r.json()["class_id"] == y for r, y in zip(answers, labels, strict=True))
+    assert correct >= 9  # the model scores ~99 % on these digits
+    body = answers[0].json()
+    assert set(body) == {"label", "class_id", "confidence", "top_k", "model", "request_id", "latency_ms"}
+    assert len(body["top_k"]) == 3
+    probs = [t["probability"] for t in body["top_k"]]
+    assert probs == sorted(probs, reverse=True) and body["confidence"] == probs[0]
+    assert body["top_k"][0]["label"] == body["label"] == str(body["class_id"])
+    assert set(body["model"]) == {"name", "version", "sha256"} and body["model"]["name"] == "digits-resnet8"
+    assert answers[0].headers["x-request-id"] == body["request_id"]
+    assert len(predict(client, images[0]).json()["top_k"]) == 5  # default top_k
+    assert len(predict(client, images[0], top_k=50).json()["top_k"]) == 10  # capped at the class count
+
+
+def test_a_client_request_id_is_kept_and_a_bad_one_replaced(client: TestClient, digits) -> None:
+    files = {"file": ("d.png", digits[0][0], "image/png")}
+    r = client.post("/v1/predict", files=files, headers={"X-Request-ID": "trace-123"})
+    assert r.json()["request_id"] == r.headers["x-request-id"] == "trace-123"
+    r = client.post("/v1/predict", files=files, headers={"X-Request-ID": "bad id\twith spaces"})
+    assert r.json()["request_id"] != "bad id\twith spaces" and len(r.json()["request_id"]) == 32
+
+
+def test_batch_answers_in_order_with_per_file_errors(client: TestClient, digits) -> None:
+    images = digits[0]
+    files = [("files", ("a.png", images[0], "image/png")), ("files", ("notes.txt", b"hello", "text/plain"))]
+    files.append(("files", ("b.png", images[1], "image/png")))
+    r = client.post("/v1/predict/batch", files=files, params={"top_k": 2})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == ["a.png", "notes.txt", "b.png"]
+    assert [x["status"] for x in results] == [200, 415, 200]
+    assert results[1]["error"]["code"] == "unsupported_format"
+    assert len(results[2]["top_k"]) == 2
+    assert r.json()["model"]["name"] == "digits-resnet8"
+
+
+def test_model_endpoint_reports_metadata_and_the_real_provider(client: TestClient) -> None:
+    info = client.get("/v1/model").json()
+    assert info["classes"] == [str(i) for i in range(10)]
+    assert info["input"]["size"] == [16, 16] and info["input"]["channels"] == 1
+    assert info["provider"] == "CPUExecutionProvider"  # onnxruntime-gpu on a CPU machine: the truth, not "CUDA"
+    assert info["metrics"]["test_top1"] > 0.9
+    assert info["export"]["models"]["fp32"]["parity"]["batch_1"]["top1_agreement"] == 1.0
+    assert info["lineage"]["dataset"]["name"] == "digits"
+    assert info["precision"] == "fp32"
+
+
+def test_int8_serving_uses_the_quantized_model(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
+    with TestClient(create_app(settings(exported_digits_bundle, tmp_path, int8=True))) as client:
+        info = client.get("/v1/model").json()
+        assert (info["precision"], info["model_file"]) == ("int8", "model.int8.onnx")
+        images, labels = digits
+        correct = sum(predict(client, img).json()["class_id"] == y for img, y in zip(images, labels, strict=True))
+        assert correct >= 9
+
+
+def test_health_metrics_page_and_openapi(client: TestClient, digits) -> None:
+    assert client.get("/livez").json() == {"status": "alive"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model"]["name"] == "digits-resnet8"
+    predict(client, digits[0][0])
+    predict(client, b"not an image")
+    text = client.get("/metrics").text
+    for name in (
+        'imgcls_requests_total{endpoint="predict",status="200"}',
+        'imgcls_requests_total{endpoint="predict",status="415"}',
+        "imgcls_request_duration_seconds_bucket",
+        "imgcls_inference_batch_size_bucket",
+        "imgcls_queue_depth",
+        "imgcls_predictions_total{label=",
+        "imgcls_upload_bytes_bucket",
+        'imgcls_model_info{name="digits-resnet8"',
+    ):
+        assert name in text, name
+    assert 'provider="CPUExecutionProvider"' in text
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "v1/predict/batch" in page.text and "<script" in page.text and "http" not in page.text.split("<script")[1]
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/v1/predict", "/v1/predict/batch", "/v1/model", "/livez", "/readyz", "/metrics", "/v1/admin/reload"):
+        assert p in paths
+    body = paths["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "file" in body["schema"]["properties"]
+
+
+def truncated_png() -> bytes:
+    data = png(np.full((64, 64), 200, dtype=np.uint8))
+    return data[: len(data) // 2]
+
+
+def bomb_png(side: int = 9000) -> bytes:
+    """A valid 1-bit PNG of side × side pixels: tiny on disk, 81 M pixels decoded."""
+    raw = b"".join(b"\x00" + b"\x00" * ((side + 7) // 8) for _ in range(side))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"", 400, "corrupt_image"),
+        (truncated_png(), 400, "corrupt_image"),
+        (b"GIF89a" + b"\x00" * 64, 415, "unsupported_format"),
+        (b"%PDF-1.4 pretending to be a png", 415, "unsupported_format"),
+        (bomb_png(), 413, "too_many_pixels"),
+    ],
+)
+def test_bad_images_get_their_status_and_never_a_500(client: TestClient, data: bytes, status: int, code: str) -> None:
+    r = predict(client, data)
+    assert (r.status_code, error_code(r)) == (status, code)
+
+
+def test_request_shape_errors(client: TestClient, digits) -> None:
+    img = digits[0][0]
+    r = client.post("/v1/predict", files={"image": ("d.png", img, "image/png")})
+    assert (r.status_code, error_code(r)) == (422, "missing_field")
+    assert "'file'" in r.json()["error"]["message"]
+    r = client.post("/v1/predict", content=img, headers={"content-type": "image/png"})
+    assert (r.status_code, error_code(r)) == (415, "unsupported_media_type")
+    r = predict(client, img, top_k=0)
+    assert (r.status_code, error_code(r)) == (422, "invalid_parameter")
+    r = predict(client, img, top_k="many")
+    assert (r.status_code, error_code(r)) == (422, "invalid_parameter")
+    r = client.post("/v1/predict/batch", files={"file": ("d.png", img, "image/png")})
+    assert (r.status_code, error_code(r)) == (422, "missing_field")
+    body = b"--xyz\r\nContent-Disposition: form-data; name=file\r\n\r\nabc"  # never closed
+    r = client.post("/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert (r.status_code, error_code(r)) == (400, "malformed_multipart")
+    r = client.get("/v1/nope")
+    assert (r.status_code, error_code(r)) == (404, "not_found")
+    r = client.get("/v1/predict")
+    assert (r.status_code, error_code(r)) == (405, "method_not_allowed")
+
+
+def test_upload_size_is_enforced_while_streaming(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
+    app = create_app(settings(exported_digits_bundle, tmp_path, max_upload_mb=0.01))  # 10,485 bytes
+    big = digits[0][0] + b"\x00" * 20_000
+    with TestClient(app) as client:
+        r = predict(client, big)  # announced by Content-Length: refused before reading
+        assert (r.status_code, error_code(r)) == (413, "too_large")
+        sent: list[int] = []
+
+        def stream():  # no Content-Length (chunked): stopped once the count passes the limit
+            head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+            for chunk in (head, *[b"\x00" * 4096] * 50, b"\r\n--b--\r\n"):
+                sent.append(len(chunk))
+                yield chunk
+
+        r = client.post("/v1/predict", content=stream(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert (r.status_code, error_code(r)) == (413, "too_large")
+        assert predict(client, digits[0][0]).status_code == 200  # and the server is fine
+        files = [("files", (f"{i}.png", digits[0][0], "image/png")) for i in range(3)]
+    app = create_app(settings(exported_digits_bundle, tmp_path, max_files=2))
+    with TestClient(app) as client:
+        r = client.post("/v1/predict/batch", files=files)
+        assert (r.status_code, error_code(r)) == (413, "too_many_files")
+
+
+def slow_loader(bundle_settings: ServeSettings, delay_s: float):
+    """load_served, with inference slowed down (the real model underneath): for queue and timeout tests."""
+
+    def load(ref: str) -> ServedModel:
+        served = load_served(ref, bundle_settings)
+        real = served.batcher.infer
+
+        def slow(batch: np.ndarray) -> np.ndarray:
+            time.sleep(delay_s)
+            return real(batch)
+
+        served.batcher.infer = slow
+        return served
+
+    return load
+
+
+def test_queue_full_is_503_with_retry_after(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
+    s = settings(exported_digits_bundle, tmp_path, max_queue=2)
+    with TestClient(create_app(s)) as client:
+        files = [("files", (f"{i}.png", digits[0][0], "image/png")) for i in range(3)]
+        r = client.post("/v1/predict/batch", files=files)  # 3 images > 2 admitted: refused at once
+        assert (r.status_code, error_code(r)) == (503, "queue_full")
+        assert r.headers["retry-after"] == "1"
+        assert client.post("/v1/predict/batch", files=files[:2]).status_code == 200
+
+
+def test_inference_timeout_is_504(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
+    s = settings(exported_digits_bundle, tmp_path, timeout_s=0.2)
+    with TestClient(create_app(s, loader=slow_loader(s, 0.6))) as client:
+        r = predict(client, digits[0][0])
+        assert (r.status_code, error_code(r)) == (504, "inference_timeout")
+        assert client.get("/livez").status_code == 200
+
+
+def test_prediction_log_rows_match_the_answers(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
+    s = settings(exported_digits_bundle, tmp_path)
+    with TestClient(create_app(s)) as client:
+        answers = [predict(client, img, top_k=2).json() for img in digits[0][:4]]
+        predict(client, b"garbage")  # errors are not predictions
+    rows = read_predictions(tmp_path / "predictions.sqlite")  # the lifespan's shutdown flushed the log
+    assert [r["request_id"] for r in rows] == [a["request_id"] for a in answers]
+    for row, answer, data in zip(rows, answers, digits[0], strict=False):
+        assert (row["class_id"], row["label"], row["confidence"]) == (
+            answer["class_id"],
+            answer["label"],
+            pytest.approx(answer["confidence"]),
+        )
+        assert row["top_k"] == answer["top_k"]
+        assert (row["model_name"], row["model_version"], row["model_sha256"]) == tuple(answer["model"].values())
+        assert (row["width"], row["height"], row["format"], row["bytes"]) == (16, 16, "PNG", len(data))
+        expected = image_stats(decode_image(data)).as_dict()
+        assert {k: row[k] for k in expected} == pytest.approx(expected)
+        assert row["latency_ms"] == pytest.approx(answer["latency_ms"])
+    assert sqlite3.connect(tmp_path / "predictions.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def renamed_copy(bundle: Path, dest: Path, name: str) -> Path:
+    shutil.copytree(bundle, dest)
+    with edit_bundle(dest) as (_stage, meta):
+        meta["name"] = name
+    return dest
+
+
+def tampered_copy(bundle: Path, dest: Path) -> Path:
+    shutil.copytree(bundle, dest)
+    onnx = dest / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-10] ^= 0xFF
+    onnx.unlink()
+    onnx.write_bytes(bytes(data))
+    return dest
+
+
+def test_admin_auth_on_every_method(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(settings(exported_digits_bundle, tmp_path))) as client:
+        for method in ("POST", "GET", "DELETE"):
+            r = client.request(method, "/v1/admin/reload")
+            assert (r.status_code, error_code(r)) == (401, "unauthorized")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            r = client.request(method, "/v1/admin/reload", headers={"Authorization": "Bearer wrong"})
+            assert (r.status_code, error_code(r)) == (403, "forbidden")
+        r = client.get("/v1/admin/anything", headers={"Authorization": f"Bearer {TOKEN}x"})
+        assert r.status_code == 403
+    with TestClient(create_app(settings(exported_digits_bundle, tmp_path, admin_token=None))) as client:
+        r = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert (r.status_code, error_code(r)) == (403, "admin_disabled")
+        assert "IMGCLS_ADMIN_TOKEN" in r.json()["error"]["hint"]
+
+
+def test_reload_switches_models_and_a_bad_one_keeps_the_old(
+    client: TestClient, exported_digits_bundle: Path, tmp_path: Path, digits
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    other = renamed_copy(exported_digits_bundle, tmp_path / "other", "digits-other")
+    r = client.post("/v1/admin/reload", headers=auth, json={"model": str(other)})
+    assert r.status_code == 200, r.text
+    assert r.json()["previous"]["name"] == "digits-resnet8" and r.json()["model"]["name"] == "digits-other"
+    assert predict(client, digits[0][0]).json()["model"]["name"] == "digits-other"
+    assert client.get("/v1/model").json()["ref"] == str(other)
+    r = client.post("/v1/admin/reload", headers=auth)  # no body: reload the current reference
+    assert r.status_code == 200 and r.json()["model"]["name"] == "digits-other"
+    bad = tampered_copy(exported_digits_bundle, tmp_path / "bad")
+    for body, code in (
+        ({"model": str(bad)}, "reload_failed"),
+        ({"model": str(tmp_path / "missing")}, "reload_failed"),
+        ({"model": "http://169.254.169.254/latest/meta-data"}, "reload_failed"),
+        ({"model": 42}, "invalid_request"),
+    ):
+        r = client.post("/v1/admin/reload", headers=auth, json=body)
+        assert (r.status_code, error_code(r)) == (422, code), body
+        assert predict(client, digits[0][0]).json()["model"]["name"] == "digits-other"  # still serving
+    assert "failed verification" in client.post("/v1/admin/reload", headers=auth, json={"model": str(bad)}).text
+    assert (
+        "does not fetch URLs"
+        in client.post("/v1/admin/reload", headers=auth, json={"model": "https://example.com/m"}).json()["error"][
+            "message"
+        ]
+    )
+    r = client.post("/v1/admin/reload", headers={**auth, "content-type": "application/json"}, content=b"{nope")
+    assert (r.status_code, error_code(r)) == (400, "invalid_json")
+    text = client.get("/metrics").text
+    assert 'imgcls_model_reloads_total{result="ok"} 2.0' in text
+    assert 'imgcls_model_info{name="digits-other"' in text and 'imgcls_model_info{name="digits-resnet8"' not in text
+
+
+def test_serving_never_imports_torch(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from imgcls.serve.app import create_app
+from imgcls.serve.settings import ServeSettings
+import imgcls.cli.serve
+app = create_app(ServeSettings(model={str(exported_digits_bundle)!r}, log_predictions={str(tmp_path / "l.sqlite")!r}))
+with TestClient(app) as c:
+    r = c.post("/v1/predict", files={{"file": ("d.png", {digits[0][0]!r}, "image/png")}})
+    assert r.status_code == 200, r.text
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm", "onnx"))
+print(heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
