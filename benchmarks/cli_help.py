@@ -23,7 +23,8 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-            res = json.load(open(f.name))["results"][0]
+            with open(f.name) as fh:
+                res = json.load(fh)["results"][0]
         median = res["median"]
         print(f"imgcls --help: median {median:.3f} s over {len(res['times'])} runs (hyperfine)")
     else:

@@ -207,7 +207,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{mpath} is not valid JSON ({exc})", hint="the bundle is corrupt; pull or train it again")
+        raise BundleError(
+            f"{mpath} is not valid JSON ({exc})", hint="the bundle is corrupt; pull or train it again"
+        ) from None
     if not isinstance(meta, dict):
         raise BundleError(f"{mpath} does not hold a JSON object")
     fmt = meta.get("format")

@@ -40,8 +40,8 @@ def imgcls(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str
     return proc
 
 
-def write_heldout_pngs(n: int = 40) -> list[Path]:
-    """The digits test split (held out from training) as PNG files, named by their true label."""
+def write_heldout_pngs() -> list[Path]:
+    """The whole digits test split (held out from training) as PNG files, named by their true label."""
     from PIL import Image
 
     from imgcls.bundle import load_bundle
@@ -50,12 +50,14 @@ def write_heldout_pngs(n: int = 40) -> list[Path]:
 
     bundle = load_bundle(BUNDLE)
     data = bundle.meta["lineage"]["config"]["data"]
-    ds = load_dataset(DataConfig(**{k: v for k, v in data.items() if v is not None}),
-                      seed=bundle.meta["lineage"]["config"]["train"]["seed"])
+    ds = load_dataset(
+        DataConfig(**{k: v for k, v in data.items() if v is not None}),
+        seed=bundle.meta["lineage"]["config"]["train"]["seed"],
+    )
     split = ds.eval_split
     IMAGES.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(min(n, len(split))):
+    for i in range(len(split)):
         arr = split.images[i]
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         p = IMAGES / f"{i:03d}-label{ds.classes[int(split.labels[i])]}.png"
@@ -85,9 +87,13 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
 def post_image(url: str, path: Path) -> dict:
     boundary = "imgclsquickstart"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
@@ -114,21 +120,40 @@ def main() -> None:
     out = imgcls("predict", str(IMAGES), "--model", str(BUNDLE), "--format", "json", capture=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     right = sum(1 for r in rows if "label" in r and f"-label{r['label']}." in r["path"])
-    print(f"{right}/{len(rows)} held-out PNGs predicted correctly")
+    top1 = right / len(rows)
+    reported = json.loads((BUNDLE / "bundle.json").read_text())["metrics"]["test_top1"]
+    print(f"{right}/{len(rows)} held-out PNGs predicted correctly: top-1 {top1:.4f} (bundle: {reported:.4f})")
+    if abs(top1 - reported) > 1e-9:
+        sys.exit("quickstart: predict on the test PNGs does not reproduce the bundle's test top-1")
     imgcls("predict", *map(str, pngs[:3]), "--model", str(BUNDLE), "--format", "table")
 
     step("push the bundle to a local model store and promote it to production")
     imgcls("push", str(BUNDLE), "--to", env_store, "--name", "digits", "--alias", "production")
     imgcls("models", "list", env_store)
+    imgcls("pull", f"{env_store}/digits@production", "--to", str(RUNS / "pulled"))
+    imgcls("predict", str(pngs[0]), "--model", f"{env_store}/digits@production", "--format", "json")
 
     step("serve digits@production from the store and predict over HTTP")
     port = free_port()
     log = RUNS / "serve.log"
     with open(log, "w") as fh:
         server = subprocess.Popen(
-            [sys.executable, "-m", "imgcls", "serve", "--model", f"{env_store}/digits@production", "--port", str(port),
-             "--log-predictions", str(RUNS / "predictions.sqlite")],
-            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=os.environ.copy(),
+            [
+                sys.executable,
+                "-m",
+                "imgcls",
+                "serve",
+                "--model",
+                f"{env_store}/digits@production",
+                "--port",
+                str(port),
+                "--log-predictions",
+                str(RUNS / "predictions.sqlite"),
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz")

@@ -64,12 +64,7 @@ def _register() -> None:
     import importlib
 
     for name, module_name, attr, kind in COMMANDS:
-        try:
-            module = importlib.import_module(f"imgcls.cli.{module_name}")
-        except ModuleNotFoundError as exc:  # TODO(coordinator): drop once every command has landed
-            if exc.name == f"imgcls.cli.{module_name}":
-                continue
-            raise
+        module = importlib.import_module(f"imgcls.cli.{module_name}")
         obj = getattr(module, attr)
         if kind == "group":
             app.add_typer(obj, name=name)

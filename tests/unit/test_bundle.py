@@ -32,13 +32,13 @@ def test_one_flipped_byte_in_the_weights_is_refused(bundle_copy: Path) -> None:
     data = bytearray(w.read_bytes())
     data[len(data) // 2] ^= 0x01
     w.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="failed verification: weights.safetensors"):
+    with pytest.raises(BundleError, match=r"failed verification: weights\.safetensors"):
         load_bundle(bundle_copy)
 
 
 def test_a_missing_file_is_refused_as_partial(bundle_copy: Path) -> None:
     (bundle_copy / WEIGHTS).unlink()
-    with pytest.raises(BundleError, match="incomplete: weights.safetensors is missing"):
+    with pytest.raises(BundleError, match=r"incomplete: weights\.safetensors is missing"):
         load_bundle(bundle_copy)
 
 
@@ -46,9 +46,9 @@ def test_unknown_format_and_missing_manifest_are_refused(bundle_copy: Path, tmp_
     meta = json.loads((bundle_copy / MANIFEST).read_text())
     meta["format"] = "imgcls.bundle/99"
     (bundle_copy / MANIFEST).write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="unknown bundle format 'imgcls.bundle/99'"):
+    with pytest.raises(BundleError, match=r"unknown bundle format 'imgcls\.bundle/99'"):
         load_bundle(bundle_copy)
-    with pytest.raises(BundleError, match="bundle.json is missing"):
+    with pytest.raises(BundleError, match=r"bundle\.json is missing"):
         load_bundle(tmp_path)
 
 
