@@ -1,11 +1,13 @@
-"""imgcls' own small networks for CPU training (conv -> pool -> BN -> act, airbench-style, with residuals).
+"""imgcls' own small networks for CPU training: a ResNet-9-style layout (Myrtle.ai's DAWNBench network) at a
+fraction of its width, with airbench's conv -> pool -> BN -> activation ordering.
 
-``resnet8`` (width 16, ≈0.6 M parameters, ≈25 M multiply-adds at 32×32) trains at over 1,000 img/s on
-two CPU cores.
+``resnet8`` (base width 12: 24-48-96 channels, ≈0.23 M parameters, ≈11 M multiply-adds at 32×32) trains at over
+1,000 img/s on two CPU cores (see docs/benchmarks.md); ``resnet8_wide`` doubles the width. There is no full-resolution "prep" layer: the first conv
+pools at once, so every layer after it runs at a quarter of the pixels or fewer. This module imports torch and is
+only imported by :mod:`imgcls.models.registry` when a model is built.
 """
 
 from __future__ import annotations
-
 
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from imgcls.models.registry import register_model
 
 
 def _conv_bn(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
+    """3×3 conv (no bias) -> [2×2 max-pool] -> BatchNorm -> GELU. Pooling before BN/GELU quarters their cost."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2, ceil_mode=True))
@@ -31,14 +34,16 @@ class _Residual(nn.Module):
 
 
 class ResNet8(nn.Module):
-    """stem -> [conv, pool, residual] -> [conv, pool] -> [conv, pool, residual] -> global pool -> linear."""
+    """[conv, pool] + residual -> [conv, pool] -> [conv, pool] + residual -> global max-pool -> linear.
 
-    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 16, drop_rate: float = 0.0) -> None:
+    8 weight layers (7 convolutions and the classifier); the resolution halves three times (32 -> 4 at 32×32).
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 12, drop_rate: float = 0.0) -> None:
         super().__init__()
-        w = width
+        self.width = w = width
         self.features = nn.Sequential(
-            _conv_bn(in_chans, w),
-            _conv_bn(w, 2 * w, pool=True),
+            _conv_bn(in_chans, 2 * w, pool=True),
             _Residual(2 * w),
             _conv_bn(2 * w, 4 * w, pool=True),
             _conv_bn(4 * w, 8 * w, pool=True),
@@ -54,14 +59,12 @@ class ResNet8(nn.Module):
 
 
 @register_model
-def resnet8(num_classes: int, in_chans: int = 3, width: int = 16, drop_rate: float = 0.0) -> nn.Module:
+def resnet8(num_classes: int, in_chans: int = 3, width: int = 12, drop_rate: float = 0.0) -> nn.Module:
     """Narrow 8-layer residual network for CPU training at small input sizes."""
     return ResNet8(num_classes, in_chans, width=width, drop_rate=drop_rate)
 
 
 @register_model
-def resnet8_wide(
-    num_classes: int, in_chans: int = 3, width: int = 32, drop_rate: float = 0.0
-) -> nn.Module:
+def resnet8_wide(num_classes: int, in_chans: int = 3, width: int = 24, drop_rate: float = 0.0) -> nn.Module:
     """The same network at twice the width (≈4× the compute) for a little more accuracy."""
     return ResNet8(num_classes, in_chans, width=width, drop_rate=drop_rate)

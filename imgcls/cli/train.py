@@ -1,0 +1,141 @@
+"""Train a classifier and write a verified model bundle (weights, metrics, plots, config, samples)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from imgcls.cli._render import console
+
+
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML run configuration (see configs/).", show_default=False)
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="digits, mnist, fashion-mnist, cifar10, cifar100 or folder:PATH.", show_default=False),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where datasets live (default ~/.cache/imgcls/data).", show_default=False)
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="resnet8, resnet8_wide or any timm name (resnet18, ...).", show_default=False)
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=False)] = None,
+    img_size: Annotated[
+        int | None, typer.Option(help="Model input size in pixels (default: the dataset's).", show_default=False)
+    ] = None,
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="Train on CUDA (bf16 autocast, channels-last); exit 2 if there is none.")
+    ] = False,
+    pretrained: Annotated[
+        bool | None, typer.Option("--pretrained", help="Start from timm's pretrained weights (needs network).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Bundle directory (default runs/<data>-<model>-<timestamp>).", show_default=False),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (runs are deterministic on CPU).")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Finish an interrupted run (its --out DIR) from its last epoch checkpoint.", show_default=False
+        ),
+    ] = None,
+    wandb: Annotated[
+        bool | None, typer.Option("--wandb/--no-wandb", help="Log to Weights & Biases.", show_default=False)
+    ] = None,
+    wandb_mode: Annotated[
+        str | None, typer.Option(help="online (needs an API key) or offline (no network).", show_default=False)
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any config key: --set optim.label_smoothing=0.05 (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a classifier and write a verified model bundle (weights, metrics, plots, config, samples)."""
+    # OpenMP threads that wait passively instead of spinning: as fast on an idle machine, and several times faster
+    # when other processes compete for the cores (see docs/benchmarks.md). Must be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from imgcls.cli._train_progress import Progress
+    from imgcls.config import RunConfig, load_config
+    from imgcls.errors import UsageError
+    from imgcls.train import fit
+    from imgcls.train.wandb_logger import check_wandb
+
+    flags: dict[str, Any] = {
+        "data.name": data,
+        "data.dir": str(data_dir) if data_dir else None,
+        "model.arch": model,
+        "model.pretrained": pretrained,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "optim.lr": lr,
+        "data.img_size": img_size,
+        "train.device": "cuda" if gpu else None,
+        "out": str(out) if out else None,
+        "train.seed": seed,
+        "wandb.enabled": wandb,
+        "wandb.mode": wandb_mode,
+    }
+    if wandb_mode is not None and wandb_mode not in ("online", "offline"):
+        raise UsageError(f"--wandb-mode must be online or offline, not {wandb_mode!r}")
+    if resume is not None:
+        from imgcls.train.checkpoint import saved_config
+
+        given = [f"--{k.split('.')[-1].replace('_', '-')}" for k, v in flags.items() if v is not None]
+        if config is not None:
+            given.append("--config")
+        if set_:
+            given.append("--set")
+        if given:
+            raise UsageError(
+                f"--resume continues a run with its saved configuration; drop {', '.join(sorted(given))}",
+                hint=f"run `imgcls train --resume {resume}` alone",
+            )
+        cfg = RunConfig.model_validate(saved_config(resume))
+    else:
+        cfg = load_config(config, set_ or [], flags)
+    check_wandb(cfg.wandb, os.environ, Path.home())
+
+    progress = Progress()
+    started = time.perf_counter()
+    try:
+        result = fit(None if resume else cfg, callbacks=[progress], resume=resume)
+    except KeyboardInterrupt:
+        from imgcls.errors import ImgclsError
+        from imgcls.train.checkpoint import has_checkpoint
+
+        run_dir = progress.run_dir
+        if run_dir is not None and has_checkpoint(run_dir):
+            raise ImgclsError(
+                "interrupted", hint=f"continue with `imgcls train --resume {run_dir}`", exit_code=130
+            ) from None
+        raise
+    finally:
+        progress.stop()
+    _summary(result, time.perf_counter() - started)
+
+
+def _summary(result: Any, wall: float) -> None:
+    m = result.metrics
+    split = m.get("eval_split", "test")
+    from imgcls.cli._train_progress import clock
+
+    console.print(f"[bold green]bundle[/] {result.bundle_dir}", highlight=False)
+    console.print(
+        f"{split} top-1 [bold]{m['test_top1']:.4f}[/]  top-5 {m['test_top5']:.4f}  "
+        f"(val top-1 {m['val_top1']:.4f}, best epoch {result.best_epoch}/{result.epochs_run}"
+        + (", stopped early" if result.stopped_early else "")
+        + f")  time {clock(wall)}",
+        highlight=False,
+    )
+    if result.wandb_run_id:
+        console.print(f"W&B run {result.wandb_run_id} (files under {result.bundle_dir / 'wandb'})", highlight=False)

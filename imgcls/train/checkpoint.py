@@ -1,0 +1,226 @@
+"""Per-epoch training checkpoints for ``--resume``: safetensors for tensors, JSON for everything else. No pickle.
+
+Layout inside the run directory::
+
+    checkpoints/epoch-0003.safetensors   model.*, best.*, optim.<param>.<key>, rng.* tensors
+    checkpoints/last.json                scalars, optimiser hyper-parameters, RNG states, history, and the
+                                         tensor file's name + sha256
+
+Both are written atomically; ``last.json`` is written last and is the commit point, so a kill at any moment
+leaves the previous complete checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgcls.bundle import atomic_write_json, sha256_file
+from imgcls.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.json"
+FORMAT = "imgcls.checkpoint/1"
+
+
+@dataclass
+class TrainState:
+    """Scalars of the loop that a resume must restore."""
+
+    epoch: int = 0  # finished epochs
+    global_step: int = 0
+    best_val_top1: float = -1.0
+    best_val_loss: float = 1e30
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    elapsed: float = 0.0  # training seconds before this process (resume)
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl records
+    wandb_run_id: str | None = None
+    dataset_fingerprint: str | None = None  # the data a resume must train on
+
+
+def _state_tensors(prefix: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    model: Any,
+    best_state: dict[str, Any] | None,
+    optimizer: Any,
+    state: TrainState,
+    config: dict[str, Any],
+) -> Path:
+    """Write the checkpoint for ``state.epoch`` finished epochs; returns the path of ``last.json``."""
+    import torch
+
+    from imgcls.deps import require
+
+    safetensors_torch = require("safetensors.torch", feature="checkpoints")
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    tensors = _state_tensors("model", model.state_dict())
+    if best_state is not None:
+        tensors.update(_state_tensors("best", best_state))
+    opt = optimizer.state_dict()
+    optim_scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value.detach().to("cpu").clone().contiguous()
+            else:
+                optim_scalars.setdefault(str(pid), {})[key] = value
+    tensors["rng.torch_cpu"] = torch.get_rng_state().clone()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state().clone()
+
+    name = f"epoch-{state.epoch:04d}.safetensors"
+    tmp = ckpt_dir / f".{name}.tmp"
+    safetensors_torch.save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    tmp.replace(ckpt_dir / name)
+
+    np_state: Any = np.random.get_state()
+    py_state = random.getstate()
+    record = {
+        "format": FORMAT,
+        "tensors": name,
+        "sha256": sha256_file(ckpt_dir / name),
+        "state": {
+            "epoch": state.epoch,
+            "global_step": state.global_step,
+            "best_val_top1": state.best_val_top1,
+            "best_val_loss": state.best_val_loss,
+            "best_epoch": state.best_epoch,
+            "epochs_without_improvement": state.epochs_without_improvement,
+            "elapsed": state.elapsed,
+            "wandb_run_id": state.wandb_run_id,
+            "dataset_fingerprint": state.dataset_fingerprint,
+        },
+        "history": state.history,
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": optim_scalars},
+        "rng": {
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": [py_state[0], list(py_state[1]), py_state[2]],
+        },
+        "config": config,
+    }
+    last = ckpt_dir / LAST
+    atomic_write_json(last, record)
+    for old in ckpt_dir.glob("epoch-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return last
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint; apply it with :meth:`restore`."""
+
+    state: TrainState
+    config: dict[str, Any]
+    tensors: dict[str, Any]
+    record: dict[str, Any]
+
+    def model_state(self) -> dict[str, Any]:
+        return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def best_state(self) -> dict[str, Any] | None:
+        best = {k[len("best.") :]: v for k, v in self.tensors.items() if k.startswith("best.")}
+        return best or None
+
+    def restore(self, model: Any, optimizer: Any) -> None:
+        """Load model weights, optimiser state and RNG states saved by :func:`save_checkpoint`."""
+        import torch
+
+        model.load_state_dict(self.model_state())
+        opt_record = self.record["optimizer"]
+        per_param: dict[int, dict[str, Any]] = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                per_param.setdefault(int(pid), {})[name] = value
+        for pid, scalars in opt_record.get("scalars", {}).items():
+            per_param.setdefault(int(pid), {}).update(scalars)
+        optimizer.load_state_dict({"state": per_param, "param_groups": opt_record["param_groups"]})
+        torch.set_rng_state(self.tensors["rng.torch_cpu"])
+        if "rng.torch_cuda" in self.tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.tensors["rng.torch_cuda"])
+        rng = self.record.get("rng", {})
+        if "numpy" in rng:
+            n = rng["numpy"]
+            np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+        if "python" in rng:
+            p = rng["python"]
+            random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT_DIR / LAST).is_file()
+
+
+def load_checkpoint(run_dir: Path) -> Checkpoint:
+    """Read ``run_dir``'s last checkpoint; UsageError (exit 2) when there is none or it is damaged."""
+    from imgcls.deps import require
+
+    run_dir = Path(run_dir)
+    last = run_dir / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        if (run_dir / "bundle.json").is_file():
+            raise UsageError(
+                f"{run_dir} is a finished bundle: there is nothing to resume",
+                hint="train a new run with --out, or use the bundle as it is",
+            )
+        raise UsageError(
+            f"cannot resume from {run_dir}: no checkpoint ({CHECKPOINT_DIR}/{LAST}) found there",
+            hint="pass the --out directory of an interrupted `imgcls train` run (checkpoints are written per epoch)",
+        )
+    try:
+        record = json.loads(last.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"checkpoint {last} is unreadable ({exc})", hint="start the run again") from None
+    if record.get("format") != FORMAT:
+        raise UsageError(f"checkpoint {last} has unknown format {record.get('format')!r}", hint="start the run again")
+    tensor_path = last.parent / str(record["tensors"])
+    if not tensor_path.is_file() or sha256_file(tensor_path) != record.get("sha256"):
+        raise UsageError(
+            f"checkpoint {tensor_path} is missing or does not match {last}",
+            hint="the checkpoint is damaged; start the run again",
+        )
+    safetensors_torch = require("safetensors.torch", feature="--resume")
+    tensors = safetensors_torch.load_file(str(tensor_path), device="cpu")
+    s = record["state"]
+    state = TrainState(
+        epoch=int(s["epoch"]),
+        global_step=int(s["global_step"]),
+        best_val_top1=float(s["best_val_top1"]),
+        best_val_loss=float(s.get("best_val_loss", 1e30)),
+        best_epoch=int(s["best_epoch"]),
+        epochs_without_improvement=int(s["epochs_without_improvement"]),
+        elapsed=float(s.get("elapsed", 0.0)),
+        history=list(record.get("history", [])),
+        wandb_run_id=s.get("wandb_run_id"),
+        dataset_fingerprint=s.get("dataset_fingerprint"),
+    )
+    return Checkpoint(state=state, config=dict(record["config"]), tensors=tensors, record=record)
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved configuration an interrupted run was started with (reads only ``last.json``)."""
+    run_dir = Path(run_dir)
+    last = run_dir / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        load_checkpoint(run_dir)  # raises the explanatory error
+    try:
+        return dict(json.loads(last.read_text())["config"])
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"checkpoint {last} is unreadable ({exc})", hint="start the run again") from None

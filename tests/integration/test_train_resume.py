@@ -1,0 +1,119 @@
+"""`imgcls train` killed after its first epoch resumes from the checkpoint and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = [
+    "--config", str(ROOT / "configs" / "digits.yaml"), "--img-size", "8", "--epochs", "4", "--batch-size", "64",
+    "--set", "model.width=8", "--seed", "1",
+]  # fmt: skip
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300
+    )
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _kill_after_first_epoch(out: Path, cwd: Path) -> list[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgcls", "train", *ARGS, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=cwd,
+        env=ENV,
+    )
+    seen = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("epoch 1/4 ") and "train loss" in line:  # the end-of-epoch line
+                proc.send_signal(signal.SIGKILL)  # no chance to clean up, as with a crash or an OOM kill
+                break
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("resume")
+    full = _train(*ARGS, "--out", str(work / "full"), cwd=work)
+    assert full.returncode == 0, full.stderr
+    _kill_after_first_epoch(work / "killed", work)
+    return {"work": work, "full": work / "full", "killed": work / "killed"}
+
+
+def test_killed_run_leaves_a_checkpoint_and_no_bundle(runs):
+    from imgcls.bundle import load_bundle
+    from imgcls.errors import BundleError
+
+    killed = runs["killed"]
+    assert (killed / "checkpoints" / "last.json").is_file()
+    assert not (killed / "bundle.json").exists()
+    with pytest.raises(BundleError, match=r"bundle\.json is missing"):
+        load_bundle(killed)
+    record = json.loads((killed / "checkpoints" / "last.json").read_text())
+    assert record["state"]["epoch"] >= 1 and "sha256" in record
+    # a new run may not silently overwrite it
+    proc = _train(*ARGS, "--out", str(killed), cwd=runs["work"])
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    # --resume takes the saved configuration: other options are refused, not silently ignored
+    proc = _train("--resume", str(killed), "--epochs", "9", cwd=runs["work"])
+    assert proc.returncode == 2 and "--epochs" in proc.stderr
+
+
+def test_resume_finishes_with_the_same_result_as_an_uninterrupted_run(runs):
+    killed, full = runs["killed"], runs["full"]
+    done = json.loads((killed / "checkpoints" / "last.json").read_text())["state"]["epoch"]
+    proc = _train("--resume", str(killed), cwd=runs["work"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming after epoch {done}/4" in proc.stdout
+
+    from imgcls.bundle import load_bundle
+
+    resumed, reference = load_bundle(killed), load_bundle(full)
+    lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    assert not (killed / "checkpoints").exists()
+    # Data order, augmentation, optimiser and RNG state all continue exactly: the same weights, bit for bit.
+    assert _sha(killed / "weights.safetensors") == _sha(full / "weights.safetensors")
+    assert resumed.metrics == reference.metrics
+
+
+def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgcls", "train", *ARGS, "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("epoch 1/4 ") and "train loss" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in err and f"imgcls train --resume {tmp_path / 'run'}" in err
+    assert "Traceback" not in err

@@ -1,0 +1,80 @@
+"""Every shipped config parses; bad keys and values are rejected with the key, a suggestion and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imgcls.config import load_config
+from imgcls.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+EXPECTED = {"cifar10", "cifar100", "cifar100-finetune", "digits", "fashion-mnist"}
+
+
+def test_the_documented_configs_ship():
+    assert {p.stem for p in CONFIGS} >= EXPECTED
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_parses(path: Path):
+    cfg = load_config(path)
+    assert cfg.train.epochs >= 1 and cfg.optim.lr > 0
+    if path.stem.startswith("cifar100"):
+        assert cfg.data.name == "cifar100" and cfg.train.device == "cuda"
+    if path.stem == "cifar100-finetune":
+        assert cfg.model.pretrained and (cfg.data.img_size or 0) > 32
+    if path.stem in ("digits", "fashion-mnist"):
+        assert cfg.train.device == "cpu"
+
+
+def test_reference_recipe_is_a_cifar_stem_resnet18_or_better():
+    cfg = load_config(ROOT / "configs" / "cifar100.yaml")
+    assert cfg.model.arch in {"resnet18", "resnet26", "resnet34", "resnet50", "wide_resnet50_2", "resnet18d"}
+    assert cfg.train.precision == "bf16" and cfg.model.small_input_stem in (None, True)
+
+
+def test_set_overrides_and_flags_take_precedence():
+    cfg = load_config(ROOT / "configs" / "digits.yaml", ["optim.lr=0.05", "augment.hflip=true"], {"train.epochs": 3})
+    assert cfg.optim.lr == 0.05 and cfg.augment.hflip is True and cfg.train.epochs == 3
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'optim.lrr'.*did you mean 'optim.lr'"):
+        load_config(bad)
+
+
+def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_cli_unknown_key_in_yaml_exits_2_with_suggestion(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: digits\ntrain:\n  epoch: 3\n")
+    proc = _train("--config", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown key 'train.epoch'" in proc.stderr and "did you mean 'train.epochs'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_bad_value_exits_2_naming_key_and_value(tmp_path):
+    proc = _train("--set", "optim.lr=-1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "bad value for 'optim.lr'" in proc.stderr and "-1" in proc.stderr
+    proc = _train("--set", "optim.name=adam", cwd=tmp_path)
+    assert proc.returncode == 2 and "'optim.name'" in proc.stderr and "adamw" in proc.stderr
+    proc = _train("--epochs", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "'train.epochs'" in proc.stderr
+    proc = _train("--set", "optim.lr", cwd=tmp_path)
+    assert proc.returncode == 2 and "key.sub=value" in proc.stderr
+    proc = _train("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
