@@ -2,8 +2,9 @@
 fraction of its width, with airbench's conv -> pool -> BN -> activation ordering.
 
 ``resnet8`` (base width 12: 24-48-96 channels, ≈0.23 M parameters, ≈11 M multiply-adds at 32×32) trains at over
-1,000 img/s on two CPU cores (see docs/benchmarks.md); ``resnet8_wide`` doubles the width. There is no full-resolution "prep" layer: the first conv
-pools at once, so every layer after it runs at a quarter of the pixels or fewer. This module imports torch and is
+1,000 img/s on two CPU cores (see docs/benchmarks.md); ``resnet8_wide`` doubles the width. There is no
+full-resolution "prep" layer: the first conv pools at once, so every layer after it runs at a quarter of the
+pixels or fewer. This module imports torch and is
 only imported by :mod:`imgcls.models.registry` when a model is built.
 """
 
