@@ -41,6 +41,7 @@ from imgcls.bundle import (
 from imgcls.errors import ConflictError, StoreError, UsageError
 from imgcls.store.backend import Backend, PreconditionFailed, Progress
 from imgcls.store.refs import (
+    DIGEST_PREFIX_RE,
     NAME_RE,
     SEQ_RE,
     ModelRef,
@@ -215,7 +216,13 @@ class Store:
                 version = self._record(name, digest[:ID_LEN]) if len(digest) >= ID_LEN else None
                 if version is not None and version.seq == int(selector):
                     return version
-        matches = [v for v in self.versions(name) if v.digest.startswith(selector)]
+        # Only a selector of 6+ hex digits is a digest prefix: "7" is a sequence number, never the first digit of
+        # some version's hash.
+        matches = (
+            [v for v in self.versions(name) if v.digest.startswith(selector)]
+            if DIGEST_PREFIX_RE.fullmatch(selector)
+            else []
+        )
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

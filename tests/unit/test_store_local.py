@@ -78,3 +78,18 @@ def test_training_run_is_found_in_the_lineage(lineage: dict, expected: dict | No
     from imgcls.store.lineage import training_run
 
     assert training_run(lineage) == expected
+
+
+def test_a_short_number_is_a_sequence_number_never_a_hash_prefix(random_bundle: Path, tmp_path: Path) -> None:
+    """Version '7' must not select version 1 because version 1's hash happens to start with a 7."""
+    from imgcls.errors import ImgclsError
+
+    store = Store.open(tmp_path / "s")
+    version = store.push(random_bundle, name="m").version
+    for short in (version.digest[:1], version.digest[:5]):
+        if short == str(version.seq):
+            continue
+        with pytest.raises(ImgclsError, match=r"has no version|invalid version"):
+            store.version("m", short)  # a digit: not found; a hex letter: not a valid selector
+    assert store.version("m", version.digest[:6]).seq == version.seq
+    assert store.version("m", str(version.seq)).digest == version.digest
