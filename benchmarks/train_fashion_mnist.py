@@ -90,7 +90,7 @@ def child_imgcls(config: Path, data_dir: Path, out: Path, epochs: int | None) ->
     _emit(event="done", test_top1=result.metrics["test_top1"], epochs=result.epochs_run, bundle=str(out))
 
 
-def child_baseline(data_dir: Path, cap_s: float, started: float) -> None:
+def child_baseline(data_dir: Path, cap_s: float, started: float, shuffle: bool) -> None:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -120,7 +120,7 @@ def child_baseline(data_dir: Path, cap_s: float, started: float) -> None:
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_set = datasets.FashionMNIST(str(data_dir), train=True, download=False, transform=transform)
     test_set = datasets.FashionMNIST(str(data_dir), train=False, download=False, transform=transform)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=64)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=shuffle)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=1000)
     model = Net()
     optimizer = optim.Adadelta(model.parameters(), lr=1.0)
@@ -152,10 +152,12 @@ def child_baseline(data_dir: Path, cap_s: float, started: float) -> None:
 # --- the parent: run both, report --------------------------------------------------------------------------
 
 
-def _run(name: str, argv: list[str], log: Path) -> dict:
+def _run(name: str, argv: list[str], log: Path, passive: bool = False) -> dict:
     started = time.time()
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # the baseline runs as it ships
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     cmd = [sys.executable, "-m", "benchmarks.train_fashion_mnist", "--child", name, "--started", repr(started), *argv]
     events = []
     with open(log, "w") as f:
@@ -199,6 +201,8 @@ def main() -> None:
     parser.add_argument("--short-epochs", type=int, default=2, help="the shorter imgcls run aimed at 0.92 (0: skip)")
     parser.add_argument("--baseline-cap-s", type=float, default=900.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--baseline-shuffle", action="store_true", help="shuffle as the example does on a GPU")
+    parser.add_argument("--baseline-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for it too")
     parser.add_argument("--skip-imgcls", action="store_true")
     args = parser.parse_args()
 
@@ -206,7 +210,7 @@ def main() -> None:
         child_imgcls(args.config, args.data_dir, args.out, args.epochs)
         return
     if args.child == "baseline":
-        child_baseline(args.data_dir, args.baseline_cap_s, args.started)
+        child_baseline(args.data_dir, args.baseline_cap_s, args.started, args.baseline_shuffle)
         return
 
     work = Path(tempfile.mkdtemp(prefix="imgcls-fmnist-"))
@@ -222,7 +226,8 @@ def main() -> None:
             results.append(_run("imgcls-short", argv, work / "imgcls-short.log"))
     if not args.skip_baseline:
         argv = ["--data-dir", str(data_dir), "--baseline-cap-s", str(args.baseline_cap_s)]
-        results.append(_run("baseline", argv, work / "baseline.log"))
+        argv += ["--baseline-shuffle"] if args.baseline_shuffle else []
+        results.append(_run("baseline", argv, work / "baseline.log", passive=args.baseline_passive))
     print(f"load average after {os.getloadavg()}")
     print(json.dumps(results))
     print("| run | wall s (start-up incl.) | of which per-epoch test evals s | final test top-1 | epochs "
