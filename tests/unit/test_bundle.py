@@ -77,3 +77,17 @@ def test_edit_bundle_swaps_in_a_new_file_and_keeps_the_old_on_error(bundle_copy:
     assert not (bundle_copy / "other.txt").exists()
     load_bundle(bundle_copy)
     assert not [p for p in bundle_copy.parent.iterdir() if ".staging-" in p.name]
+
+
+def test_bundle_files_get_the_usual_permissions_not_0600(tmp_path: Path) -> None:
+    """A server running as another user must be able to read a bundle written by `imgcls train`."""
+    import os
+
+    from imgcls.bundle import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
