@@ -26,16 +26,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _images(n_per_class: int, classes: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Colour images whose class is a bright square at a class-specific place, on noise."""
+    """Colour images whose class is the colour of a bright square (red, green, blue, white) placed at random."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
-    cell = size // 4
+    side = size // 4
     for c in range(classes):
         for _ in range(n_per_class):
             img = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
-            r, q = divmod(c, 4)
-            y0, x0 = r * cell + int(rng.integers(0, 3)), q * cell + int(rng.integers(0, 3))
-            img[y0 : y0 + cell, x0 : x0 + cell, c % 3] = 250
+            y0, x0 = (int(v) for v in rng.integers(0, size - side, 2))
+            channels = [c] if c < 3 else [0, 1, 2]
+            img[y0 : y0 + side, x0 : x0 + side, channels] = 250
             images.append(img)
             labels.append(c)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
@@ -70,7 +70,7 @@ def _config(tmp_path: Path, **sections):
         "data": {"name": "synthetic-squares"},
         "model": {"arch": "resnet8"},
         "optim": {"lr": 0.05, "warmup_epochs": 0.5},
-        "augment": {"hflip": False, "crop_padding": 2},  # a flip would move a square to another class's place
+        "augment": {"hflip": True, "crop_padding": 2},
         "train": {"epochs": 4, "batch_size": 64, "device": "cuda", "precision": "bf16", "channels_last": True},
     }
     for key, value in sections.items():
