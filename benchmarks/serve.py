@@ -385,8 +385,9 @@ def malformed_uploads(bundle: Path, image: Path, work: Path) -> dict[str, Any]:
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-def make_tiny_bundle(out: Path) -> Path:
-    """The quickstart-sized model: resnet8, width 8, 1×16×16 (what `imgcls train` makes on digits)."""
+def make_quickstart_bundle(out: Path) -> Path:
+    """The quickstart's model: resnet8 at its default width, 1×16×16 (what `imgcls train -c configs/digits.yaml`
+    makes), with random weights."""
     import torch
 
     from imgcls.bundle import InputSpec
@@ -398,7 +399,7 @@ def make_tiny_bundle(out: Path) -> Path:
         return out
     shutil.rmtree(out, ignore_errors=True)
     torch.manual_seed(0)
-    model = create_model("resnet8", num_classes=10, in_chans=1, img_size=16, width=8).eval()
+    model = create_model("resnet8", num_classes=10, in_chans=1, img_size=16).eval()
     rng = np.random.default_rng(0)
     (out / "samples").mkdir(parents=True)
     for split in ("val", "train"):
@@ -407,10 +408,10 @@ def make_tiny_bundle(out: Path) -> Path:
     save_bundle(
         out,
         model=model,
-        name="bench-resnet8-tiny",
+        name="bench-resnet8-quickstart",
         classes=[str(i) for i in range(10)],
         input_spec=InputSpec(size=(16, 16), channels=1, mean=(0.3,), std=(0.35,)),
-        model_spec=model_spec("resnet8", num_classes=10, in_chans=1, img_size=16, small_input_stem=None, width=8),
+        model_spec=model_spec("resnet8", num_classes=10, in_chans=1, img_size=16, small_input_stem=None),
         lineage={"dataset": {"name": "random"}},
         extra_files=["samples/val.npz", "samples/train.npz"],
     )
@@ -469,7 +470,7 @@ def main() -> None:
     print(f"preparing bundles in {work} ...", flush=True)
     big = make_bundle(work / "resnet18", "resnet18")
     small = make_bundle(work / "resnet8", "resnet8")
-    tiny = make_tiny_bundle(work / "resnet8-tiny")
+    quickstart = make_quickstart_bundle(work / "resnet8-quickstart")
     image = make_png(work / "image32.png")
     conns, secs = a.connections, a.seconds
     rounds: list[dict[str, Any]] = []
@@ -485,7 +486,7 @@ def main() -> None:
             image, work, conns, secs,
         )  # fmt: skip
         row["serve_resnet8"] = serve_round(small, image, work, conns, secs)
-        row["serve_resnet8_tiny"] = serve_round(tiny, image, work, conns, secs)
+        row["serve_resnet8_quickstart"] = serve_round(quickstart, image, work, conns, secs)
         row["echo"] = peer_round("echo_server.py", [], "/predict", image, work, conns, secs)
         row["naive_torch_small_cnn"] = peer_round(
             "naive_torch.py", ["--arch", "small_cnn", "--classes", "10", "--size", "32"], "/predict",
@@ -506,7 +507,7 @@ def main() -> None:
         "ort_resnet18_img_s_b32": med("ort_resnet18_b32", "img_s"),
         "naive_torch_resnet18_rps": med("naive_torch_resnet18"),
         "serve_resnet8_rps": med("serve_resnet8"),
-        "serve_resnet8_tiny_rps": med("serve_resnet8_tiny"),
+        "serve_resnet8_quickstart_rps": med("serve_resnet8_quickstart"),
         "echo_rps": med("echo"),
         "naive_torch_small_cnn_rps": med("naive_torch_small_cnn"),
         "ort_resnet8_img_s_b32": med("ort_resnet8_b32", "img_s"),
@@ -515,7 +516,7 @@ def main() -> None:
         ("serve / in-process ORT at the server's batch (resnet18)", "serve_resnet18", "ort_resnet18_at_server_batch"),
         ("serve / per-request torch (resnet18)", "serve_resnet18", "naive_torch_resnet18"),
         ("serve resnet8 / echo", "serve_resnet8", "echo"),
-        ("serve resnet8-tiny / echo", "serve_resnet8_tiny", "echo"),
+        ("serve resnet8-quickstart / echo", "serve_resnet8_quickstart", "echo"),
         ("serve resnet8 / per-request torch small_cnn", "serve_resnet8", "naive_torch_small_cnn"),
     ]
     for label, num, den in ratios:
@@ -525,7 +526,7 @@ def main() -> None:
         ]  # fmt: skip
         summary[label] = round(statistics.median(values), 3)
     print(f"load average after the rounds: {loadavg()}", flush=True)
-    for key, small_bundle in (("resnet8", small), ("resnet8_tiny", tiny)):
+    for key, small_bundle in (("resnet8", small), ("resnet8_quickstart", quickstart)):
         rate = 0.5 * summary[f"serve_{key}_rps"]
         port = free_port()
         url = f"http://127.0.0.1:{port}"

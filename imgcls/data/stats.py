@@ -6,6 +6,7 @@ and the statistics of a 4000 px upload and of its thumbnail agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,6 +14,9 @@ from PIL import Image
 
 STAT_NAMES = ("brightness", "contrast", "saturation", "entropy", "sharpness")
 _MAX_SIDE = 128
+# pixels per vectorised chunk: temporaries stay cache-sized (8 images of 32×32 ran at 29 µs an image here,
+# 32 at once at 47, one at a time at 115)
+_CHUNK_PIXELS = 8 * 32 * 32
 
 
 @dataclass(frozen=True)
@@ -29,31 +33,59 @@ class ImageStats:
 
 def image_stats(img: Image.Image) -> ImageStats:
     """Brightness, contrast, saturation, entropy and sharpness of a decoded image (any mode)."""
+    return images_stats([img])[0]
+
+
+def images_stats(images: Sequence[Image.Image]) -> list[ImageStats]:
+    """:func:`image_stats` of many images, in order. Images of one size share every numpy call, so a batch of
+    small images costs a fraction of calling :func:`image_stats` on each (per-call overhead dominates at 32×32).
+    """
+    arrays = [_rgb_array(img) for img in images]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, arr in enumerate(arrays):
+        by_shape.setdefault(arr.shape, []).append(i)
+    out: list[ImageStats | None] = [None] * len(arrays)
+    for shape, same in by_shape.items():
+        step = max(1, _CHUNK_PIXELS // (shape[0] * shape[1]))
+        for start in range(0, len(same), step):
+            indices = same[start : start + step]
+            values = _stats(np.stack([arrays[i] for i in indices]))
+            for i, v in zip(indices, values.tolist(), strict=True):
+                out[i] = ImageStats(*v)
+    return out  # type: ignore[return-value]  # every slot filled above
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
     from imgcls.data.transform import to_mode
 
     rgb = to_mode(img, 3)
     if max(rgb.size) > _MAX_SIDE:
         rgb = rgb.copy()
         rgb.thumbnail((_MAX_SIDE, _MAX_SIDE), Image.Resampling.BILINEAR)
-    arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    luma = arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    r, g, b = arr[:, :, 0], arr[:, :, 1], arr[:, :, 2]
-    # the same values as arr.max(axis=2) / arr.min(axis=2), ~20x faster: a reduction over a length-3 last axis
-    # is numpy's slow path, and this runs for every served prediction
+    return np.asarray(rgb)
+
+
+def _stats(rgb: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 5) float64, columns in ``STAT_NAMES`` order."""
+    n, h, w = rgb.shape[:3]
+    arr = rgb.astype(np.float32) / 255.0
+    luma = arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (N, H, W)
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+    # the same values as arr.max(axis=-1) / arr.min(axis=-1), ~20x faster: a reduction over a length-3 last
+    # axis is numpy's slow path, and this runs for every served prediction
     mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-8), 0.0)
-    hist = np.bincount(np.clip((luma * 255).astype(np.int64), 0, 255).ravel(), minlength=256).astype(np.float64)
-    p = hist[hist > 0] / hist.sum()
-    entropy = float(-(p * np.log2(p)).sum())
-    if luma.shape[0] >= 3 and luma.shape[1] >= 3:
-        lap = -4 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
-        sharpness = float(lap.var())
+    bins = np.clip((luma * 255).astype(np.int64), 0, 255).reshape(n, -1) + 256 * np.arange(n)[:, None]
+    hist = np.bincount(bins.ravel(), minlength=256 * n).reshape(n, 256).astype(np.float64)
+    p = hist / hist.sum(axis=1, keepdims=True)
+    entropy = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(axis=1)
+    if h >= 3 and w >= 3:
+        c = luma[:, 1:-1, 1:-1]
+        lap = -4 * c + luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1] + luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:]
+        sharpness = lap.reshape(n, -1).var(axis=1)
     else:
-        sharpness = 0.0
-    return ImageStats(
-        brightness=float(luma.mean()),
-        contrast=float(luma.std()),
-        saturation=float(sat.mean()),
-        entropy=entropy,
-        sharpness=sharpness,
-    )
+        sharpness = np.zeros(n)
+    flat = luma.reshape(n, -1)
+    return np.stack(
+        [flat.mean(axis=1), flat.std(axis=1), sat.reshape(n, -1).mean(axis=1), entropy, sharpness], axis=1
+    ).astype(np.float64)

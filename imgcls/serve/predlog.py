@@ -1,9 +1,10 @@
 """The prediction log: every prediction appended to SQLite (WAL mode), written by a separate writer process.
 
 The request path only puts a record on an in-memory queue (no I/O, no statistics). A sender thread ships
-the records in small batches over a pipe to a writer process (``python -m imgcls.serve.predlog``), which
-computes the per-image statistics with :func:`imgcls.data.stats.image_stats` — the same function the drift
-reference uses — and appends the rows. The statistics need the decoded image: small decoded images travel
+the records in small batches over a pipe (a JSON header and raw bytes: no pickle) to a writer process
+(``python -m imgcls.serve.predlog``), which computes the per-image statistics a batch at a time with
+:func:`imgcls.data.stats.images_stats` — the computation of ``image_stats``, the one the drift reference
+uses — and appends the rows. The statistics need the decoded image: small decoded images travel
 as raw pixels, other uploads up to ``DEFER_BYTES`` as their encoded bytes (the writer decodes them again
 with the same decoder: same pixels, same statistics); larger uploads have their statistics computed by the
 server's decoding thread instead. Doing the statistics in another process keeps their CPU time off the
@@ -26,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import pickle
 import queue
 import sqlite3
 import struct
@@ -34,12 +34,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats
+from imgcls.data.stats import STAT_NAMES, ImageStats, images_stats
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ DEFER_BYTES = 256 * 1024  # uploads up to this size are decoded again by the wri
 RAW_MODES = frozenset({"L", "LA", "RGB", "RGBA"})  # decoded images in these modes travel as raw pixels ...
 RAW_PIXELS = 128 * 128  # ... up to this size (image_stats works on at most 128 px a side anyway)
 StatsSource = bytes | tuple[str, tuple[int, int], bytes]  # an encoded upload, or (mode, size, raw pixels)
-_FRAME = struct.Struct("<I")
+Item = tuple[Sequence[Any], Sequence[float] | None, StatsSource | None]  # record values, statistics, source
+_FRAME = struct.Struct("<I")  # frame: total length, header length, JSON header, the sources' bytes
 
 
 @dataclass
@@ -239,8 +240,7 @@ class PredictionLog:
                     except queue.Empty:
                         break
                 if batch:
-                    frame = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-                    pipe.write(_FRAME.pack(len(frame)) + frame)
+                    pipe.write(encode_frame(batch))
                     pipe.flush()
                     self.sent += len(batch)
         except (BrokenPipeError, OSError) as exc:
@@ -259,7 +259,42 @@ def _size(source: Any) -> int:
 # --- the writer process ----------------------------------------------------------------------------------
 
 
-def _read_frames(stream: BinaryIO):
+def encode_frame(batch: list[Item]) -> bytes:
+    """One frame for the writer: JSON for the records (no pickle, even between our own processes), then the
+    sources' bytes back to back; the header gives each source's length (and mode and size for raw pixels)."""
+    head: list[Any] = []
+    blobs: list[bytes] = []
+    for values, stats, source in batch:
+        if source is None:
+            described: list[Any] | None = None
+        elif isinstance(source, bytes):
+            described = [len(source)]
+            blobs.append(source)
+        else:
+            mode, size, raw = source
+            described = [len(raw), mode, list(size)]
+            blobs.append(raw)
+        head.append([values, stats, described])
+    header = json.dumps(head, separators=(",", ":")).encode()
+    body_size = _FRAME.size + len(header) + sum(len(b) for b in blobs)
+    return b"".join([_FRAME.pack(body_size), _FRAME.pack(len(header)), header, *blobs])
+
+
+def _decode_body(body: bytes) -> list[Item]:
+    (header_size,) = _FRAME.unpack_from(body)
+    offset = _FRAME.size + header_size
+    batch: list[Item] = []
+    for values, stats, described in json.loads(body[_FRAME.size : offset]):
+        source: StatsSource | None = None
+        if described is not None:
+            data = body[offset : offset + described[0]]
+            offset += described[0]
+            source = data if len(described) == 1 else (described[1], (described[2][0], described[2][1]), data)
+        batch.append((values, stats, source))
+    return batch
+
+
+def _read_frames(stream: BinaryIO) -> Iterator[list[Item]]:
     while True:
         head = stream.read(_FRAME.size)
         if len(head) < _FRAME.size:
@@ -268,24 +303,35 @@ def _read_frames(stream: BinaryIO):
         body = stream.read(size)
         if len(body) < size:
             return
-        yield pickle.loads(body)  # our own parent's frames over a private pipe
+        yield _decode_body(body)
 
 
-def _stats_of(source: Any, max_pixels: int) -> dict[str, float] | None:
+def _image_of(source: StatsSource, max_pixels: int) -> Any:
     from PIL import Image
 
     from imgcls.data.decode import DEFAULT_MAX_PIXELS, decode_image
 
     try:
         if isinstance(source, bytes):
-            image = decode_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-        else:
-            mode, size, raw = source
-            image = Image.frombytes(mode, tuple(size), raw)
-        return image_stats(image).as_dict()
+            return decode_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        mode, size, raw = source
+        return Image.frombytes(mode, size, raw)
     except Exception:  # the server decoded it, so this does not happen; a row without statistics if it does
         logger.exception("statistics failed for a logged upload")
         return None
+
+
+def _batch_stats(batch: list[Item], max_pixels: int) -> list[dict[str, float] | None]:
+    """Each record's statistics: the ones the server computed, else :func:`images_stats` of its source."""
+    out: list[dict[str, float] | None] = [
+        dict(zip(STAT_NAMES, stats, strict=True)) if stats is not None else None for _, stats, _ in batch
+    ]
+    todo = [(i, _image_of(source, max_pixels)) for i, (_, stats, source) in enumerate(batch)
+            if stats is None and source is not None]  # fmt: skip
+    todo = [(i, image) for i, image in todo if image is not None]
+    for (i, _), computed in zip(todo, images_stats([image for _, image in todo]), strict=True):
+        out[i] = computed.as_dict()
+    return out
 
 
 def writer_main(path: Path, max_pixels: int, stream: BinaryIO) -> int:
@@ -295,12 +341,8 @@ def writer_main(path: Path, max_pixels: int, stream: BinaryIO) -> int:
     sql = f"INSERT INTO {TABLE} ({', '.join(name for name, _, _ in COLUMNS)}) VALUES ({placeholders})"
     try:
         for batch in _read_frames(stream):
-            rows = []
-            for values, stats, source in batch:
-                named = dict(zip(STAT_NAMES, stats, strict=True)) if stats is not None else None
-                if named is None and source is not None:
-                    named = _stats_of(source, max_pixels)
-                rows.append(row(values, named))
+            stats = _batch_stats(batch, max_pixels)
+            rows = [row(tuple(values), named) for (values, _, _), named in zip(batch, stats, strict=True)]
             for attempt in range(5):
                 try:
                     with conn:

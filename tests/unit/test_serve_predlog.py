@@ -152,3 +152,28 @@ def test_settings_travel_to_workers_without_the_admin_token() -> None:
     assert back.admin_token is not None and back.admin_token.get_secret_value() == "other"
     assert settings_from_env({SETTINGS_ENV: raw}).admin_token is None
     assert ServeSettings(model="m").host == "127.0.0.1"
+
+
+def test_raw_pixel_batches_and_odd_labels_round_trip_through_the_writer(tmp_path: Path) -> None:
+    """Many same-sized images (statistics computed a chunk at a time), raw pixels and encoded uploads mixed, and
+    labels JSON must escape: every row holds its own image's statistics and the exact prediction."""
+    path = tmp_path / "predictions.sqlite"
+    log = PredictionLog(path)
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(40)]
+    images[7] = Image.new("RGB", (32, 32), (200, 30, 30))  # a flat one among the noisy ones
+    label = 'chat "noir" \\ é 猫\n'
+    for i, img in enumerate(images):
+        rec = record(i)
+        rec.label, rec.top_k = label, [{"label": label, "class_id": 1, "probability": 0.25 + i / 1000}]
+        log.append(rec, png(img) if i % 3 == 0 else (img.mode, img.size, img.tobytes()))
+    log.close()
+    rows = read_predictions(path)
+    assert len(rows) == len(images)
+    for i, (row, img) in enumerate(zip(rows, images, strict=True)):
+        assert row["label"] == label and row["top_k"][0]["label"] == label
+        assert row["top_k"][0]["probability"] == 0.25 + i / 1000
+        expected = image_stats(img).as_dict()
+        assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert rows[7]["contrast"] == pytest.approx(0.0, abs=1e-6) and rows[7]["entropy"] == 0.0
+    assert rows[8]["entropy"] > 7.0  # uniform noise: close to 8 bits
