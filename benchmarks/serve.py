@@ -5,8 +5,11 @@ usage: python -m benchmarks serve [-- --repeats 3 --seconds 10 --connections 32 
 Bars (issue 4), each measured here:
 - compute-bound (CIFAR-stem ResNet-18, 32×32 PNG, 32 connections): server img/s >= 75 % of in-process
   onnxruntime img/s at the server's batch size, and >= 3x the per-request torch endpoint
-  (../shared/bench/naive_torch.py --arch cifar_resnet18);
-- HTTP-bound (the small CPU model, resnet8): >= 50 % of the echo endpoint's req/s (../shared/bench/echo_server.py);
+  (../shared/bench/naive_torch.py --arch cifar_resnet18); measured for `imgcls serve` (fp32) and
+  `imgcls serve --int8` (the same bundle's static int8 export, each against in-process onnxruntime at its
+  own precision);
+- HTTP-bound (the small CPU model): >= 50 % of the echo endpoint's req/s (../shared/bench/echo_server.py), for
+  the quickstart's model (resnet8, 1×16×16) and for resnet8 at 3×32×32;
 - p99 <= 50 ms at half the measured maximum load (small model; wrk paced by a Lua delay());
 - 0 failed requests while the model is reloaded under load, 0 dropped in-flight requests on SIGTERM under
   load, 0 responses >= 500 for malformed uploads.
@@ -47,8 +50,8 @@ ADMIN_TOKEN = "bench-token"
 # --- fixtures: bundles and an image ------------------------------------------------------------------------
 
 
-def make_bundle(out: Path, arch: str) -> Path:
-    """A random-weight bundle (3×32×32, 10 classes) with sample images, exported to ONNX fp32."""
+def make_bundle(out: Path, arch: str, int8: bool = False) -> Path:
+    """A random-weight bundle (3×32×32, 10 classes) with sample images, exported to ONNX fp32 (and int8)."""
     import torch
 
     from imgcls.bundle import InputSpec
@@ -56,7 +59,7 @@ def make_bundle(out: Path, arch: str) -> Path:
     from imgcls.models import create_model, model_spec
     from imgcls.models.io import save_bundle
 
-    if (out / "model.onnx").exists():
+    if (out / ("model.int8.onnx" if int8 else "model.onnx")).exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
     torch.manual_seed(0)
@@ -76,7 +79,7 @@ def make_bundle(out: Path, arch: str) -> Path:
         lineage={"dataset": {"name": "random"}},
         extra_files=["samples/val.npz", "samples/train.npz"],
     )
-    export_bundle(out)
+    export_bundle(out, int8=int8)
     return out
 
 
@@ -187,11 +190,11 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-def in_process_img_s(bundle: Path, batch: int, seconds: float = 4.0) -> float:
+def in_process_img_s(bundle: Path, batch: int, seconds: float = 4.0, precision: str = "fp32") -> float:
     """onnxruntime through the same Predictor the server uses, on prepared uint8 batches (median of 5)."""
     from imgcls.runtime import Predictor
 
-    predictor = Predictor.from_bundle(bundle, device="cpu")
+    predictor = Predictor.from_bundle(bundle, device="cpu", precision=precision)
     h, w = predictor.input.size
     x = np.random.default_rng(0).integers(0, 256, (batch, h, w, predictor.input.channels), dtype=np.uint8)
     for _ in range(3):
@@ -429,10 +432,10 @@ def renamed(bundle: Path, dest: Path, name: str) -> Path:
     return dest
 
 
-def serve_round(bundle: Path, image: Path, work: Path, conns: int, secs: int) -> dict[str, Any]:
+def serve_round(bundle: Path, image: Path, work: Path, conns: int, secs: int, *extra: str) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process(imgcls_serve(bundle, port, work), url + "/v1/", work / "serve.log"):
+    with process(imgcls_serve(bundle, port, work, *extra), url + "/v1/", work / "serve.log"):
         result = wrk(url + "/v1/predict", image, conns, secs)
         m = scrape(port)
     count = m.get("imgcls_inference_batch_size_count", 0.0)
@@ -468,7 +471,7 @@ def main() -> None:
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
     print(f"preparing bundles in {work} ...", flush=True)
-    big = make_bundle(work / "resnet18", "resnet18")
+    big = make_bundle(work / "resnet18", "resnet18", int8=True)
     small = make_bundle(work / "resnet8", "resnet8")
     quickstart = make_quickstart_bundle(work / "resnet8-quickstart")
     image = make_png(work / "image32.png")
@@ -481,6 +484,12 @@ def main() -> None:
         batch = max(1, round(row["serve_resnet18"]["mean_batch"]))
         row["ort_resnet18_at_server_batch"] = {"batch": batch, "img_s": in_process_img_s(big, batch)}
         row["ort_resnet18_b32"] = {"batch": 32, "img_s": in_process_img_s(big, 32)}
+        row["serve_resnet18_int8"] = serve_round(big, image, work, conns, secs, "--int8")
+        batch = max(1, round(row["serve_resnet18_int8"]["mean_batch"]))
+        row["ort_resnet18_int8_at_server_batch"] = {
+            "batch": batch,
+            "img_s": in_process_img_s(big, batch, precision="int8"),
+        }
         row["naive_torch_resnet18"] = peer_round(
             "naive_torch.py", ["--arch", "cifar_resnet18", "--classes", "10", "--size", "32"], "/predict",
             image, work, conns, secs,
@@ -506,6 +515,8 @@ def main() -> None:
         "ort_resnet18_img_s_at_server_batch": med("ort_resnet18_at_server_batch", "img_s"),
         "ort_resnet18_img_s_b32": med("ort_resnet18_b32", "img_s"),
         "naive_torch_resnet18_rps": med("naive_torch_resnet18"),
+        "serve_resnet18_int8_rps": med("serve_resnet18_int8"),
+        "ort_resnet18_int8_img_s_at_server_batch": med("ort_resnet18_int8_at_server_batch", "img_s"),
         "serve_resnet8_rps": med("serve_resnet8"),
         "serve_resnet8_quickstart_rps": med("serve_resnet8_quickstart"),
         "echo_rps": med("echo"),
@@ -515,6 +526,12 @@ def main() -> None:
     ratios = [  # per round, then the median: each ratio compares two figures of the same round
         ("serve / in-process ORT at the server's batch (resnet18)", "serve_resnet18", "ort_resnet18_at_server_batch"),
         ("serve / per-request torch (resnet18)", "serve_resnet18", "naive_torch_resnet18"),
+        (
+            "serve --int8 / in-process ORT int8 at the server's batch (resnet18)",
+            "serve_resnet18_int8",
+            "ort_resnet18_int8_at_server_batch",
+        ),
+        ("serve --int8 / per-request torch (resnet18)", "serve_resnet18_int8", "naive_torch_resnet18"),
         ("serve resnet8 / echo", "serve_resnet8", "echo"),
         ("serve resnet8-quickstart / echo", "serve_resnet8_quickstart", "echo"),
         ("serve resnet8 / per-request torch small_cnn", "serve_resnet8", "naive_torch_small_cnn"),
