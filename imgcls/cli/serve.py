@@ -49,7 +49,10 @@ def serve(
     wandb_project: Annotated[str, typer.Option(help="W&B project for --wandb.")] = "imgcls-serve",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (each loads the model).")] = 1,
     drain_s: Annotated[float, typer.Option(min=0.0, help="On SIGTERM: longest wait for in-flight requests.")] = 8.0,
-    decode_threads: Annotated[int, typer.Option(min=1, max=64, help="Threads decoding uploads.")] = 2,
+    decode_threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Threads decoding uploads (default: half the cores).", show_default=False),
+    ] = None,
     intra_threads: Annotated[
         int | None,
         typer.Option(min=1, help="onnxruntime intra-op threads (default: one per core).", show_default=False),

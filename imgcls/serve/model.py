@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ def load_served(ref: str, settings: ServeSettings, on_batch: Callable[[int, floa
         max_batch=settings.max_batch,
         max_delay_s=settings.max_delay_ms / 1000.0,
         max_queue=settings.max_queue,
-        decode_threads=settings.decode_threads,
+        decode_threads=settings.decode_threads or max(1, (os.cpu_count() or 2) // 2),
         on_batch=on_batch,
         name=f"imgcls-batcher-{predictor.bundle.name}",
     )

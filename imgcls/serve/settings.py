@@ -59,8 +59,11 @@ class ServeSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
     drain_s: float = Field(default=8.0, ge=0.0)
     """On SIGTERM: the longest the server waits for in-flight requests before it exits."""
-    decode_threads: int = Field(default=2, ge=1, le=64)
-    """Threads that decode and resize uploads (off the event loop)."""
+    decode_threads: int | None = Field(default=None, ge=1, le=64)
+    """Threads that decode and resize uploads (off the event loop); default: half the cores, at least one.
+
+    Decoding holds the GIL for part of its work: on two cores a second decoding thread cost ~15 % more CPU
+    per request for small images (docs/benchmarks.md)."""
     intra_threads: int | None = Field(default=None, ge=1)
     """onnxruntime intra-op threads (default: one per core)."""
     access_log: bool = True
