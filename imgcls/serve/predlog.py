@@ -39,7 +39,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from imgcls.data.stats import STAT_NAMES, ImageStats, images_stats
+from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats, images_stats
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +321,14 @@ def _image_of(source: StatsSource, max_pixels: int) -> Any:
         return None
 
 
+def _stats_or_none(image: Any) -> ImageStats | None:
+    try:
+        return image_stats(image)
+    except Exception:
+        logger.exception("statistics failed for a logged upload")
+        return None
+
+
 def _batch_stats(batch: list[Item], max_pixels: int) -> list[dict[str, float] | None]:
     """Each record's statistics: the ones the server computed, else :func:`images_stats` of its source."""
     out: list[dict[str, float] | None] = [
@@ -329,8 +337,13 @@ def _batch_stats(batch: list[Item], max_pixels: int) -> list[dict[str, float] | 
     todo = [(i, _image_of(source, max_pixels)) for i, (_, stats, source) in enumerate(batch)
             if stats is None and source is not None]  # fmt: skip
     todo = [(i, image) for i, image in todo if image is not None]
-    for (i, _), computed in zip(todo, images_stats([image for _, image in todo]), strict=True):
-        out[i] = computed.as_dict()
+    images = [image for _, image in todo]
+    try:
+        computed: list[ImageStats | None] = list(images_stats(images))
+    except Exception:  # one odd image must not cost the others their statistics, nor stop the writer
+        computed = [_stats_or_none(image) for image in images]
+    for (i, _), stats in zip(todo, computed, strict=True):
+        out[i] = stats.as_dict() if stats is not None else None
     return out
 
 

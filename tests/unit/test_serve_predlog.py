@@ -177,3 +177,29 @@ def test_raw_pixel_batches_and_odd_labels_round_trip_through_the_writer(tmp_path
         assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
     assert rows[7]["contrast"] == pytest.approx(0.0, abs=1e-6) and rows[7]["entropy"] == 0.0
     assert rows[8]["entropy"] > 7.0  # uniform noise: close to 8 bits
+
+
+def test_a_batch_whose_statistics_fail_falls_back_to_one_image_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer must keep going: if the batched computation raises, each image is tried on its own and only the
+    one that fails loses its statistics."""
+    from imgcls.serve import predlog
+
+    good = Image.new("RGB", (8, 8), (0, 0, 255))
+    bad = Image.new("RGB", (9, 9))
+
+    def batched(images):
+        raise MemoryError("simulated")
+
+    def single(image):
+        if image.size == (9, 9):
+            raise ValueError("simulated")
+        return image_stats(image)
+
+    monkeypatch.setattr(predlog, "images_stats", batched)
+    monkeypatch.setattr(predlog, "image_stats", single)
+    raw = [("RGB", img.size, img.tobytes()) for img in (good, bad)]
+    batch = [((), None, raw[0]), ((), (0.1, 0.2, 0.3, 0.4, 0.5), None), ((), None, raw[1]), ((), None, None)]
+    out = predlog._batch_stats(batch, 0)
+    assert out[0] == image_stats(good).as_dict() and out[0]["saturation"] == pytest.approx(1.0)
+    assert out[1] == {"brightness": 0.1, "contrast": 0.2, "saturation": 0.3, "entropy": 0.4, "sharpness": 0.5}
+    assert out[2] is None and out[3] is None
