@@ -50,8 +50,10 @@ ADMIN_TOKEN = "bench-token"
 # --- fixtures: bundles and an image ------------------------------------------------------------------------
 
 
-def make_bundle(out: Path, arch: str, int8: bool = False) -> Path:
-    """A random-weight bundle (3×32×32, 10 classes) with sample images, exported to ONNX fp32 (and int8)."""
+def make_bundle(out: Path, arch: str, *, channels: int = 3, size: int = 32, int8: bool = False) -> Path:
+    """A random-weight bundle (channels×size×size, 10 classes) with sample images, exported to ONNX fp32 (and
+    int8). ``make_bundle(out, "resnet8", channels=1, size=16)`` is the quickstart's model (what
+    `imgcls train -c configs/digits.yaml` makes: resnet8 at its default width, 1×16×16)."""
     import torch
 
     from imgcls.bundle import InputSpec
@@ -63,19 +65,19 @@ def make_bundle(out: Path, arch: str, int8: bool = False) -> Path:
         return out
     shutil.rmtree(out, ignore_errors=True)
     torch.manual_seed(0)
-    model = create_model(arch, num_classes=10, in_chans=3, img_size=32).eval()
+    model = create_model(arch, num_classes=10, in_chans=channels, img_size=size).eval()
     rng = np.random.default_rng(0)
     (out / "samples").mkdir(parents=True)
     for split in ("val", "train"):
-        images = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+        images = rng.integers(0, 256, size=(64, size, size, channels), dtype=np.uint8)
         np.savez(out / "samples" / f"{split}.npz", images=images, labels=rng.integers(0, 10, size=64))
     save_bundle(
         out,
         model=model,
-        name=f"bench-{arch}",
+        name=f"bench-{out.name}",
         classes=[f"class_{i}" for i in range(10)],
-        input_spec=InputSpec(size=(32, 32), channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-        model_spec=model_spec(arch, num_classes=10, in_chans=3, img_size=32, small_input_stem=None),
+        input_spec=InputSpec(size=(size, size), channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels),
+        model_spec=model_spec(arch, num_classes=10, in_chans=channels, img_size=size, small_input_stem=None),
         lineage={"dataset": {"name": "random"}},
         extra_files=["samples/val.npz", "samples/train.npz"],
     )
@@ -388,40 +390,6 @@ def malformed_uploads(bundle: Path, image: Path, work: Path) -> dict[str, Any]:
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-def make_quickstart_bundle(out: Path) -> Path:
-    """The quickstart's model: resnet8 at its default width, 1×16×16 (what `imgcls train -c configs/digits.yaml`
-    makes), with random weights."""
-    import torch
-
-    from imgcls.bundle import InputSpec
-    from imgcls.export import export_bundle
-    from imgcls.models import create_model, model_spec
-    from imgcls.models.io import save_bundle
-
-    if (out / "model.onnx").exists():
-        return out
-    shutil.rmtree(out, ignore_errors=True)
-    torch.manual_seed(0)
-    model = create_model("resnet8", num_classes=10, in_chans=1, img_size=16).eval()
-    rng = np.random.default_rng(0)
-    (out / "samples").mkdir(parents=True)
-    for split in ("val", "train"):
-        images = rng.integers(0, 256, size=(64, 16, 16, 1), dtype=np.uint8)
-        np.savez(out / "samples" / f"{split}.npz", images=images, labels=rng.integers(0, 10, size=64))
-    save_bundle(
-        out,
-        model=model,
-        name="bench-resnet8-quickstart",
-        classes=[str(i) for i in range(10)],
-        input_spec=InputSpec(size=(16, 16), channels=1, mean=(0.3,), std=(0.35,)),
-        model_spec=model_spec("resnet8", num_classes=10, in_chans=1, img_size=16, small_input_stem=None),
-        lineage={"dataset": {"name": "random"}},
-        extra_files=["samples/val.npz", "samples/train.npz"],
-    )
-    export_bundle(out)
-    return out
-
-
 def renamed(bundle: Path, dest: Path, name: str) -> Path:
     from imgcls.bundle import edit_bundle
 
@@ -473,7 +441,7 @@ def main() -> None:
     print(f"preparing bundles in {work} ...", flush=True)
     big = make_bundle(work / "resnet18", "resnet18", int8=True)
     small = make_bundle(work / "resnet8", "resnet8")
-    quickstart = make_quickstart_bundle(work / "resnet8-quickstart")
+    quickstart = make_bundle(work / "resnet8-quickstart", "resnet8", channels=1, size=16)
     image = make_png(work / "image32.png")
     conns, secs = a.connections, a.seconds
     rounds: list[dict[str, Any]] = []
