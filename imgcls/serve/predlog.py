@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats, images_stats
+from imgcls.serve.queues import take_batch
 
 logger = logging.getLogger(__name__)
 
@@ -219,26 +220,11 @@ class PredictionLog:
         stop = False
         try:
             while not stop:
-                batch: list[Any] = []
-                item = self._queue.get()
-                deadline = time.monotonic() + self.send_s
-                while True:
-                    if item is _STOP:
-                        stop = True
-                        break
-                    batch.append(item)
-                    if item[2] is not None:
-                        with self._bytes_lock:
-                            self._pending_bytes -= _size(item[2])
-                    if len(batch) >= 512:
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
+                batch, stop = take_batch(self._queue, _STOP, self.send_s, max_items=512)
+                size = sum(_size(source) for _, _, source in batch)
+                if size:
+                    with self._bytes_lock:
+                        self._pending_bytes -= size
                 if batch:
                     pipe.write(encode_frame(batch))
                     pipe.flush()

@@ -19,7 +19,6 @@ import netrc
 import os
 import queue
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from imgcls.errors import UsageError
+from imgcls.serve.queues import take_batch
 
 logger = logging.getLogger(__name__)
 
@@ -162,20 +162,7 @@ class WandbLogger:
         stop = False
         try:
             while not stop:
-                batch: list[WandbRecord] = []
-                deadline = time.monotonic() + self.flush_s
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop = True
-                        break
-                    batch.append(item)
+                batch, stop = take_batch(self._queue, _STOP, self.flush_s, wait_first=False)
                 if batch:
                     self._log(wandb, batch, predictions, raw)
         finally:
