@@ -137,6 +137,18 @@ def _complete(directory: Path, names: tuple[str, ...]) -> bool:
     return all((directory / n).is_file() for n in names)
 
 
+def _assemble(
+    source: CifarSource,
+    train: list[tuple[np.ndarray, np.ndarray]],
+    test: tuple[np.ndarray, np.ndarray],
+    names: list[str],
+    names_path: Path,
+) -> Arrays:
+    """Both layouts end here: the class names checked, the training batches joined."""
+    _check_names(source, names, names_path)
+    return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test[0], test[1], names
+
+
 # -- binary layout ------------------------------------------------------------------------------------------
 
 
@@ -149,14 +161,7 @@ def _read_binary(source: CifarSource, directory: Path) -> Arrays:
         names = [line.strip() for line in names_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise _corrupt(names_path, f"cannot be read ({exc})") from None
-    _check_names(source, names, names_path)
-    return (
-        np.concatenate([x for x, _ in train]),
-        np.concatenate([y for _, y in train]),
-        test_x,
-        test_y,
-        names,
-    )
+    return _assemble(source, train, (test_x, test_y), names, names_path)
 
 
 def _read_bin(source: CifarSource, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -187,14 +192,7 @@ def _read_python(source: CifarSource, directory: Path) -> Arrays:
     if not isinstance(names, list):
         raise _corrupt(meta_path, f"has no {source.py_names_key!r} list")
     names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
-    _check_names(source, names, meta_path)
-    return (
-        np.concatenate([x for x, _ in train]),
-        np.concatenate([y for _, y in train]),
-        test_x,
-        test_y,
-        names,
-    )
+    return _assemble(source, train, (test_x, test_y), names, meta_path)
 
 
 def _read_py_batch(source: CifarSource, path: Path) -> tuple[np.ndarray, np.ndarray]:
