@@ -151,12 +151,10 @@ def decode_image(
         except _DECODE_ERRORS as exc:
             raise ImageError(f"{name}: corrupt or truncated image ({exc})", code="corrupt_image") from None
     try:
-        upright = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of every upload that needs no rotation
     except (*_DECODE_ERRORS, ZeroDivisionError, AttributeError) as exc:  # malformed EXIF: keep pixels as stored
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, exc)
-        return img
-    upright.format = img.format  # the copy forgets it; callers (logs, stats) want to know what was sent
-    return upright
+    return img
 
 
 def _too_many(name: str, size: tuple[int, int] | None, max_pixels: int) -> ImageError:
