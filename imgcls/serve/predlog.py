@@ -39,6 +39,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats, images_stats
 from imgcls.serve.queues import take_batch
 
@@ -301,6 +303,8 @@ def _image_of(source: StatsSource, max_pixels: int) -> Any:
         if isinstance(source, bytes):
             return decode_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         mode, size, raw = source
+        if mode == "RGB":  # the pixels as they are: no Pillow round trip
+            return np.frombuffer(raw, dtype=np.uint8).reshape(size[1], size[0], 3)
         return Image.frombytes(mode, size, raw)
     except Exception:  # the server decoded it, so this does not happen; a row without statistics if it does
         logger.exception("statistics failed for a logged upload")

@@ -58,3 +58,15 @@ def test_the_batched_form_gives_each_image_exactly_its_own_statistics() -> None:
         assert stats == image_stats(img)
     assert images_stats([]) == []
     assert list(batched[0].as_dict()) == list(STAT_NAMES)
+
+
+def test_an_rgb_array_gives_the_statistics_of_its_image_and_other_arrays_are_refused() -> None:
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    large = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)  # thumbnailed like an image
+    got = images_stats([small, Image.fromarray(small), large])
+    assert got[0] == got[1] == image_stats(Image.fromarray(small))
+    assert got[2] == image_stats(Image.fromarray(large))
+    for bad in (small.astype(np.float32), small[:, :, 0], rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)):
+        with pytest.raises(ValueError, match="uint8"):
+            images_stats([bad])
