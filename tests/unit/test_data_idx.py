@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import http.server
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -119,23 +115,6 @@ def test_failed_download_is_a_data_error_naming_the_failure(tmp_path: Path, monk
     assert "downloading failed" in info.value.message
     assert info.value.exit_code == 2
     assert not any((tmp_path / "MNIST" / "raw").glob("*.gz"))  # nothing half-written
-
-
-@pytest.fixture()
-def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A real HTTP server on 127.0.0.1 serving a folder: (folder, base URL)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_download_fetches_checks_md5_and_loads(
