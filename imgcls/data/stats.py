@@ -96,6 +96,4 @@ def _stats(rgb: np.ndarray) -> np.ndarray:
     else:
         sharpness = np.zeros(n)
     flat = luma.reshape(n, -1)
-    return np.stack(
-        [flat.mean(axis=1), flat.std(axis=1), sat.reshape(n, -1).mean(axis=1), entropy, sharpness], axis=1
-    )
+    return np.stack([flat.mean(axis=1), flat.std(axis=1), sat.reshape(n, -1).mean(axis=1), entropy, sharpness], axis=1)
