@@ -405,10 +405,15 @@ def serve_round(bundle: Path, image: Path, work: Path, conns: int, secs: int, *e
     url = f"http://127.0.0.1:{port}"
     with process(imgcls_serve(bundle, port, work, *extra), url + "/v1/", work / "serve.log"):
         result = wrk(url + "/v1/predict", image, conns, secs)
-        m = scrape(port)
-    count = m.get("imgcls_inference_batch_size_count", 0.0)
-    result["mean_batch"] = round(m.get("imgcls_inference_batch_size_sum", 0.0) / count, 1) if count else 0.0
+        result["mean_batch"] = mean_batch(port)
     return result
+
+
+def mean_batch(port: int) -> float:
+    """The server's mean inference batch size so far, from its /metrics."""
+    m = scrape(port)
+    count = m.get("imgcls_inference_batch_size_count", 0.0)
+    return round(m.get("imgcls_inference_batch_size_sum", 0.0) / count, 1) if count else 0.0
 
 
 def peer_round(script: str, args: list[str], path: str, image: Path, work: Path, conns: int, secs: int) -> dict:

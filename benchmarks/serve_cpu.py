@@ -10,14 +10,13 @@ with wrk for ``--seconds`` (32 connections, the same 32×32 PNG upload) and read
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.serve import SHARED_BENCH, free_port, imgcls_serve, make_bundle, make_png, process, scrape
+from benchmarks.serve import free_port, imgcls_serve, make_bundle, make_png, mean_batch, process, wrk
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -53,23 +52,17 @@ def main() -> None:
         with process(imgcls_serve(bundle, port, a.work, *extra), url + "/v1/", a.work / "serve.log") as proc:
             kids = _children(proc.pid)  # the prediction-log writer (or the workers, with --workers)
             server0, kids0, wrk0 = _cpu_s(proc.pid), {k: _cpu_s(k) for k in kids}, os.times()
-            out = subprocess.run(
-                ["bash", str(SHARED_BENCH / "wrkload.sh"), url + "/v1/predict", str(image), "32", str(a.seconds)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
+            result = wrk(url + "/v1/predict", image, 32, a.seconds)
             wrk1 = os.times()
-            result = json.loads(out.stdout.strip().splitlines()[-1])
             n = result["requests"]
             server = _cpu_s(proc.pid) - server0
             children = sum(_cpu_s(k) - kids0[k] for k in kids)
-            wrk = (wrk1.children_user + wrk1.children_system) - (wrk0.children_user + wrk0.children_system)
-            m = scrape(port)
-            batches = m.get("imgcls_inference_batch_size_count", 0.0)
-            mean_batch = m.get("imgcls_inference_batch_size_sum", 0.0) / batches if batches else 0.0
+            wrk_s = (wrk1.children_user + wrk1.children_system) - (wrk0.children_user + wrk0.children_system)
+            batch = mean_batch(port)
         print(
             f"{bundle.name} {' '.join(extra)}: {result['rps']:.0f} req/s; CPU µs per request: server "
-            f"{server / n * 1e6:.0f}, its children (log writer) {children / n * 1e6:.0f}, wrk {wrk / n * 1e6:.0f}; "
-            f"mean batch {mean_batch:.1f}",
+            f"{server / n * 1e6:.0f}, its children (log writer) {children / n * 1e6:.0f}, wrk {wrk_s / n * 1e6:.0f}; "
+            f"mean batch {batch:.1f}",
             flush=True,
         )
 
