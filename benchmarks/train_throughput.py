@@ -27,14 +27,14 @@ def _step_rate(model_name: str, size: int, channels: int, batch: int, steps: int
     from imgcls.config import AugmentConfig, RunConfig
     from imgcls.models import create_model
     from imgcls.train.augment import BatchAugment
-    from imgcls.train.loop import _build_optimizer
+    from imgcls.train.factory import build_optimizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     spec = InputSpec(size=(size, size), channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels)
     model = create_model(model_name, num_classes=10, in_chans=channels, img_size=size)
     model = model.to(memory_format=torch.channels_last).train()
-    optimizer = _build_optimizer(RunConfig(), model)
+    optimizer = build_optimizer(RunConfig(), model)
     augment = BatchAugment(AugmentConfig(crop_padding=2, hflip=True), spec, num_classes=10)
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch * 4, size, size, channels), dtype=torch.uint8, generator=gen)

@@ -295,6 +295,24 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def replace_dir(stage: Path, target: Path) -> None:
+    """Make the complete directory ``stage`` become ``target`` in one step; the old ``target`` is removed.
+
+    With renameat2(RENAME_EXCHANGE) readers see either the old or the new directory; without it, two renames:
+    a moment without the directory, but never a mixed one. ``target`` need not exist.
+    """
+    os.chmod(stage, 0o755)
+    if not target.exists():
+        os.rename(stage, target)
+    elif _exchange(stage, target):
+        shutil.rmtree(stage, ignore_errors=True)  # stage now holds the old directory
+    else:
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+        os.rename(stage, target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -340,14 +358,7 @@ def edit_bundle(path: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         for stale in set(bundle.meta["files"]) - set(files):
             with contextlib.suppress(FileNotFoundError):
                 (stage / stale).unlink()
-        os.chmod(stage, 0o755)
-        if _exchange(stage, path):
-            shutil.rmtree(stage, ignore_errors=True)  # stage now holds the old bundle
-        else:  # no renameat2: two renames, a moment without the directory but never a mixed bundle
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.rename(path, old)
-            os.rename(stage, path)
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(stage, path)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

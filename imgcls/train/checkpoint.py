@@ -123,6 +123,25 @@ def save_checkpoint(
 
 
 @dataclass
+class CheckpointSaver:
+    """Writes a run's per-epoch checkpoint into ``run_dir`` (one place decides what is saved and where).
+
+    Example:
+        saver = CheckpointSaver(run_dir, cfg.to_dict())
+        saver.save(model=model, best_state=best, optimizer=optimizer, state=state)
+    """
+
+    run_dir: Path
+    config: dict[str, Any]
+
+    def save(self, *, model: Any, best_state: dict[str, Any] | None, optimizer: Any, state: TrainState) -> Path:
+        """Checkpoint for ``state.epoch`` finished epochs; returns the path of ``last.json``."""
+        return save_checkpoint(
+            self.run_dir, model=model, best_state=best_state, optimizer=optimizer, state=state, config=self.config
+        )
+
+
+@dataclass
 class Checkpoint:
     """A loaded checkpoint; apply it with :meth:`restore`."""
 

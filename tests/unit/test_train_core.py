@@ -13,7 +13,8 @@ from imgcls.bundle import InputSpec
 from imgcls.config import AugmentConfig, RunConfig, WandbConfig
 from imgcls.errors import UsageError
 from imgcls.train.evaluate import score
-from imgcls.train.loop import bundle_name, default_run_dir, lr_factor, slug
+from imgcls.train.rundir import bundle_name, default_run_dir, slug
+from imgcls.train.schedule import lr_factor
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():

@@ -1,0 +1,171 @@
+"""One epoch of training (:func:`train_one_epoch`) and one pass of validation (:func:`validate`).
+
+As in timm's ``train.py``, the epoch functions know nothing of checkpoints, the run directory or the bundle:
+:func:`imgcls.train.loop.fit` strings them together.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from imgcls.config import RunConfig
+from imgcls.errors import ImgclsError
+from imgcls.train.callbacks import Callback, StepEnd
+from imgcls.train.checkpoint import TrainState
+from imgcls.train.evaluate import Evaluation
+from imgcls.train.schedule import epoch_generator, lr_factor
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How the training images are cut into steps, and the learning-rate schedule over them."""
+
+    batch: int  # images per step
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig, train_images: int) -> StepPlan:
+        """The plan for ``train_images`` images (incomplete last batches are dropped)."""
+        t = cfg.train
+        batch = min(t.batch_size, train_images)
+        steps_per_epoch = max(1, train_images // batch)
+        total_steps = steps_per_epoch * t.epochs
+        if t.max_steps is not None:
+            total_steps = min(total_steps, t.max_steps)
+        warmup = min(round(cfg.optim.warmup_epochs * steps_per_epoch), max(0, total_steps - 1))
+        return cls(batch, steps_per_epoch, total_steps, warmup, cfg.optim.lr)
+
+    def lr(self, global_step: int, schedule: str) -> float:
+        return self.peak_lr * lr_factor(global_step, self.total_steps, self.warmup_steps, schedule)
+
+
+@dataclass
+class EpochTrain:
+    """What one epoch of training measured."""
+
+    loss: float  # mean training loss over the epoch's images
+    top1: float  # training accuracy against the hard labels
+    images: int
+    seconds: float  # time spent in steps (validation and checkpoints excluded)
+    lr: float  # the learning rate of the last step
+
+    @property
+    def images_per_sec(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def train_one_epoch(
+    epoch: int,
+    *,
+    cfg: RunConfig,
+    plan: StepPlan,
+    state: TrainState,
+    model: Any,
+    forward: Any,
+    optimizer: Any,
+    augment: Any,
+    images: Any,
+    labels: Any,
+    device: str,
+    callback: Callback,
+    elapsed: Callable[[], float],
+) -> EpochTrain:
+    """Train ``epoch`` (1-based) on uint8 ``images`` / ``labels`` tensors already on ``device``.
+
+    ``forward`` is ``model`` or its compiled wrapper; ``state.global_step`` advances by one per step.
+
+    Raises:
+        ImgclsError: the loss is not finite (exit 1).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = cfg.train
+    bf16 = device == "cuda" and t.precision == "bf16"
+    clip = cfg.optim.grad_clip
+    n = int(labels.shape[0])
+    gen = epoch_generator(t.seed, epoch)
+    order = torch.randperm(n, generator=gen).to(device)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct_sum = torch.zeros((), device=device)
+    seen = 0
+    seconds = 0.0
+    lr = plan.lr(state.global_step, cfg.optim.schedule)
+    for step in range(1, plan.steps_per_epoch + 1):
+        if state.global_step >= plan.total_steps:
+            break
+        step_start = time.perf_counter()
+        idx = order[(step - 1) * plan.batch : step * plan.batch]
+        x, targets = augment(images[idx], labels[idx], gen)
+        lr = plan.lr(state.global_step, cfg.optim.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(x)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.optim.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        state.global_step += 1
+        hard = targets.argmax(1) if targets.ndim == 2 else targets
+        batch_correct = (logits.detach().argmax(1) == hard).sum()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise ImgclsError(
+                f"training diverged: the loss is {loss_value} at epoch {epoch}, step {step}",
+                hint="lower the learning rate (--lr) or clip gradients (--set optim.grad_clip=1.0)",
+            )
+        loss_sum += loss.detach() * len(idx)
+        correct_sum += batch_correct
+        seen += len(idx)
+        seconds += time.perf_counter() - step_start
+        callback.on_step_end(
+            StepEnd(
+                epoch=epoch,
+                epochs=t.epochs,
+                step=step,
+                steps_per_epoch=plan.steps_per_epoch,
+                global_step=state.global_step,
+                total_steps=plan.total_steps,
+                loss=loss_value,
+                top1=float(batch_correct) / len(idx),
+                lr=lr,
+                images_per_sec=seen / max(seconds, 1e-9),
+                elapsed=elapsed(),
+            )
+        )
+    return EpochTrain(
+        loss=float(loss_sum) / max(seen, 1),
+        top1=float(correct_sum) / max(seen, 1),
+        images=seen,
+        seconds=seconds,
+        lr=lr,
+    )
+
+
+def validate(model: Any, split: Any, spec: Any, *, cfg: RunConfig, num_classes: int, device: str) -> Evaluation:
+    """Score ``model`` on a dataset split (uint8 images + labels) with THE eval transform."""
+    from imgcls.train.evaluate import evaluate
+
+    t = cfg.train
+    return evaluate(
+        model,
+        split.images,
+        split.labels,
+        spec,
+        num_classes=num_classes,
+        batch_size=t.eval_batch_size,
+        device=device,
+        channels_last=t.channels_last,
+        autocast_bf16=device == "cuda" and t.precision == "bf16",
+    )

@@ -1,0 +1,118 @@
+"""What a run is built from: the device check, torch settings and seeds, the data, the model, the optimiser."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import numpy as np
+
+from imgcls.config import RunConfig
+from imgcls.errors import ConfigError, DeviceError
+
+logger = logging.getLogger(__name__)
+
+
+def check_device(device: str) -> None:
+    """DeviceError (exit 2) when CUDA is asked for and not there: never fall back to the CPU silently."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        built = torch.version.cuda
+        reason = f"this torch ({torch.__version__}) was built without CUDA" if not built else "no CUDA device found"
+        raise DeviceError(
+            f"--gpu / train.device=cuda asks for CUDA, but CUDA is not available: {reason}",
+            hint="run without --gpu (or --set train.device=cpu) to train on the CPU, "
+            "or use a machine with an NVIDIA GPU and a CUDA build of torch",
+        )
+
+
+def configure_torch(cfg: RunConfig) -> int:
+    """Threads (CPU) or cuDNN/TF32 settings (CUDA); returns the number of CPU threads torch uses."""
+    import torch
+
+    if cfg.train.device == "cpu":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        torch.set_num_threads(cfg.train.threads or cores)
+        torch.set_flush_denormal(True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_data(cfg: RunConfig, dataset: Any = None) -> Any:
+    """``dataset`` or ``cfg.data`` loaded; ConfigError when a split the loop needs is empty."""
+    from imgcls.data.datasets import load_dataset
+
+    if dataset is None:
+        dataset = load_dataset(cfg.data, seed=cfg.train.seed)
+    if len(dataset.train) == 0:
+        raise ConfigError(f"dataset {cfg.data.name!r} has no training images")
+    if len(dataset.val) == 0:
+        raise ConfigError(
+            f"dataset {cfg.data.name!r} has no validation images (data.val_fraction={cfg.data.val_fraction})",
+            hint="set data.val_fraction > 0 (e.g. --set data.val_fraction=0.1) or add a val/ folder",
+        )
+    for skipped in dataset.skipped[:20]:
+        logger.warning("skipped unreadable image %s", skipped)
+    return dataset
+
+
+def build_model(cfg: RunConfig, dataset: Any) -> tuple[Any, dict[str, Any]]:
+    """The model for ``dataset`` and the spec the bundle records to rebuild it."""
+    from imgcls.models import create_model, model_spec
+
+    size = dataset.input.size
+    img_size = int(size[0]) if size[0] == size[1] else int(max(size))
+    kwargs = {"width": cfg.model.width, "drop_rate": cfg.model.drop_rate or None}
+    num_classes = len(dataset.classes)
+    model = create_model(
+        cfg.model.arch,
+        num_classes=num_classes,
+        in_chans=dataset.input.channels,
+        img_size=img_size,
+        pretrained=cfg.model.pretrained,
+        small_input_stem=cfg.model.small_input_stem,
+        **kwargs,
+    )
+    if kwargs["width"] is None and isinstance(getattr(model, "width", None), int):
+        kwargs["width"] = model.width  # record the effective width: a later default must not change the bundle
+    spec = model_spec(
+        cfg.model.arch,
+        num_classes=num_classes,
+        in_chans=dataset.input.channels,
+        img_size=img_size,
+        small_input_stem=cfg.model.small_input_stem,
+        **kwargs,
+    )
+    return model, spec
+
+
+def build_optimizer(cfg: RunConfig, model: Any) -> Any:
+    """SGD (Nesterov) or AdamW; no weight decay on norm layers and biases (every parameter with ndim <= 1)."""
+    import torch
+
+    o = cfg.optim
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)

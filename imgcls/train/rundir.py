@@ -1,0 +1,99 @@
+"""The run directory: its name, the checks before a run starts in it, the metrics log, and the final swap.
+
+While training, ``runs/<name>/`` holds ``config.yaml``, ``metrics.jsonl`` and ``checkpoints/``; at the end the
+bundle is assembled in a hidden sibling directory and swapped in with :func:`swap_in`, so a half-written
+bundle never exists.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from imgcls.bundle import MANIFEST, atomic_write_bytes, replace_dir
+from imgcls.config import RunConfig
+from imgcls.errors import UsageError
+from imgcls.train.checkpoint import has_checkpoint
+
+METRICS_LOG = "metrics.jsonl"
+METRICS = "metrics.json"
+CONFIG = "config.yaml"
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+def slug(text: str) -> str:
+    """Lower-case ``[a-z0-9._-]`` form of a dataset or model name (``folder:/x/Pets`` -> ``folder-pets``)."""
+    text = text.strip()
+    if text.startswith("folder:"):
+        text = "folder-" + Path(text[len("folder:") :].rstrip("/")).name
+    s = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.")
+    return s or "run"
+
+
+def default_run_dir(cfg: RunConfig, now: _dt.datetime | None = None) -> Path:
+    """``runs/<data>-<model>-<timestamp>``."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{slug(cfg.data.name)}-{slug(cfg.model.arch)}-{stamp}"
+
+
+def bundle_name(cfg: RunConfig) -> str:
+    return cfg.name or f"{slug(cfg.data.name)}-{slug(cfg.model.arch)}"[:64]
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """UsageError unless ``run_dir`` is absent or an empty directory (never train over a run or a bundle)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} exists and is not a directory", hint="choose another --out")
+    if has_checkpoint(run_dir):
+        raise UsageError(
+            f"--out {run_dir} holds an interrupted run",
+            hint=f"continue it with `imgcls train --resume {run_dir}`, or choose another --out",
+        )
+    if (run_dir / MANIFEST).exists():
+        raise UsageError(f"--out {run_dir} already holds a bundle", hint="choose another --out (bundles are immutable)")
+    if any(run_dir.iterdir()):
+        raise UsageError(f"--out {run_dir} exists and is not empty", hint="choose a new or empty directory")
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    """``key: old -> new`` for every leaf that differs between two config trees."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            inner = config_diff(va, vb, f"{prefix}{key}.")
+            if inner:
+                diffs.append(inner)
+        elif va != vb:
+            diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return ", ".join(diffs)
+
+
+def append_metrics_line(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one epoch's record to ``metrics.jsonl`` (fsync'd: the log survives a kill)."""
+    with open(run_dir / METRICS_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rewrite_metrics_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl`` holding exactly ``history`` (a resume drops lines of an epoch the checkpoint lacks)."""
+    atomic_write_bytes(run_dir / METRICS_LOG, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """A new hidden sibling of ``run_dir`` to assemble the bundle in (same file system: the swap is a rename)."""
+    return Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
+
+
+def swap_in(stage: Path, run_dir: Path) -> None:
+    """Make ``stage`` the run directory in one step; the old run directory (checkpoints) is removed."""
+    replace_dir(stage, run_dir)
