@@ -58,6 +58,31 @@ def serve(
         typer.Option(min=1, help="onnxruntime intra-op threads (default: one per core).", show_default=False),
     ] = None,
     access_log: Annotated[bool, typer.Option(help="One JSON log line per request on stderr.")] = True,
+    read_timeout_s: Annotated[
+        float,
+        typer.Option(
+            min=0.001, max=3600.0, help="Longest a client may take to send the request head, then its body (JSON 408)."
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Most open connections per process; beyond, 503 and close.")
+    ] = 1000,
+    max_header_bytes: Annotated[
+        int, typer.Option(min=1024, max=1024 * 1024, help="Largest request head (request line + headers); beyond, 431.")
+    ] = 32 * 1024,
+    keep_alive_s: Annotated[
+        float, typer.Option(min=0.001, max=600.0, help="Close a kept-alive connection idle this long.")
+    ] = 5.0,
+    allow_models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-models",
+            metavar="LOCATION",
+            help="A store URI or directory an admin reload may load models from (repeatable; default: the store or "
+            "directory --model is in).",
+            show_default=False,
+        ),
+    ] = None,
     watch: Annotated[
         float | None,
         typer.Option(
@@ -72,11 +97,11 @@ def serve(
     """Serve a model over HTTP: onnxruntime with dynamic batching, limits, metrics, a prediction log and a web page."""
     import os
 
-    from pydantic import SecretStr, ValidationError
+    from pydantic import ValidationError
 
     from imgcls.errors import UsageError
     from imgcls.serve.logs import configure_logging
-    from imgcls.serve.settings import ADMIN_TOKEN_ENV, ServeSettings, default_log_path
+    from imgcls.serve.settings import ADMIN_TOKEN_ENV, ServeSettings, default_log_path, token_from_env
 
     if log_predictions is None:
         log_path: Path | None = default_log_path()
@@ -84,7 +109,7 @@ def serve(
         log_path = None
     else:
         log_path = Path(log_predictions)
-    token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    token = token_from_env(os.environ.get(ADMIN_TOKEN_ENV))
     try:
         settings = ServeSettings(
             model=model,
@@ -107,7 +132,12 @@ def serve(
             intra_threads=intra_threads,
             access_log=access_log,
             watch_s=watch,
-            admin_token=SecretStr(token) if token else None,
+            read_timeout_s=read_timeout_s,
+            max_connections=max_connections,
+            max_header_bytes=max_header_bytes,
+            keep_alive_s=keep_alive_s,
+            allow_models=tuple(allow_models) if allow_models else None,
+            admin_token=token,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -2,9 +2,12 @@
 
 Hot path of ``POST /v1/predict`` (one event loop, no blocking call on it):
 
-1. :class:`Gateway` (pure ASGI): request id, ``Content-Length`` check, a byte-counting ``receive`` that stops
-   an upload the moment it passes ``--max-upload-mb``, admin auth, drain refusal, metrics, one log line;
-2. the body streams through :func:`~imgcls.serve.upload.read_multipart` (no temporary files);
+0. :class:`~imgcls.serve.protocol.GuardedProtocol` (the connection): a bounded request head (431), a head
+   deadline (408), a connection cap (503);
+1. :class:`~imgcls.serve.gateway.Gateway` (pure ASGI): request id, admin auth, drain refusal, the whole body
+   read under ``--read-timeout-s`` (408) and ``--max-upload-mb`` (413), metrics, one log line;
+2. the body is split by :func:`~imgcls.serve.upload.parse_form` (no temporary files; large bodies off the
+   loop); only then is a queue slot taken (admission after the body);
 3. decoding + resizing run in a thread pool (:meth:`ServedModel.decode`);
 4. the prepared ``uint8`` image joins the dynamic batch (:class:`~imgcls.serve.batcher.Batcher`);
 5. the answer is serialised with ``json.dumps``; the prediction log and W&B get a record on a queue.
@@ -15,16 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -33,22 +33,31 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from imgcls import __version__
 from imgcls.errors import ConflictError, ImageError, ImgclsError
 from imgcls.serve.batcher import BatcherClosed, InferenceTimeout, QueueFull
 from imgcls.serve.errors import ApiError, overloaded
+from imgcls.serve.gateway import JSON, Gateway, send_error
 from imgcls.serve.logs import AccessLog
 from imgcls.serve.metrics import Metrics
-from imgcls.serve.model import Decoded, ModelHolder, ServedModel, check_ref, load_served
+from imgcls.serve.model import (
+    Decoded,
+    ModelHolder,
+    ServedModel,
+    allowed_roots,
+    check_ref,
+    is_allowed,
+    load_served,
+)
 from imgcls.serve.predlog import PredictionLog, PredictionRecord
 from imgcls.serve.settings import ServeSettings
-from imgcls.serve.upload import Part, read_multipart
+from imgcls.serve.state import ServerState
+from imgcls.serve.upload import Part, parse_form
 
 logger = logging.getLogger(__name__)
 
-JSON = "application/json"
 ENDPOINTS = {
     "/v1/predict": "predict",
     "/v1/predict/batch": "predict_batch",
@@ -61,172 +70,8 @@ ENDPOINTS = {
     "/docs": "docs",
     "/openapi.json": "openapi",
 }
-# requests that do not count as in-flight work and stay open while draining
-_PROBES = frozenset({"livez", "readyz", "metrics"})
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-@dataclass
-class ServerState:
-    """Everything the routes share; one per application."""
-
-    settings: ServeSettings
-    metrics: Metrics
-    holder: ModelHolder
-    predlog: PredictionLog | None = None
-    wandb: Any = None
-    access: AccessLog | None = None
-    draining: bool = False
-    inflight: int = 0
-    drained: asyncio.Event | None = None
-
-
-# --- the gateway: one pure ASGI middleware for limits, auth, drain, metrics and the access log -----------
-
-
-class Gateway:
-    """Pure ASGI middleware (no per-request task or body copy, unlike ``BaseHTTPMiddleware``)."""
-
-    def __init__(self, app: ASGIApp, state: ServerState, routes: Predictions | None = None) -> None:
-        self.app = app
-        self.state = state
-        self.routes = routes
-        self.limit = state.settings.max_upload_bytes
-        token = state.settings.admin_token
-        self.token = token.get_secret_value().encode() if token is not None else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        st = self.state
-        path: str = scope["path"]
-        endpoint = ENDPOINTS.get(path) or ("admin" if path.startswith("/v1/admin") else "other")
-        request_id = None
-        content_length = -1
-        authorization = None
-        content_type = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    content_length = int(value)
-                except ValueError:
-                    content_length = -1
-            elif key == b"x-request-id":
-                text = value.decode("latin-1")
-                request_id = text if _REQUEST_ID.fullmatch(text) else None
-            elif key == b"content-type":
-                content_type = value.decode("latin-1")
-            elif key == b"authorization":
-                authorization = value
-        if request_id is None:
-            request_id = os.urandom(16).hex()
-        scope["imgcls.request_id"] = request_id
-        scope["imgcls.start"] = start
-        scope["imgcls.content_type"] = content_type
-        status = [500]
-        started = [False]
-        received = [0]
-        closing = st.draining
-        limit = self.limit
-        extra = [(b"x-request-id", request_id.encode())]
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                started[0] = True
-                status[0] = message["status"]
-                headers = list(message.get("headers", ())) + extra
-                if closing or st.draining:
-                    headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        async def receive_limited() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                received[0] += len(message.get("body", b""))
-                if received[0] > limit:
-                    raise _too_large(limit)
-            return message
-
-        counted = endpoint not in _PROBES
-        if counted:
-            st.inflight += 1
-        try:
-            error = self._refuse(endpoint, path, content_length, authorization)
-            if error is not None:
-                await _send_error(send_wrapper, error)
-            elif endpoint == "predict" and scope["method"] == "POST" and self.routes is not None:
-                await self.routes.predict_asgi(scope, receive_limited, send_wrapper)
-            else:
-                await self.app(scope, receive_limited, send_wrapper)
-        except ApiError as exc:  # raised before the app's handlers could see it
-            if not started[0]:
-                with contextlib.suppress(Exception):  # the client may be gone (a disconnect mid-upload)
-                    await _send_error(send_wrapper, exc)
-        except Exception:
-            logger.exception("unexpected error on %s %s", scope["method"], path)
-            if not started[0]:
-                await _send_error(send_wrapper, ApiError(500, "internal", "internal server error (logged)"))
-            else:
-                raise
-        finally:
-            if counted:
-                st.inflight -= 1
-                if st.draining and st.inflight == 0 and st.drained is not None:
-                    st.drained.set()
-            seconds = time.perf_counter() - start
-            st.metrics.observe_request(endpoint, status[0], seconds)
-            if endpoint in ("predict", "predict_batch"):
-                st.metrics.upload_bytes.observe(received[0])
-            if st.access is not None:
-                st.access.log(request_id, scope["method"], path, status[0], round(seconds * 1000, 3), received[0])
-
-    def _refuse(self, endpoint: str, path: str, content_length: int, authorization: bytes | None) -> ApiError | None:
-        """An error to answer without running the app: admin auth, draining, an announced oversized body."""
-        if endpoint in ("admin_reload", "admin"):
-            if self.token is None:
-                return ApiError(
-                    403,
-                    "admin_disabled",
-                    "the admin endpoints are disabled",
-                    hint="start the server with IMGCLS_ADMIN_TOKEN set to enable them",
-                )
-            if authorization is None or not authorization.lower().startswith(b"bearer "):
-                return ApiError(
-                    401,
-                    "unauthorized",
-                    "the admin endpoints need 'Authorization: Bearer <token>'",
-                    headers={"www-authenticate": 'Bearer realm="imgcls-admin"'},
-                )
-            if not hmac.compare_digest(authorization[7:].strip(), self.token):
-                return ApiError(403, "forbidden", "the admin token is wrong")
-        if self.state.draining and endpoint not in _PROBES:
-            return overloaded("the server is shutting down; retry on another instance", code="draining")
-        if content_length > self.limit:
-            return _too_large(self.limit, content_length)
-        return None
-
-
-def _too_large(limit: int, size: int | None = None) -> ApiError:
-    told = f" ({size:,} bytes)" if size is not None else ""
-    return ApiError(
-        413,
-        "too_large",
-        f"the request body is larger than the limit of {limit:,} bytes{told}",
-        hint="send a smaller image, or start the server with a larger --max-upload-mb",
-    )
-
-
-async def _send_error(send: Send, error: ApiError) -> None:
-    body = error.to_bytes()
-    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    if error.status == 413:
-        headers.append((b"connection", b"close"))  # the rest of the body is not read
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+# parts a form may have beyond its files (a proxy or a client may add a field or two)
+PART_MARGIN = 8
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -264,16 +109,6 @@ def _prediction(served: ServedModel, probs: np.ndarray, k: int) -> dict[str, Any
         order = np.argsort(-probs, kind="stable")[:k].tolist()
     top = [{"label": classes[i], "class_id": i, "probability": float(probs[i])} for i in order]
     return {"label": top[0]["label"], "class_id": top[0]["class_id"], "confidence": top[0]["probability"], "top_k": top}
-
-
-async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "incomplete_body", "the client disconnected before the body was complete")
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
 
 
 class Predictions:
@@ -360,16 +195,17 @@ class Predictions:
                 )
             )
 
-    async def predict_one(self, scope: Scope, content_type: str | None, body: AsyncIterator[bytes]) -> dict[str, Any]:
-        """``POST /v1/predict``: the answer as a dict, or ApiError."""
+    async def predict_one(self, scope: Scope, content_type: str | None, body: bytes) -> dict[str, Any]:
+        """``POST /v1/predict`` with its whole body: the answer as a dict, or ApiError."""
         request_id: str = scope.get("imgcls.request_id") or os.urandom(16).hex()
         start: float = scope.get("imgcls.start") or time.perf_counter()
+        parts = await parse_form(content_type, body, max_parts=1 + PART_MARGIN)
+        data = _the_file(parts).data
         deadline = time.monotonic() + self.state.settings.timeout_s
-        served = self._acquire(1)
+        served = self._acquire(1)  # admission after the body: a slow client never holds a queue slot
         try:
             k = _top_k_param(scope.get("query_string", b""), len(served.predictor.classes))
-            parts = await read_multipart(content_type, body)
-            decoded, probs = await self._classify(served, _the_file(parts).data, deadline)
+            decoded, probs = await self._classify(served, data, deadline)
             result = _prediction(served, probs, k)
             latency = round((time.perf_counter() - start) * 1000, 3)
             result["model"] = served.identity
@@ -380,12 +216,12 @@ class Predictions:
         finally:
             self._release(served, 1)
 
-    async def predict_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def predict_asgi(self, scope: Scope, body: bytes, send: Send) -> None:
         """The hot path, straight from the gateway: no router, no Request object, no dependency solving."""
         try:
-            result = await self.predict_one(scope, scope.get("imgcls.content_type"), _body_chunks(receive))
+            result = await self.predict_one(scope, scope.get("imgcls.content_type"), body)
         except ApiError as exc:
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         body = json.dumps(result).encode()
         await send(
@@ -402,8 +238,10 @@ class Predictions:
         scope = request.scope
         request_id: str = scope.get("imgcls.request_id") or os.urandom(16).hex()
         start: float = scope.get("imgcls.start") or time.perf_counter()
-        deadline = time.monotonic() + self.state.settings.timeout_s
-        parts = await read_multipart(request.headers.get("content-type"), request.stream())
+        limit = self.state.settings.max_files
+        parts = await parse_form(
+            request.headers.get("content-type"), await request.body(), max_parts=limit + PART_MARGIN
+        )
         files = [p for p in parts if p.name == "files"]
         if not files:
             raise ApiError(
@@ -412,9 +250,9 @@ class Predictions:
                 "the form has no 'files' field",
                 hint="send one or more images as multipart fields named 'files'",
             )
-        limit = self.state.settings.max_files
         if len(files) > limit:
             raise ApiError(413, "too_many_files", f"{len(files)} files in one request; the limit is {limit}")
+        deadline = time.monotonic() + self.state.settings.timeout_s
         served = self._acquire(len(files))
         try:
             k = _top_k_param(scope.get("query_string", b""), len(served.predictor.classes))
@@ -449,9 +287,16 @@ def _decode_job(served: ServedModel, data: bytes, keep_for_stats: bool) -> tuple
 
 
 def _the_file(parts: list[Part]) -> Part:
-    for part in parts:
-        if part.name == "file":
-            return part
+    files = [part for part in parts if part.name == "file"]
+    if len(files) == 1:
+        return files[0]
+    if files:  # which one would a proxy in front have checked?
+        raise ApiError(
+            400,
+            "duplicate_field",
+            f"the form has {len(files)} 'file' fields; /v1/predict takes one",
+            hint="send several images to /v1/predict/batch as fields named 'files'",
+        )
     names = sorted({p.name for p in parts})
     raise ApiError(
         422,
@@ -581,6 +426,7 @@ def create_app(
 
         check_watch_ref(settings.model, settings.watch_s)  # a bad --watch fails before any socket opens
     state = ServerState(settings=settings, metrics=metrics, holder=holder)
+    allowed = allowed_roots(settings)
     if preload:
         holder.install(holder.loader(settings.model))
     page = resources.files("imgcls.serve").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -664,7 +510,7 @@ def create_app(
         response_class=Response,
     )
     async def predict(request: Request) -> Response:  # served by Gateway's fast path; kept for the schema
-        return _json(await routes.predict_one(request.scope, request.headers.get("content-type"), request.stream()))
+        return _json(await routes.predict_one(request.scope, request.headers.get("content-type"), await request.body()))
 
     @app.post(
         "/v1/predict/batch",
@@ -677,12 +523,17 @@ def create_app(
     async def predict_batch(request: Request) -> Response:
         return await routes.predict_batch(request)
 
-    @app.get("/v1/model", summary="The model being served")
-    async def model_info() -> Response:
+    @app.get(
+        "/v1/model",
+        summary="The model being served",
+        description="Name, version, sha256, classes, input and provider; with the admin bearer token, also the "
+        "metrics, lineage, export figures and the server-side reference.",
+    )
+    async def model_info(request: Request) -> Response:
         served = holder.current
         if served is None:
             raise overloaded("no model is loaded yet", code="not_ready")
-        return _json(served.describe())
+        return _json(served.describe() if request.scope.get("imgcls.admin") else served.describe_public())
 
     @app.get("/livez", summary="The process is up")
     async def livez() -> Response:
@@ -694,9 +545,8 @@ def create_app(
             raise overloaded("the server is shutting down", code="draining")
         if holder.current is None:
             raise overloaded("no model is loaded yet", code="not_ready")
-        if holder.swapping:
-            raise overloaded("a model swap is in progress", code="swapping")
-        return _json({"status": "ready", "model": holder.current.identity})
+        # while a new model loads the old one keeps serving: still ready (a deploy must not empty the pool)
+        return _json({"status": "ready", "model": holder.current.identity, "swapping": holder.swapping})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
@@ -710,6 +560,14 @@ def create_app(
         responses=_errors(401, 403, 409, 422),
     )
     async def admin_reload(request: Request) -> Response:
+        if settings.workers > 1:
+            raise ApiError(
+                409,
+                "reload_needs_watch",
+                f"this server runs {settings.workers} worker processes and a reload would reach only one of them",
+                hint="push the new version to the model store, move the alias, and start the server with "
+                "--watch SECONDS: every worker follows the alias",
+            )
         body = await request.body()
         ref = None
         if body.strip():
@@ -725,14 +583,27 @@ def create_app(
         try:
             if ref is not None:
                 ref = check_ref(ref)
+                if not is_allowed(ref, allowed):
+                    metrics.reloads.labels("forbidden").inc()
+                    raise ApiError(
+                        403,
+                        "model_not_allowed",
+                        f"{ref[:200]!r} is not in a location this server may load models from",
+                        hint="start the server with --allow-models naming that store or directory",
+                    )
             result = await holder.swap(ref)
         except ConflictError as exc:
             metrics.reloads.labels("conflict").inc()
             raise ApiError(409, "reload_in_progress", exc.message, hint=exc.hint) from None
         except ImgclsError as exc:
             metrics.reloads.labels("failed").inc()
+            # the hint of a store or bundle error can list what a server directory holds: not for callers
             raise ApiError(
-                422, "reload_failed", f"{exc.message} (still serving the previous model)", hint=exc.hint
+                422,
+                "reload_failed",
+                f"{exc.message} (still serving the previous model)",
+                hint="check the reference (a bundle directory, URI/NAME@ALIAS or URI/NAME:VERSION); the server log "
+                "has the details",
             ) from None
         metrics.reloads.labels("ok").inc()
         return _json(result.to_dict())
@@ -741,7 +612,13 @@ def create_app(
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    app.add_middleware(Gateway, state=state, routes=routes)
+    app.add_middleware(
+        Gateway,
+        state=state,
+        endpoints=ENDPOINTS,
+        admin_prefix="/v1/admin",
+        fast_paths={("POST", "/v1/predict"): routes.predict_asgi},
+    )
     return app
 
 
@@ -846,6 +723,9 @@ async def _drain_then_exit(state: ServerState, exit_now: Callable[[], None]) -> 
         if state.inflight > 0:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(state.drained.wait(), timeout=state.settings.drain_s)
+    if state.reading:  # still sending their body: a JSON 503 now, not uvicorn's plain-text 500 later
+        state.cut_reading()
+        await asyncio.sleep(0.05)  # let them answer before uvicorn closes the connections
     left = state.inflight
     logger.info(
         "drained in %.2f s%s", time.monotonic() - started, f" ({left} request(s) still running)" if left else ""

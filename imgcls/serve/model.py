@@ -85,8 +85,17 @@ class ServedModel:
         self.version = str(version) if version is not None else self.sha256[:12]
         self.identity = {"name": self.name, "version": self.version, "sha256": self.sha256}
 
+    def describe_public(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` shows anyone: what a caller needs to use the model, nothing of the server."""
+        return {
+            **self.identity,
+            "classes": list(self.predictor.classes),
+            "input": self.predictor.input.to_dict(),
+            "provider": self.predictor.provider,
+        }
+
     def describe(self) -> dict[str, Any]:
-        """Everything ``GET /v1/model`` shows."""
+        """Everything ``GET /v1/model`` shows a caller with the admin token."""
         meta = self.bundle.meta
         return {
             **self.identity,
@@ -138,6 +147,46 @@ def check_ref(ref: str) -> str:
             hint="pass a bundle directory or a model-store reference (gs://BUCKET/PREFIX/NAME@ALIAS)",
         )
     return text
+
+
+def _location(ref: str) -> str:
+    """Where a reference loads from, as a normalised string: a store root, or a bundle directory's real path."""
+    from imgcls.store.refs import looks_like_ref, parse_ref
+
+    text = str(ref).strip()
+    if looks_like_ref(text):  # by its spelling only: deciding this must not probe the disk
+        store = parse_ref(text).store
+        return f"gs://{store.location}" if store.scheme == "gs" else os.path.realpath(store.location)
+    return os.path.realpath(os.path.expanduser(text))
+
+
+def _root(location: str) -> str:
+    from imgcls.store.refs import parse_store_uri
+
+    if location.startswith(("gs://", "file://")):
+        store = parse_store_uri(location)
+        return f"gs://{store.location}" if store.scheme == "gs" else os.path.realpath(store.location)
+    return os.path.realpath(os.path.expanduser(location))
+
+
+def allowed_roots(settings: ServeSettings) -> tuple[str, ...]:
+    """Where an admin reload may load from: ``--allow-models``, else the store or directory the server started
+    from (the store of a store reference; the folder holding a bundle directory)."""
+    if settings.allow_models:
+        return tuple(_root(location) for location in settings.allow_models)
+    start = _location(settings.model)
+    from imgcls.store.refs import looks_like_ref
+
+    return (start if looks_like_ref(settings.model) else os.path.dirname(start),)
+
+
+def is_allowed(ref: str, roots: tuple[str, ...]) -> bool:
+    """True if ``ref`` loads from inside one of ``roots`` (an ill-formed reference is not allowed)."""
+    try:
+        location = _location(ref)
+    except ImgclsError:
+        return False
+    return any(location == root or location.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def load_served(ref: str, settings: ServeSettings, on_batch: Callable[[int, float], None] | None = None) -> ServedModel:

@@ -1,7 +1,8 @@
 """Run the server on uvicorn: one process (the app built here, model loaded first) or ``--workers N``.
 
 Shutdown: SIGTERM/SIGINT start the drain of :func:`imgcls.serve.app._install_drain_handler` (``/readyz`` 503,
-new work refused with 503, in-flight requests finish, at most ``drain_s``); then uvicorn closes the
+new work refused with 503, in-flight requests finish, at most ``drain_s``; a request still sending its body
+then gets a JSON 503); then uvicorn closes the
 connections (at most ``GRACE_AFTER_DRAIN_S`` more) and the lifespan flushes the prediction log.
 With workers, uvicorn's supervisor forwards SIGTERM to every worker and each one drains the same way.
 """
@@ -84,11 +85,13 @@ class Server(uvicorn.Server):
             captured.clear()
 
 
-def _config(app: Any, settings: ServeSettings, **extra: Any) -> Any:
+def _config(app: Any, settings: ServeSettings, http: Any, **extra: Any) -> Any:
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=http,  # httptools with a bounded head, a head deadline and a connection cap (serve/protocol.py)
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works (call_later)
         log_config=None,
         access_log=False,
         server_header=False,
@@ -100,7 +103,9 @@ def _config(app: Any, settings: ServeSettings, **extra: Any) -> Any:
 
 def run_app(app: Any, settings: ServeSettings) -> None:
     """Serve ``app`` in this process until SIGTERM/SIGINT (blocking)."""
-    Server(_config(app, settings)).run()
+    from imgcls.serve.protocol import GuardedProtocol
+
+    Server(_config(app, settings, GuardedProtocol.for_settings(settings))).run()
 
 
 def run_workers(settings: ServeSettings) -> None:
@@ -108,6 +113,12 @@ def run_workers(settings: ServeSettings) -> None:
     from uvicorn.supervisors import Multiprocess
 
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
-    config = _config("imgcls.serve.app:create_app_from_env", settings, factory=True, workers=settings.workers)
+    config = _config(
+        "imgcls.serve.app:create_app_from_env",
+        settings,
+        "imgcls.serve.protocol:EnvProtocol",  # a worker binds the limits from its own settings
+        factory=True,
+        workers=settings.workers,
+    )
     sock = config.bind_socket()
     Multiprocess(config, sockets=[sock]).run()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from imgcls.data.decode import DEFAULT_MAX_PIXELS
 from imgcls.errors import UsageError
@@ -24,6 +24,27 @@ def default_log_path() -> Path:
     """The prediction log used when ``--log-predictions`` is not given: inside the imgcls cache dir."""
     base = os.environ.get("IMGCLS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imgcls")
     return Path(base) / "serve" / "predictions.sqlite"
+
+
+def normalise_token(token: str | bytes) -> bytes:
+    """The one normalisation of an admin token, for the configured and the presented one alike.
+
+    Surrounding whitespace is dropped (a token read from a Kubernetes secret file ends in a newline).
+    """
+    raw = token.encode("utf-8") if isinstance(token, str) else token
+    return raw.strip()
+
+
+def token_from_env(value: str | None) -> SecretStr | None:
+    """``IMGCLS_ADMIN_TOKEN`` as settings take it: unset -> None (admin off); blank -> UsageError (exit 2)."""
+    if value is None or value == "":
+        return None
+    if not normalise_token(value):
+        raise UsageError(
+            f"{ADMIN_TOKEN_ENV} is set but holds only whitespace",
+            hint=f"unset {ADMIN_TOKEN_ENV} to disable the admin endpoints, or set it to a long random token",
+        )
+    return SecretStr(value)
 
 
 class ServeSettings(BaseModel):
@@ -70,8 +91,26 @@ class ServeSettings(BaseModel):
     """One structured log line per request."""
     watch_s: float | None = Field(default=None, gt=0.0)
     """Poll the model's store alias every this many seconds and swap in each new version (``--watch``)."""
+    read_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Longest a client may take to send a request's head, and again its body (then a JSON 408)."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Most open connections per process; beyond, a new one is answered 503 and closed."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request head (request line + headers); beyond, a JSON 431."""
+    keep_alive_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    """An idle kept-alive connection is closed after this long."""
+    allow_models: tuple[str, ...] | None = None
+    """Where an admin reload may load a model from: directories and store URIs (prefixes). None: the store or
+    directory the server started from (:func:`imgcls.serve.model.default_allowed`)."""
     admin_token: SecretStr | None = Field(default=None, exclude=True)
     """Bearer token for ``/v1/admin/*``; None disables the admin endpoints. Never serialised."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not normalise_token(value.get_secret_value()):
+            raise ValueError("the admin token is empty or whitespace only")
+        return value
 
     @property
     def max_upload_bytes(self) -> int:
@@ -97,5 +136,4 @@ def settings_from_env(environ: dict[str, str] | None = None) -> ServeSettings:
         settings = ServeSettings.model_validate_json(raw)
     except ValidationError as exc:
         raise UsageError(f"{SETTINGS_ENV} holds invalid settings: {exc}") from None
-    token = env.get(ADMIN_TOKEN_ENV) or None
-    return settings.model_copy(update={"admin_token": SecretStr(token) if token else None})
+    return settings.model_copy(update={"admin_token": token_from_env(env.get(ADMIN_TOKEN_ENV))})

@@ -3,14 +3,27 @@
 Starlette's ``request.form()`` spools every file into a ``SpooledTemporaryFile`` and builds ``UploadFile``
 objects, and python-multipart's byte-level state machine calls back a dozen times per part; for a 1 KB image
 that is most of the cost of a request. Uploads here are small and their total is capped while the body
-streams (the gateway's byte-counting ``receive`` stops at ``--max-upload-mb``), so the body is collected and
-split with ``bytes.find`` — linear time, no regular expression over untrusted bytes with backtracking, a cap
-on parts and on header bytes (the two multipart DoS patterns python-multipart and Starlette fixed: quadratic
-boundary scans and unbounded headers/parts).
+streams (the gateway reads it whole under ``--max-upload-mb`` and ``--read-timeout-s``), so the body is split
+with ``bytes.find`` — linear time, no regular expression over untrusted bytes with backtracking.
+
+Bounds (each one a 400 or 413 that names it), so that one request cannot cost more than a few ms of parsing
+and so that a proxy in front cannot read the same form another way:
+
+* at most :data:`MAX_PARAMS` parameters per header, at most :data:`MAX_PART_HEADER_LINES` header lines of at
+  most :data:`MAX_HEADER_BYTES` per part, at most ``max_parts`` parts (the caller passes its max files plus a
+  small margin);
+* a duplicate ``boundary`` parameter, a duplicate parameter in ``Content-Disposition`` (two ``name=``), an
+  extended ``name*=`` / ``filename*=`` parameter, or a header repeated inside a part is refused: each is a
+  place where two parsers may disagree on which value wins;
+* a ``Content-Transfer-Encoding`` other than 7bit, 8bit or binary (RFC 7578 deprecates it) is refused, rather
+  than passing base64 or quoted-printable bytes on as if they were the file; so is a bare CR or LF inside a
+  part's header block;
+* :func:`parse_form` parses bodies above :data:`OFF_LOOP_BYTES` in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +31,16 @@ from dataclasses import dataclass
 from imgcls.serve.errors import ApiError
 
 MAX_PARTS = 1024
+"""Parts in one body when the caller gives no ``max_parts``."""
 MAX_HEADER_BYTES = 8 * 1024
+"""Header block of one part."""
+MAX_PART_HEADER_LINES = 8
+"""Header lines of one part (Content-Disposition, Content-Type and a few more)."""
+MAX_PARAMS = 16
+"""Parameters of one header (``form-data; name=...; filename=...``; ``multipart/form-data; boundary=...``)."""
+OFF_LOOP_BYTES = 256 * 1024
+"""Bodies larger than this are parsed in a worker thread (a 1,000-part body took 0.7 s on the loop)."""
+TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 _FORM_HINT = "send multipart/form-data with the image in the field 'file', e.g. curl -F file=@cat.png URL"
 # name="value" or name=token inside a Content-Disposition header; no nested quantifiers (no backtracking blow-up)
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*-]{1,40})\s*=\s*(?:"((?:[^"\\]|\\.){0,1024})"|([^;\s"]{0,1024}))')
@@ -34,6 +56,10 @@ class Part:
     data: bytes
 
 
+def _malformed(why: str) -> ApiError:
+    return ApiError(400, "malformed_multipart", f"malformed multipart body: {why}", hint=_FORM_HINT)
+
+
 def boundary_of(content_type: str | None) -> bytes:
     """The boundary of a ``multipart/form-data`` content type; ApiError 415 for any other type."""
     if not content_type:
@@ -46,17 +72,19 @@ def boundary_of(content_type: str | None) -> bytes:
             f"the request body is {kind.strip()[:100]!r}, not multipart/form-data",
             hint=_FORM_HINT,
         )
-    for param in params.split(";"):
+    pieces = params.split(";")
+    if len(pieces) > MAX_PARAMS:
+        raise _malformed(f"the Content-Type has more than {MAX_PARAMS} parameters")
+    found: list[str] = []
+    for param in pieces:
         key, _, value = param.strip().partition("=")
         if key.strip().lower() == "boundary":
-            value = value.strip().strip('"')
-            if 1 <= len(value) <= 200:
-                return value.encode("latin-1", "replace")
+            found.append(value.strip().strip('"'))
+    if len(found) > 1:
+        raise _malformed("the Content-Type has more than one boundary parameter")
+    if found and 1 <= len(found[0]) <= 200:
+        return found[0].encode("latin-1", "replace")
     raise ApiError(400, "malformed_multipart", "the multipart Content-Type has no valid boundary", hint=_FORM_HINT)
-
-
-def _malformed(why: str) -> ApiError:
-    return ApiError(400, "malformed_multipart", f"malformed multipart body: {why}", hint=_FORM_HINT)
 
 
 def _disposition(value: str) -> dict[str, str]:
@@ -65,16 +93,52 @@ def _disposition(value: str) -> dict[str, str]:
         raise _malformed(f"a part's Content-Disposition is {kind.strip()[:40]!r}, not form-data")
     params: dict[str, str] = {}
     for m in _PARAM.finditer(value, len(kind)):
+        key = m.group(1).lower()
+        if key in params:
+            raise _malformed(f"a part's Content-Disposition has the parameter {key!r} twice")
+        if key.endswith("*"):
+            raise _malformed(f"a part's Content-Disposition has the extended parameter {key!r} (RFC 7578: not used)")
+        if len(params) >= MAX_PARAMS:
+            raise _malformed(f"a part's Content-Disposition has more than {MAX_PARAMS} parameters")
         quoted, token = m.group(2), m.group(3)
-        params[m.group(1).lower()] = quoted.replace('\\"', '"').replace("\\\\", "\\") if quoted is not None else token
+        params[key] = quoted.replace('\\"', '"').replace("\\\\", "\\") if quoted is not None else token
     return params
 
 
-def parse_multipart(content_type: str | None, body: bytes, boundary: bytes | None = None) -> list[Part]:
+def _part_headers(block: bytes) -> dict[str, str]:
+    if b"\r" in block.replace(b"\r\n", b"") or b"\n" in block.replace(b"\r\n", b""):
+        raise _malformed("a part header holds a bare CR or LF")
+    lines = block.split(b"\r\n")
+    if len(lines) > MAX_PART_HEADER_LINES:
+        raise _malformed(f"a part has more than {MAX_PART_HEADER_LINES} header lines")
+    headers: dict[str, str] = {}
+    for line in lines:
+        key, colon, value = line.partition(b":")
+        if not colon:
+            raise _malformed("a part header line has no ':'")
+        name = key.strip().decode("latin-1").lower()
+        if name in headers:
+            raise _malformed(f"a part has the header {name!r} twice")
+        headers[name] = value.strip().decode("utf-8", "replace")
+    encoding = headers.get("content-transfer-encoding")
+    if encoding is not None and encoding.strip().lower() not in TRANSFER_ENCODINGS:
+        raise ApiError(
+            400,
+            "unsupported_transfer_encoding",
+            f"a part has Content-Transfer-Encoding {encoding.strip()[:40]!r}; only 7bit, 8bit and binary are read",
+            hint="send the file's raw bytes (RFC 7578 deprecates Content-Transfer-Encoding)",
+        )
+    return headers
+
+
+def parse_multipart(
+    content_type: str | None, body: bytes, boundary: bytes | None = None, *, max_parts: int = MAX_PARTS
+) -> list[Part]:
     """Split a complete multipart/form-data body into its parts (``boundary``: already parsed from the type).
 
     Raises:
-        ApiError: 415 not multipart; 400 malformed (no boundary, truncated, bad part headers); 413 too many parts.
+        ApiError: 415 not multipart; 400 malformed (no boundary, truncated, bad part headers, an ambiguous
+            form); 413 more than ``max_parts`` parts.
     """
     boundary = boundary or boundary_of(content_type)
     delimiter = b"--" + boundary
@@ -91,6 +155,8 @@ def parse_multipart(content_type: str | None, body: bytes, boundary: bytes | Non
     while True:
         if body.startswith(b"--", pos):
             return parts  # the closing delimiter; an epilogue after it is ignored
+        if len(parts) >= max_parts:
+            raise ApiError(413, "too_many_parts", f"the form has more than {max_parts} parts")
         # transport padding, then CRLF
         eol = body.find(b"\r\n", pos, pos + 2 + 64)
         if eol < 0 or body[pos:eol].strip(b" \t"):
@@ -101,12 +167,7 @@ def parse_multipart(content_type: str | None, body: bytes, boundary: bytes | Non
             if body.startswith(b"\r\n", start):  # a part without headers
                 raise _malformed("a part has no Content-Disposition header")
             raise _malformed(f"truncated, or part headers longer than {MAX_HEADER_BYTES} bytes")
-        headers: dict[str, str] = {}
-        for line in body[start:head_end].split(b"\r\n"):
-            key, colon, value = line.partition(b":")
-            if not colon:
-                raise _malformed("a part header line has no ':'")
-            headers[key.strip().decode("latin-1").lower()] = value.strip().decode("utf-8", "replace")
+        headers = _part_headers(body[start:head_end])
         disposition = headers.get("content-disposition")
         if disposition is None:
             raise _malformed("a part has no Content-Disposition header")
@@ -115,16 +176,24 @@ def parse_multipart(content_type: str | None, body: bytes, boundary: bytes | Non
         data_end = body.find(separator, data_start)
         if data_end < 0:
             raise _malformed("truncated body (no closing boundary)")
-        if len(parts) >= MAX_PARTS:
-            raise ApiError(413, "too_many_parts", f"the form has more than {MAX_PARTS} parts")
         parts.append(
             Part(params.get("name", ""), params.get("filename"), headers.get("content-type"), body[data_start:data_end])
         )
         pos = data_end + len(separator)
 
 
-async def read_multipart(content_type: str | None, body: AsyncIterator[bytes]) -> list[Part]:
-    """Collect a streamed body (its size is capped upstream) and split it with :func:`parse_multipart`."""
-    boundary = boundary_of(content_type)  # refuse a non-multipart body before reading it
+async def parse_form(content_type: str | None, body: bytes, *, max_parts: int) -> list[Part]:
+    """:func:`parse_multipart` of a whole body; above :data:`OFF_LOOP_BYTES` in a worker thread."""
+    boundary = boundary_of(content_type)
+    if len(body) <= OFF_LOOP_BYTES:
+        return parse_multipart(content_type, body, boundary, max_parts=max_parts)
+    return await asyncio.to_thread(parse_multipart, content_type, body, boundary, max_parts=max_parts)
+
+
+async def read_multipart(
+    content_type: str | None, body: AsyncIterator[bytes], *, max_parts: int = MAX_PARTS
+) -> list[Part]:
+    """Collect a streamed body (its size is capped upstream) and split it with :func:`parse_form`."""
+    boundary_of(content_type)  # refuse a non-multipart body before reading it
     chunks = [chunk async for chunk in body]
-    return parse_multipart(content_type, chunks[0] if len(chunks) == 1 else b"".join(chunks), boundary)
+    return await parse_form(content_type, chunks[0] if len(chunks) == 1 else b"".join(chunks), max_parts=max_parts)

@@ -50,6 +50,7 @@ def settings(bundle: Path, tmp_path: Path, **kw: Any) -> ServeSettings:
         "model": str(bundle),
         "log_predictions": tmp_path / "predictions.sqlite",
         "admin_token": SecretStr(TOKEN),
+        "allow_models": (str(tmp_path), str(bundle.parent)),  # the tests reload copies made in tmp_path
     }
     return ServeSettings(**{**base, **kw})
 
@@ -111,10 +112,15 @@ def test_batch_answers_in_order_with_per_file_errors(client: TestClient, digits)
 
 
 def test_model_endpoint_reports_metadata_and_the_real_provider(client: TestClient) -> None:
-    info = client.get("/v1/model").json()
-    assert info["classes"] == [str(i) for i in range(10)]
-    assert info["input"]["size"] == [16, 16] and info["input"]["channels"] == 1
-    assert info["provider"] == "CPUExecutionProvider"  # onnxruntime-gpu on a CPU machine: the truth, not "CUDA"
+    public = client.get("/v1/model").json()
+    assert public["classes"] == [str(i) for i in range(10)]
+    assert public["input"]["size"] == [16, 16] and public["input"]["channels"] == 1
+    assert public["provider"] == "CPUExecutionProvider"  # onnxruntime-gpu on a CPU machine: the truth, not "CUDA"
+    # without the admin token: nothing about the server (its paths, the git commit, the training config)
+    assert set(public) == {"name", "version", "sha256", "classes", "input", "provider"}
+    assert client.get("/v1/model", headers={"Authorization": "Bearer wrong"}).json() == public
+    info = client.get("/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert info["classes"] == public["classes"] and info["ref"]
     assert info["metrics"]["test_top1"] > 0.9
     assert info["export"]["models"]["fp32"]["parity"]["batch_1"]["top1_agreement"] == 1.0
     assert info["lineage"]["dataset"]["name"] == "digits"
@@ -123,7 +129,7 @@ def test_model_endpoint_reports_metadata_and_the_real_provider(client: TestClien
 
 def test_int8_serving_uses_the_quantized_model(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
     with TestClient(create_app(settings(exported_digits_bundle, tmp_path, int8=True))) as client:
-        info = client.get("/v1/model").json()
+        info = client.get("/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert (info["precision"], info["model_file"]) == ("int8", "model.int8.onnx")
         images, labels = digits
         correct = sum(predict(client, img).json()["class_id"] == y for img, y in zip(images, labels, strict=True))
@@ -335,7 +341,7 @@ def test_reload_switches_models_and_a_bad_one_keeps_the_old(
     assert r.status_code == 200, r.text
     assert r.json()["previous"]["name"] == "digits-resnet8" and r.json()["model"]["name"] == "digits-other"
     assert predict(client, digits[0][0]).json()["model"]["name"] == "digits-other"
-    assert client.get("/v1/model").json()["ref"] == str(other)
+    assert client.get("/v1/model", headers=auth).json()["ref"] == str(other)
     r = client.post("/v1/admin/reload", headers=auth)  # no body: reload the current reference
     assert r.status_code == 200 and r.json()["model"]["name"] == "digits-other"
     bad = tampered_copy(exported_digits_bundle, tmp_path / "bad")

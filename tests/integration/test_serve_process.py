@@ -231,9 +231,14 @@ def test_cli_refuses_to_start_with_a_clear_message(
 
 
 def test_several_workers_serve_and_stop(exported_digits_bundle: Path, tmp_path: Path, digit_png: bytes) -> None:
-    with serve(exported_digits_bundle, tmp_path, "--workers", "2") as server:
+    with serve(exported_digits_bundle, tmp_path, "--workers", "2", env={"IMGCLS_ADMIN_TOKEN": TOKEN}) as server:
         responses = concurrently(8, lambda i: post(server.url, digit_png))
         assert [r.status_code for r in responses] == [200] * 8
+        # a reload would reach one worker only and leave the others on the old version: refused, pointing at --watch
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        reload = httpx.post(server.url + "/v1/admin/reload", headers=auth, timeout=30)
+        assert reload.status_code == 409 and reload.json()["error"]["code"] == "reload_needs_watch"
+        assert "--watch" in reload.json()["error"]["hint"]
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(30) == 0
     assert len(read_predictions(tmp_path / "predictions.sqlite")) == 8  # both workers write the one WAL log

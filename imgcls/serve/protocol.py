@@ -1,0 +1,168 @@
+"""The HTTP connection layer: uvicorn's httptools protocol with the bounds a server facing strangers needs.
+
+uvicorn itself bounds neither the request head nor the time a client may take to send it: httptools
+concatenates header chunks for as long as they come (a 48 MB header value took 2 s of event-loop time), a
+connection that never sends a byte stays open forever, and ``limit_concurrency`` answers plain text. Here,
+per connection:
+
+* the request head (request line + headers) is fed to the parser at most ``max_header_bytes`` at a time;
+  a head that has not ended by then gets a JSON 431 and the connection is closed;
+* the head must arrive within ``read_timeout_s`` of the connection opening (or of the first byte of the next
+  request on a kept-alive connection): a silent connection is closed, a half-sent head gets a JSON 408;
+* beyond ``max_connections`` open connections, a new one is answered a JSON 503 (``Retry-After``) and closed.
+
+The body's deadline is the gateway's (:class:`imgcls.serve.gateway.Gateway`): it reads the body under the
+same ``read_timeout_s`` before any route runs. Idle keep-alive connections are closed by uvicorn after
+``timeout_keep_alive`` (:mod:`imgcls.serve.runner` sets it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from imgcls.serve.settings import ServeSettings
+
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may cost the server."""
+
+    max_header_bytes: int
+    read_timeout_s: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> ConnectionLimits:
+        return cls(settings.max_header_bytes, settings.read_timeout_s, settings.max_connections)
+
+
+def error_bytes(status: int, code: str, message: str, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A complete JSON error response that closes the connection (written straight to the transport)."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "content-type: application/json"]
+    head += [f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in extra)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
+    body = json.dumps(
+        {"error": {"code": "too_many_connections", "message": "the server has too many open connections; retry"}}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` with a bounded head, a head deadline and a connection cap (module docstring)."""
+
+    limits: ClassVar[ConnectionLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def for_settings(cls, settings: ServeSettings) -> type[GuardedProtocol]:
+        """A protocol class bound to ``settings`` (one per server)."""
+        return type("GuardedProtocol", (cls,), {"limits": ConnectionLimits.from_settings(settings)})
+
+    # --- connection ------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.app = _too_many_connections  # answered once its head is parsed, then closed
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.read_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._in_head:
+            return
+        if self._head_bytes:
+            limit = self.limits.read_timeout_s
+            self._close_with(408, "read_timeout", f"the request head did not arrive within {limit:g} s")
+        else:
+            self.transport.close()  # an idle connection: nothing to answer
+
+    def _close_with(self, status: int, code: str, message: str) -> None:
+        self.transport.write(error_bytes(status, code, message))
+        self.transport.close()
+
+    # --- parsing ---------------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_head:
+            super().data_received(data)
+            return
+        if self._head_bytes == 0 and self._head_timer is None:
+            self._arm_head_timer()  # the first byte of a request on a kept-alive connection
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        # feed what fits; if the head has not ended inside it, the rest is never parsed (httptools would
+        # otherwise concatenate an unbounded header value)
+        self._head_bytes += room
+        if room > 0:
+            super().data_received(data[:room])
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            limit = self.limits.max_header_bytes
+            self._close_with(431, "headers_too_large", f"the request head is larger than {limit:,} bytes")
+            return
+        super().data_received(data[room:])
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+
+class EnvProtocol(GuardedProtocol):
+    """``--workers N``: each worker process binds the limits from ``IMGCLS_SERVE_SETTINGS`` on first use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "limits" not in EnvProtocol.__dict__:
+            from imgcls.serve.settings import settings_from_env
+
+            EnvProtocol.limits = ConnectionLimits.from_settings(settings_from_env())
+        super().__init__(*args, **kwargs)

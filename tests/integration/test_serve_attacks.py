@@ -1,0 +1,296 @@
+"""`imgcls serve` attacked from outside (issue 10): a real uvicorn process on 127.0.0.1, raw sockets.
+
+Each test is one of the issue's numbered attacks; every one is bounded in connections and seconds, and none
+asserts a duration (a deadline shows as the answer the server gives: 408, 431, 503, a closed socket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from test_serve_process import Server, concurrently, digit_png, post, renamed_copy, serve  # noqa: F401
+
+TOKEN = "attack-test-token"
+B = "----imgclsattack"
+
+
+@pytest.fixture(scope="module")
+def server(exported_digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("attacks")
+    args = ("--max-queue", "4", "--read-timeout-s", "2", "--max-connections", "24", "--max-header-bytes", "16384")
+    # the token as a Kubernetes secret file gives it: with a trailing newline
+    with serve(exported_digits_bundle, tmp, *args, env={"IMGCLS_ADMIN_TOKEN": TOKEN + "\n"}) as s:
+        yield s
+
+
+def port_of(server: Server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def connect(server: Server, timeout: float = 15) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port_of(server)), timeout=timeout)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one response (until its Content-Length, or until the server closes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"the server closed the connection without an answer: {data[:200]!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def request_head(path: str, content_length: int, content_type: str = f"multipart/form-data; boundary={B}") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {content_length}\r\n\r\n"
+    ).encode()
+
+
+def form(parts: list[tuple[str, bytes]], boundary: str = B) -> bytes:
+    """Parts given as (raw header block, data)."""
+    out = b""
+    for headers, data in parts:
+        out += f"--{boundary}\r\n".encode() + headers.encode() + b"\r\n\r\n" + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def error_of(response: httpx.Response) -> str:
+    assert response.headers["content-type"] == "application/json", response.text
+    return str(response.json()["error"]["code"])
+
+
+# 1. slow bodies ------------------------------------------------------------------------------------------
+
+
+def test_slow_bodies_hold_no_queue_slot_and_get_408(server: Server, digit_png: bytes) -> None:  # noqa: F811
+    slow = []
+    for _ in range(12):  # three times --max-queue: each one used to hold a queue slot for as long as it liked
+        sock = connect(server)
+        sock.sendall(request_head("/v1/predict", 1000) + b"--abc")
+        slow.append(sock)
+    silent = connect(server)  # sends nothing at all
+    time.sleep(0.3)  # all of them are being read
+    responses = concurrently(4, lambda i: post(server.url, digit_png))
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    for sock in slow:  # the body deadline (--read-timeout-s 2) answers them
+        status, headers, body = read_response(sock)
+        assert status == 408 and headers["connection"] == "close"
+        assert json.loads(body)["error"]["code"] == "read_timeout"
+        sock.close()
+    assert silent.recv(1) == b""  # an idle connection is closed, not kept forever
+    silent.close()
+
+
+def test_a_request_head_sent_slowly_gets_408(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")  # and never the end of the head
+        status, _, body = read_response(sock)
+        assert status == 408 and json.loads(body)["error"]["code"] == "read_timeout"
+
+
+def test_connections_beyond_the_cap_get_503(server: Server) -> None:
+    idle = [connect(server) for _ in range(24)]
+    try:
+        time.sleep(0.2)
+        refused = httpx.get(server.url + "/livez", timeout=10)
+        assert refused.status_code == 503 and error_of(refused) == "too_many_connections"
+        assert refused.headers["retry-after"] == "1"
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/livez", timeout=10).status_code != 200:  # the server notices the closes
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+# 2. huge part headers; 10. a form that reads two ways ------------------------------------------------------
+
+_CD = 'Content-Disposition: form-data; name="file"; filename="a.png"'
+_PADDED = 'Content-Disposition: form-data; name="x"\r\nX-Pad: ' + "a" * 8000  # an 8 KB part head
+_NAME_STAR = "Content-Disposition: form-data; name*=UTF-8''file; name=\"other\""
+_MALFORMED = "malformed_multipart"
+_BASE64 = "\r\nContent-Transfer-Encoding: base64"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "parts", "status", "code", "says"),
+    [
+        # 2: a thousand parts with 8 KB headers: refused after max files + a margin, not parsed in full
+        (None, [(_PADDED, b"x")] * 1000, 413, "too_many_parts", "parts"),
+        (None, [(_CD + "".join(f'; p{i}="v"' for i in range(17)), b"x")], 400, _MALFORMED, "16 parameters"),
+        (None, [("\r\n".join([_CD] + [f"X-{i}: y" for i in range(9)]), b"x")], 400, _MALFORMED, "header lines"),
+        # 10: every place where a proxy in front could read the form another way
+        (f"multipart/form-data; boundary={B}; boundary=other", [(_CD, b"x")], 400, "malformed_multipart", "boundary"),
+        (None, [(_CD + '; name="files"', b"x")], 400, "malformed_multipart", "'name' twice"),
+        (None, [(_NAME_STAR, b"x")], 400, _MALFORMED, "name*"),
+        (None, [(_CD, b"x"), (_CD, b"y")], 400, "duplicate_field", "2 'file' fields"),
+        (None, [(_CD + "\r\nContent-Disposition: form-data; name=other", b"x")], 400, "malformed_multipart", "twice"),
+        (None, [(_CD + _BASE64, b"iVBO")], 400, "unsupported_transfer_encoding", "base64"),
+        (None, [(_CD + "\rX-Injected: 1", b"x")], 400, "malformed_multipart", "bare CR"),
+    ],
+    ids=["1000-parts", "params", "header-lines", "two-boundaries", "two-names", "name-star", "two-files",
+         "two-dispositions", "base64", "bare-cr"],
+)  # fmt: skip
+def test_forms_that_cost_or_read_two_ways_are_refused(
+    server: Server, content_type: str | None, parts: list[tuple[str, bytes]], status: int, code: str, says: str
+) -> None:
+    body = form(parts)
+    headers = {"content-type": content_type or f"multipart/form-data; boundary={B}"}
+    r = httpx.post(server.url + "/v1/predict", content=body, headers=headers, timeout=30)
+    assert r.status_code == status, r.text
+    assert error_of(r) == code and says in r.json()["error"]["message"]
+
+
+# 3. no header size limit -----------------------------------------------------------------------------------
+
+
+def test_an_oversized_request_head_gets_431(server: Server) -> None:
+    with connect(server) as sock:
+        head = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n"
+        with contextlib.suppress(OSError):  # the server may close before it has read everything
+            sock.sendall(head)
+        status, headers, body = read_response(sock)
+    assert status == 431 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    assert httpx.get(server.url + "/livez", headers={"X-Ok": "b" * 8000}).status_code == 200  # normal heads pass
+
+
+# 4. admin reload probes the disk; 7. the token mis-compares; 8. /v1/model leaks -----------------------------
+
+
+def test_admin_reload_stays_inside_the_allowed_models(server: Server, tmp_path: Path) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}  # the server's token has a trailing newline: one normalisation
+    for target in ("/etc/nosuch@latest", "/etc", str(tmp_path), "file:///etc/x@latest", "gs://some-bucket/m@prod"):
+        r = httpx.post(server.url + "/v1/admin/reload", json={"model": target}, headers=auth, timeout=30)
+        assert r.status_code == 403 and error_of(r) == "model_not_allowed", r.text
+        for name in ("passwd", "hostname", "ssl"):  # nothing of what /etc holds
+            assert name not in r.text
+    r = httpx.post(server.url + "/v1/admin/reload", headers=auth, timeout=60)  # the current model again: allowed
+    assert r.status_code == 200, r.text
+
+
+def test_model_info_without_the_token_tells_nothing_of_the_server(server: Server) -> None:
+    public = httpx.get(server.url + "/v1/model").json()
+    assert set(public) == {"name", "version", "sha256", "classes", "input", "provider"}
+    assert "/" not in json.dumps(public)  # no server path anywhere
+    full = httpx.get(server.url + "/v1/model", headers={"Authorization": f"Bearer  {TOKEN}"}).json()
+    assert full["ref"] and "lineage" in full and full["sha256"] == public["sha256"]
+
+
+def test_a_blank_admin_token_is_refused_at_start(exported_digits_bundle: Path) -> None:
+    cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(exported_digits_bundle), "--log-predictions", "off"]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "IMGCLS_ADMIN_TOKEN": " \n"}
+    )
+    assert out.returncode == 2 and "IMGCLS_ADMIN_TOKEN" in out.stderr and "Traceback" not in out.stderr
+
+
+# 5. deploys drop every replica -------------------------------------------------------------------------------
+
+
+def test_readyz_stays_ready_while_a_reload_loads(
+    exported_digits_bundle: Path,
+    tmp_path: Path,
+    digit_png: bytes,  # noqa: F811
+) -> None:
+    """A real uvicorn in this process, so that the new model's load can be held open while /readyz is asked."""
+    import uvicorn
+    from pydantic import SecretStr
+
+    from imgcls.serve.app import create_app
+    from imgcls.serve.model import load_served
+    from imgcls.serve.protocol import GuardedProtocol
+    from imgcls.serve.settings import ServeSettings
+
+    other = renamed_copy(exported_digits_bundle, tmp_path / "other", "digits-next")
+    settings = ServeSettings(
+        model=str(exported_digits_bundle),
+        log_predictions=None,
+        access_log=False,
+        admin_token=SecretStr(TOKEN),
+        allow_models=(str(tmp_path),),
+    )
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_loader(ref: str):
+        if ref == str(other):
+            loading.set()
+            release.wait(30)
+        return load_served(ref, settings)
+
+    app = create_app(settings, loader=slow_loader)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = uvicorn.Config(app, log_config=None, http=GuardedProtocol.for_settings(settings), lifespan="on")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not uv.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        reload: list[httpx.Response] = []
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        call = threading.Thread(
+            target=lambda: reload.append(
+                httpx.post(url + "/v1/admin/reload", json={"model": str(other)}, headers=auth, timeout=60)
+            )
+        )
+        call.start()
+        assert loading.wait(30)
+        ready = httpx.get(url + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["swapping"] is True  # the old model still serves
+        assert post(url, digit_png).json()["model"]["name"] == "digits-resnet8"
+        release.set()
+        call.join(60)
+        assert reload[0].status_code == 200 and reload[0].json()["model"]["name"] == "digits-next"
+    finally:
+        release.set()
+        uv.should_exit = True
+        thread.join(30)
+
+
+# 11. SIGTERM gives slow clients a plain-text 500 ---------------------------------------------------------------
+
+
+def test_a_body_still_arriving_when_the_drain_ends_gets_a_json_503(
+    exported_digits_bundle: Path, tmp_path: Path
+) -> None:
+    with serve(exported_digits_bundle, tmp_path, "--drain-s", "0.5", "--read-timeout-s", "30") as s:
+        sock = socket.create_connection(("127.0.0.1", port_of(s)), timeout=30)
+        sock.sendall(request_head("/v1/predict", 1000) + b"--abc")
+        time.sleep(0.3)
+        s.process.send_signal(signal.SIGTERM)
+        status, headers, body = read_response(sock)
+        sock.close()
+        assert status == 503 and headers["content-type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == "draining"
+        assert s.process.wait(30) == 0
