@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from imgcls.bundle import Bundle, InputSpec, load_bundle, sha256_bytes
 from imgcls.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from imgcls.data.transform import normalize, prepare
 from imgcls.errors import BundleError, DeviceError, ImageError, UsageError
+from imgcls.prediction import Prediction, top_ids
 
 logger = logging.getLogger(__name__)
 
@@ -34,36 +34,6 @@ DEVICES = ("auto", "cpu", "cuda")
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-
-@dataclass
-class TopK:
-    """One of the k most probable classes."""
-
-    label: str
-    class_id: int
-    probability: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "class_id": self.class_id, "probability": self.probability}
-
-
-@dataclass
-class Prediction:
-    """The prediction for one image: the top class and the top-k list (best first)."""
-
-    label: str
-    class_id: int
-    confidence: float
-    top_k: list[TopK] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "class_id": self.class_id,
-            "confidence": self.confidence,
-            "top_k": [t.to_dict() for t in self.top_k],
-        }
 
 
 def resolve_model(ref: str | Path) -> Path:
@@ -79,48 +49,6 @@ def resolve_model(ref: str | Path) -> Path:
             raise
         return Path(ref)
     return Path(store_resolve(ref))
-
-
-IMAGE_FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # what a directory walk picks up
-
-
-def find_images(patterns: Iterable[str | Path], *, suffixes: Iterable[str] = IMAGE_FILE_SUFFIXES) -> list[Path]:
-    """Files to predict from command-line arguments: files, directories (recursive, image suffixes) and globs.
-
-    A named file is kept whatever its suffix (its content decides whether it decodes); a name that neither
-    exists nor matches as a glob is kept too, so it is reported as not found. Order is preserved, sorted
-    within directories and globs; duplicates are dropped.
-
-    Raises:
-        UsageError: nothing to predict (no arguments, only empty directories or globs without a match).
-    """
-    import glob
-
-    patterns = list(patterns)
-    wanted = {s.lower() for s in suffixes}
-    found: list[Path] = []
-    for pattern in patterns:
-        text = str(pattern)
-        path = Path(text)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted))
-        elif path.exists() or not glob.has_magic(text):
-            found.append(path)
-        else:
-            for match in sorted(glob.glob(text, recursive=True)):
-                m = Path(match)
-                if m.is_dir():
-                    found.extend(sorted(p for p in m.rglob("*") if p.is_file() and p.suffix.lower() in wanted))
-                elif m.is_file():
-                    found.append(m)
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        given = ", ".join(str(p) for p in patterns) or "(none)"
-        raise UsageError(
-            f"nothing to predict: no image files in {given}",
-            hint=f"pass image files, directories holding {'/'.join(sorted(wanted))} files, or a glob like 'imgs/*.png'",
-        )
-    return unique
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -407,13 +335,8 @@ class Predictor:
         """Probabilities ``(N, K)`` -> one :class:`Prediction` per row, top-k best first (ties: lower id first)."""
         if k < 1:
             raise UsageError(f"top-k must be at least 1, got {k}")
-        k = min(k, probabilities.shape[1])
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        results = []
-        for row, ids in zip(probabilities, order, strict=True):
-            top = [TopK(self.classes[i], int(i), float(row[i])) for i in ids]
-            results.append(Prediction(top[0].label, top[0].class_id, top[0].probability, top))
-        return results
+        order = top_ids(probabilities, k)
+        return [Prediction.from_probabilities(self.classes, p, i) for p, i in zip(probabilities, order, strict=True)]
 
     def predict_images(self, images: Sequence[Image.Image], top_k: int = 5) -> list[Prediction]:
         """Decoded images (any mode and size) -> predictions, in order."""

@@ -52,12 +52,14 @@ def predict(
         bool, typer.Option("--webp", help="Also accept WebP images (directories then include *.webp).")
     ] = False,
 ) -> None:
+    from imgcls.cli._files import find_images
+    from imgcls.data.decode import image_suffixes
     from imgcls.errors import UsageError
-    from imgcls.runtime import IMAGE_FILE_SUFFIXES, Predictor, find_images, resolve_model
+    from imgcls.runtime import Predictor, resolve_model
 
     if int8 and fp16:
         raise UsageError("--int8 and --fp16 exclude each other", hint="pick one precision")
-    files = find_images(paths, suffixes=IMAGE_FILE_SUFFIXES if allow_webp else (".jpg", ".jpeg", ".png"))
+    files = find_images(paths, suffixes=image_suffixes(allow_webp=allow_webp))
     predictor = Predictor.from_bundle(
         resolve_model(model),
         device=device.value,
@@ -138,8 +140,8 @@ def _csv_row(path: Path, result: Any, ok: bool) -> list[Any]:
     import json
 
     if ok:
-        top = json.dumps([t.to_dict() for t in result.top_k])
-        return [str(path), result.label, result.class_id, f"{result.confidence:.6f}", top, "", ""]
+        d = result.to_dict()
+        return [str(path), d["label"], d["class_id"], f"{d['confidence']:.6f}", json.dumps(d["top_k"]), "", ""]
     return [str(path), "", "", "", "", result.code, result.message]
 
 

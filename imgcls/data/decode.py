@@ -35,7 +35,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # a 40 MP RGBA PNG stored with no compression is ~160 MB
 FORMATS = ("JPEG", "PNG")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# The one list of image file suffixes: a directory walk (``imgcls predict DIR``) picks up the files of the formats
+# decode_image opens. A file named on its own is decoded whatever its suffix: its content decides.
+SUFFIXES = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
+
+
+def image_suffixes(*, allow_webp: bool = False) -> tuple[str, ...]:
+    """The file suffixes of the formats :func:`decode_image` opens (with ``allow_webp``, WebP's too)."""
+    formats = (*FORMATS, "WEBP") if allow_webp else FORMATS
+    return tuple(suffix for name in formats for suffix in SUFFIXES[name])
+
 
 # Pillow's global bomb guard is set explicitly; decode_image also checks its own per-call limit.
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS

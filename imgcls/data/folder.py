@@ -36,16 +36,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from imgcls.bundle import InputSpec
 from imgcls.config import DataConfig
+from imgcls.data._dataset import Dataset, Split, channel_stats, fingerprint, stratified_split
 from imgcls.errors import DataError, ImgclsError
-
-if TYPE_CHECKING:
-    from imgcls.data.datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +74,6 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
     Raises:
         DataError: the path is missing or not a folder, holds no images, a single class, or an empty class.
     """
-    from imgcls.data.datasets import Dataset, Split, channel_stats, fingerprint, stratified_split
-
     root = Path(spec_text).expanduser()
     if not spec_text.strip():
         raise DataError("folder: needs a path, e.g. --data folder:./pets", hint=_HINT_LAYOUT)

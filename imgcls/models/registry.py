@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from imgcls.deps import require
 from imgcls.errors import ConfigError, UsageError
+from imgcls.models._registry import _REGISTRY, register_model
 
 logger = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
 SMALL_INPUT_MAX = 64
 
-
-def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Register a builder ``fn(num_classes, in_chans, **kwargs) -> nn.Module`` under ``fn.__name__``."""
-    _REGISTRY[fn.__name__] = fn
-    return fn
+# register_model lives in the leaf module _registry (model modules import it from there: no cycle)
+__all__ = ["SMALL_INPUT_MAX", "create_model", "is_registered", "list_models", "model_from_spec", "model_spec"]
+__all__ += ["register_model"]
 
 
 def _ensure_builtin() -> None:

@@ -4,8 +4,8 @@ fraction of its width, with airbench's conv -> pool -> BN -> activation ordering
 ``resnet8`` (base width 12: 24-48-96 channels, ≈0.23 M parameters, ≈11 M multiply-adds at 32×32) trains at over
 1,000 img/s on two CPU cores (see docs/benchmarks.md); ``resnet8_wide`` doubles the width. There is no
 full-resolution "prep" layer: the first conv pools at once, so every layer after it runs at a quarter of the
-pixels or fewer. This module imports torch and is
-only imported by :mod:`imgcls.models.registry` when a model is built.
+pixels or fewer. This module imports torch and is only imported by :mod:`imgcls.models.registry` when a model
+is built; it registers its builders in the leaf :mod:`imgcls.models._registry`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgcls.models.registry import register_model
+from imgcls.models._registry import register_model
 
 
 def _conv_bn(cin: int, cout: int, pool: bool = False) -> nn.Sequential:

@@ -37,6 +37,7 @@ from starlette.types import Scope, Send
 
 from imgcls import __version__
 from imgcls.errors import ConflictError, ImageError, ImgclsError
+from imgcls.prediction import PREDICTION_SCHEMA, prediction_json, top_ids
 from imgcls.serve.batcher import BatcherClosed, InferenceTimeout, QueueFull
 from imgcls.serve.errors import ApiError, overloaded
 from imgcls.serve.gateway import JSON, Gateway, send_error
@@ -102,13 +103,7 @@ def _top_k_param(query_string: bytes, n_classes: int) -> int:
 
 
 def _prediction(served: ServedModel, probs: np.ndarray, k: int) -> dict[str, Any]:
-    classes = served.predictor.classes
-    if k == 1:
-        order = [int(probs.argmax())]
-    else:
-        order = np.argsort(-probs, kind="stable")[:k].tolist()
-    top = [{"label": classes[i], "class_id": i, "probability": float(probs[i])} for i in order]
-    return {"label": top[0]["label"], "class_id": top[0]["class_id"], "confidence": top[0]["probability"], "top_k": top}
+    return prediction_json(served.predictor.classes, probs, top_ids(probs, k))
 
 
 class Predictions:
@@ -315,20 +310,7 @@ def _timeout(limit: float) -> ApiError:
 _PREDICTION_SCHEMA = {
     "type": "object",
     "properties": {
-        "label": {"type": "string"},
-        "class_id": {"type": "integer"},
-        "confidence": {"type": "number"},
-        "top_k": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "label": {"type": "string"},
-                    "class_id": {"type": "integer"},
-                    "probability": {"type": "number"},
-                },
-            },
-        },
+        **PREDICTION_SCHEMA["properties"],
         "model": {
             "type": "object",
             "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "sha256": {"type": "string"}},

@@ -17,7 +17,7 @@ from PIL import Image
 
 from imgcls.bundle import InputSpec, write_manifest
 from imgcls.errors import BundleError, DeviceError, ImageError, UsageError
-from imgcls.runtime import Prediction, Predictor, external_data_tensors, find_images, softmax
+from imgcls.runtime import Prediction, Predictor, external_data_tensors, softmax
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = InputSpec(size=(6, 5), channels=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
@@ -373,28 +373,6 @@ def test_runtime_input_equals_training_evaluation_input(tmp_path: Path, channels
         assert np.abs(runtime - training).max() <= 1e-6
         seen = predictor.logits(runtime).reshape(training.shape)  # the identity model echoes its input
         assert np.abs(seen - training).max() <= 1e-6
-
-
-# --- finding files -----------------------------------------------------------------------------------------
-
-
-def test_find_images_walks_directories_globs_and_keeps_named_files(tmp_path: Path) -> None:
-    (tmp_path / "d" / "sub").mkdir(parents=True)
-    for rel in ["d/a.png", "d/sub/b.JPG", "d/notes.txt", "d/sub/c.webp", "e.jpeg", "f.png"]:
-        (tmp_path / rel).write_bytes(b"x")
-    found = find_images([tmp_path / "d", str(tmp_path / "*.jpeg"), tmp_path / "f.png", tmp_path / "f.png"])
-    rel = [str(p.relative_to(tmp_path)) for p in found]
-    assert rel == ["d/a.png", "d/sub/b.JPG", "d/sub/c.webp", "e.jpeg", "f.png"]
-    assert find_images([tmp_path / "d"], suffixes=(".png",)) == [tmp_path / "d" / "a.png"]
-    assert find_images([tmp_path / "missing.png"]) == [tmp_path / "missing.png"]  # reported later as not found
-    assert find_images([tmp_path / "d" / "notes.txt"]) == [tmp_path / "d" / "notes.txt"]  # named: content decides
-
-
-def test_find_images_with_nothing_is_a_usage_error(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="nothing to predict") as info:
-        find_images([tmp_path / "empty", str(tmp_path / "*.png")])
-    assert info.value.exit_code == 2
 
 
 def test_runtime_never_imports_torch(bundle: Path, tmp_path: Path) -> None:
