@@ -50,6 +50,12 @@ class DeviceError(UsageError):
     code = "device"
 
 
+class MissingCapabilityError(UsageError):
+    """``imgcls doctor --require X``: this machine lacks a capability (CUDA, GCS credentials, …)."""
+
+    code = "missing_capability"
+
+
 class DataError(UsageError):
     """A dataset that cannot be found or used."""
 

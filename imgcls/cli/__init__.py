@@ -57,6 +57,7 @@ COMMANDS = [
     ("push", "push", "push", "command"),
     ("pull", "pull", "pull", "command"),
     ("models", "models", "app", "group"),
+    ("doctor", "doctor", "doctor", "command"),
 ]
 
 
