@@ -92,6 +92,18 @@ class TrainConfig(_Strict):
     """Stop after this many optimiser steps (smoke tests)."""
 
 
+class DistributedConfig(_Strict):
+    """Multi-process training (``imgcls train --nproc-per-node N`` or an external torchrun launcher)."""
+
+    lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
+    """How the learning rate follows the global batch: lr × (world size) for linear, × sqrt(world size) for sqrt.
+    ``train.batch_size`` is per process; ``optim.lr`` is the learning rate of one process at that batch."""
+    sync_bn: bool = False
+    """SyncBatchNorm (batch statistics over all processes); otherwise running statistics are averaged per epoch."""
+    timeout_s: float = Field(default=300.0, gt=0.0)
+    """A collective that waits longer than this (a hung or dead peer) ends the job with an error."""
+
+
 class WandbConfig(_Strict):
     enabled: bool = False
     mode: Literal["online", "offline"] = "offline"
@@ -109,6 +121,7 @@ class RunConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
+    distributed: DistributedConfig = DistributedConfig()
     wandb: WandbConfig = WandbConfig()
 
     @field_validator("name")

@@ -43,6 +43,14 @@ class Progress(Callback):
             highlight=False,
             soft_wrap=True,
         )
+        if start.world_size > 1:
+            cfg = start.config
+            console.print(
+                f"{start.world_size} processes × batch {start.global_batch // start.world_size} = global batch "
+                f"{start.global_batch}; lr {cfg.optim.lr:g} scaled {start.lr_scaling} -> {start.lr:g}",
+                highlight=False,
+                soft_wrap=True,
+            )
         if start.start_epoch:
             console.print(f"resuming after epoch {start.start_epoch}/{start.epochs}", highlight=False, soft_wrap=True)
         console.print(f"run directory {start.run_dir}", highlight=False, soft_wrap=True)

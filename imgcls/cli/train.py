@@ -11,6 +11,8 @@ import typer
 
 from imgcls.cli._render import console
 
+_DIST = "Distributed (torchrun)"
+
 
 def train(
     config: Annotated[
@@ -59,6 +61,50 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Override any config key: --set optim.label_smoothing=0.05 (repeatable)."),
     ] = None,
+    compile_: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model (default: the config's).",
+            show_default=False,
+        ),
+    ] = None,
+    sync_bn: Annotated[
+        bool | None, typer.Option("--sync-bn", help="SyncBatchNorm across processes (CUDA).", show_default=False)
+    ] = None,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            help="Relaunch as this many worker processes under torch.distributed.run (DDP; 1 per GPU).",
+            show_default=False,
+            rich_help_panel=_DIST,
+        ),
+    ] = None,
+    nnodes: Annotated[int, typer.Option(help="Machines in the job.", rich_help_panel=_DIST)] = 1,
+    node_rank: Annotated[
+        int, typer.Option(help="This machine's index (0 = the one at --rdzv-endpoint).", rich_help_panel=_DIST)
+    ] = 0,
+    rdzv_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of machine 0, the same on every machine.", show_default=False, rich_help_panel=_DIST
+        ),
+    ] = None,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            help="Restart the worker group this often after a failure (it resumes from the last checkpoint).",
+            rich_help_panel=_DIST,
+        ),
+    ] = 0,
+    print_launch: Annotated[
+        str | None,
+        typer.Option(
+            help="Print a launch spec for this run and exit: vertex (Vertex AI custom job) or k8s (PyTorchJob).",
+            show_default=False,
+            rich_help_panel=_DIST,
+        ),
+    ] = None,
 ) -> None:
     """Train a classifier and write a verified model bundle (weights, metrics, plots, config, samples)."""
     # OpenMP threads that wait passively instead of spinning: as fast on an idle machine, and several times faster
@@ -68,6 +114,7 @@ def train(
     from imgcls.config import RunConfig, load_config
     from imgcls.errors import UsageError
     from imgcls.train import fit
+    from imgcls.train.launch import Launch
     from imgcls.train.wandb_logger import check_wandb
 
     flags: dict[str, Any] = {
@@ -84,6 +131,8 @@ def train(
         "train.seed": seed,
         "wandb.enabled": wandb,
         "wandb.mode": wandb_mode,
+        "train.compile": compile_,
+        "distributed.sync_bn": sync_bn,
     }
     if wandb_mode is not None and wandb_mode not in ("online", "offline"):
         raise UsageError(f"--wandb-mode must be online or offline, not {wandb_mode!r}")
@@ -104,11 +153,23 @@ def train(
     else:
         cfg = load_config(config, set_ or [], flags)
     check_wandb(cfg.wandb, os.environ, Path.home())
+    if print_launch is not None:
+        from imgcls.train.launch_spec import launch_spec
 
-    progress = Progress()
+        launch_nodes = Launch(nproc_per_node or 1, nnodes, rdzv_endpoint=rdzv_endpoint or "<HOST>:29500")
+        typer.echo(launch_spec(print_launch, cfg, config, launch_nodes), nl=False)
+        return
     started = time.perf_counter()
+    if nproc_per_node is not None:
+        _launch(Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts), cfg, resume, started=started)
+        return
+
+    from imgcls.train.distributed import DistEnv
+
+    dist = DistEnv.from_environ(os.environ)  # set by torchrun / our own launcher / a PyTorchJob
+    progress = Progress()
     try:
-        result = fit(None if resume else cfg, callbacks=[progress], resume=resume)
+        result = fit(None if resume else cfg, callbacks=[progress], resume=resume, dist=dist)
     except KeyboardInterrupt:
         from imgcls.errors import ImgclsError
         from imgcls.train.checkpoint import has_checkpoint
@@ -121,7 +182,31 @@ def train(
         raise
     finally:
         progress.stop()
-    _summary(result, time.perf_counter() - started)
+    if dist.is_primary:
+        _summary(result, time.perf_counter() - started)
+
+
+def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> None:
+    """The launcher process: resolve the run directory once, run the workers, summarise the bundle."""
+    import sys
+
+    from imgcls.train.launch import run_workers, worker_args
+    from imgcls.train.rundir import check_new_run_dir, default_run_dir
+
+    if resume is not None:
+        run_dir = resume.resolve()
+    else:
+        run_dir = Path(cfg.out or default_run_dir(cfg)).resolve()
+        if launch.node_rank == 0:
+            check_new_run_dir(run_dir)
+    args = worker_args(sys.argv[1:], None if resume is not None else run_dir)
+    console.print(
+        f"launching {launch.world_size} workers ({launch.nproc_per_node} per node × {launch.nnodes} node(s)) "
+        f"under torch.distributed.run; run directory {run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    run_workers(launch, args, run_dir=run_dir)  # rank 0 printed the summary
 
 
 def _summary(result: Any, wall: float) -> None:

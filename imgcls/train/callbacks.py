@@ -27,7 +27,11 @@ class FitStart:
     total_steps: int
     global_step: int  # steps already taken (non-zero when resuming)
     num_parameters: int
-    threads: int  # CPU threads torch uses
+    threads: int  # CPU threads torch uses (per process)
+    world_size: int = 1  # processes training together
+    global_batch: int = 0  # images per optimiser step over all processes
+    lr: float = 0.0  # peak learning rate after the world-size scaling rule
+    lr_scaling: str = "none"  # distributed.lr_scaling
 
 
 @dataclass

@@ -24,23 +24,42 @@ from imgcls.train.schedule import epoch_generator, lr_factor
 class StepPlan:
     """How the training images are cut into steps, and the learning-rate schedule over them."""
 
-    batch: int  # images per step
+    batch: int  # images per step and process
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
-    peak_lr: float
+    peak_lr: float  # after the scaling rule for the world size
+    world_size: int = 1
+    rank: int = 0
+    base_lr: float = 0.0  # optim.lr, before scaling
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch * self.world_size
 
     @classmethod
-    def for_run(cls, cfg: RunConfig, train_images: int) -> StepPlan:
-        """The plan for ``train_images`` images (incomplete last batches are dropped)."""
+    def for_run(cls, cfg: RunConfig, train_images: int, *, world_size: int = 1, rank: int = 0) -> StepPlan:
+        """The plan for ``train_images`` images over ``world_size`` processes (incomplete batches are dropped).
+
+        ``train.batch_size`` is per process; the global batch is ``world_size`` times that (fewer when the
+        data is too small) and the learning rate follows ``distributed.lr_scaling``.
+        """
+        from imgcls.train.distributed import lr_scale
+
         t = cfg.train
-        batch = min(t.batch_size, train_images)
-        steps_per_epoch = max(1, train_images // batch)
+        batch = max(1, min(t.batch_size, train_images // world_size))
+        steps_per_epoch = max(1, train_images // (batch * world_size))
         total_steps = steps_per_epoch * t.epochs
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
         warmup = min(round(cfg.optim.warmup_epochs * steps_per_epoch), max(0, total_steps - 1))
-        return cls(batch, steps_per_epoch, total_steps, warmup, cfg.optim.lr)
+        peak = cfg.optim.lr * lr_scale(cfg.distributed.lr_scaling, world_size)
+        return cls(batch, steps_per_epoch, total_steps, warmup, peak, world_size, rank, cfg.optim.lr)
+
+    def step_indices(self, order: Any, step: int) -> Any:
+        """This process's slice of the ``step``-th (1-based) global batch of the epoch's permutation ``order``."""
+        start = (step - 1) * self.global_batch + self.rank * self.batch
+        return order[start : start + self.batch]
 
     def lr(self, global_step: int, schedule: str) -> float:
         return self.peak_lr * lr_factor(global_step, self.total_steps, self.warmup_steps, schedule)
@@ -55,9 +74,11 @@ class EpochTrain:
     images: int
     seconds: float  # time spent in steps (validation and checkpoints excluded)
     lr: float  # the learning rate of the last step
+    local_images: int = 0  # of ``images``, those this process trained on
 
     @property
     def images_per_sec(self) -> float:
+        """Images per second over all processes (each ran its shard for about ``seconds``)."""
         return self.images / max(self.seconds, 1e-9)
 
 
@@ -76,10 +97,13 @@ def train_one_epoch(
     device: str,
     callback: Callback,
     elapsed: Callable[[], float],
+    dist: Any = None,
 ) -> EpochTrain:
     """Train ``epoch`` (1-based) on uint8 ``images`` / ``labels`` tensors already on ``device``.
 
-    ``forward`` is ``model`` or its compiled wrapper; ``state.global_step`` advances by one per step.
+    ``forward`` is ``model`` or its compiled / DDP wrapper; ``state.global_step`` advances by one per step.
+    Every process draws the same permutation (seeded by the epoch) and trains on its slice of each global batch;
+    with ``dist`` the epoch's loss and accuracy are summed over the processes.
 
     Raises:
         ImgclsError: the loss is not finite (exit 1).
@@ -88,7 +112,7 @@ def train_one_epoch(
     import torch.nn.functional as F
 
     t = cfg.train
-    bf16 = device == "cuda" and t.precision == "bf16"
+    bf16 = device.startswith("cuda") and t.precision == "bf16"
     clip = cfg.optim.grad_clip
     n = int(labels.shape[0])
     gen = epoch_generator(t.seed, epoch)
@@ -103,7 +127,7 @@ def train_one_epoch(
         if state.global_step >= plan.total_steps:
             break
         step_start = time.perf_counter()
-        idx = order[(step - 1) * plan.batch : step * plan.batch]
+        idx = plan.step_indices(order, step)
         x, targets = augment(images[idx], labels[idx], gen)
         lr = plan.lr(state.global_step, cfg.optim.schedule)
         for group in optimizer.param_groups:
@@ -144,17 +168,27 @@ def train_one_epoch(
                 elapsed=elapsed(),
             )
         )
+    local_seen = seen
+    if dist is not None and dist.enabled:
+        from imgcls.train.distributed import all_reduce_sum
+
+        totals = torch.stack([loss_sum.float(), correct_sum.float(), torch.tensor(float(seen), device=device)])
+        loss_sum, correct_sum, seen_t = all_reduce_sum(dist, totals)
+        seen = int(seen_t)
     return EpochTrain(
         loss=float(loss_sum) / max(seen, 1),
         top1=float(correct_sum) / max(seen, 1),
         images=seen,
         seconds=seconds,
         lr=lr,
+        local_images=local_seen,
     )
 
 
-def validate(model: Any, split: Any, spec: Any, *, cfg: RunConfig, num_classes: int, device: str) -> Evaluation:
-    """Score ``model`` on a dataset split (uint8 images + labels) with THE eval transform."""
+def validate(
+    model: Any, split: Any, spec: Any, *, cfg: RunConfig, num_classes: int, device: str, dist: Any = None
+) -> Evaluation:
+    """Score ``model`` on a dataset split (uint8 images + labels) with THE eval transform (sharded with ``dist``)."""
     from imgcls.train.evaluate import evaluate
 
     t = cfg.train
@@ -167,5 +201,6 @@ def validate(model: Any, split: Any, spec: Any, *, cfg: RunConfig, num_classes: 
         batch_size=t.eval_batch_size,
         device=device,
         channels_last=t.channels_last,
-        autocast_bf16=device == "cuda" and t.precision == "bf16",
+        autocast_bf16=device.startswith("cuda") and t.precision == "bf16",
+        dist=dist,
     )

@@ -131,21 +131,34 @@ def evaluate(
     device: str = "cpu",
     channels_last: bool = False,
     autocast_bf16: bool = False,
+    dist: Any = None,
 ) -> Evaluation:
     """Score ``model`` on uint8 prepared ``images`` with the eval transform.
+
+    With ``dist`` (a :class:`~imgcls.train.distributed.DistEnv` of several processes) each rank computes the
+    logits of its shard (every ``world_size``-th image, no padding) and every rank scores all of them: the
+    result is the single-process evaluation of the same weights.
 
     Example:
         model = load_model("runs/digits")
         ev = evaluate(model, ds.test.images, ds.test.labels, bundle.input, num_classes=10)
         ev.top1  # == bundle.metrics["test_top1"]
     """
-    logits = predict_logits(
-        model,
-        images,
-        spec,
-        batch_size=batch_size,
-        device=device,
-        channels_last=channels_last,
-        autocast_bf16=autocast_bf16,
-    )
-    return score(logits, labels, num_classes)
+    kw: dict[str, Any] = {
+        "batch_size": batch_size,
+        "device": device,
+        "channels_last": channels_last,
+        "autocast_bf16": autocast_bf16,
+    }
+    if dist is None or not dist.enabled:
+        return score(predict_logits(model, images, spec, **kw), labels, num_classes)
+    import torch
+
+    from imgcls.train.distributed import gather_rows, shard
+
+    n = len(images)
+    mine = np.asarray(shard(n, dist), dtype=np.int64)
+    local = predict_logits(model, images[mine], spec, **kw) if len(mine) else np.zeros((0, num_classes), np.float32)
+    comm_device = device if str(device).startswith("cuda") else "cpu"
+    rows = gather_rows(dist, torch.from_numpy(local.reshape(len(mine), num_classes)).to(comm_device), n)
+    return score(rows.cpu().numpy(), labels, num_classes)

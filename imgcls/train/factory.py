@@ -31,8 +31,11 @@ def check_device(device: str) -> None:
         )
 
 
-def configure_torch(cfg: RunConfig) -> int:
-    """Threads (CPU) or cuDNN/TF32 settings (CUDA); returns the number of CPU threads torch uses."""
+def configure_torch(cfg: RunConfig, processes_per_machine: int = 1) -> int:
+    """Threads (CPU) or cuDNN/TF32 settings (CUDA); returns the number of CPU threads torch uses.
+
+    Without ``train.threads``, the machine's cores are shared between the ``processes_per_machine`` processes.
+    """
     import torch
 
     if cfg.train.device == "cpu":
@@ -40,7 +43,7 @@ def configure_torch(cfg: RunConfig) -> int:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             cores = os.cpu_count() or 1
-        torch.set_num_threads(cfg.train.threads or cores)
+        torch.set_num_threads(cfg.train.threads or max(1, cores // processes_per_machine))
         torch.set_flush_denormal(True)
     else:
         torch.backends.cudnn.benchmark = True

@@ -55,8 +55,12 @@ def final_model(run: Run) -> Any:
     return model.to(run.device).eval()
 
 
-def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: bool) -> FitResult:
-    """Final evaluation, plots, samples, bundle staging and the atomic swap into the run directory."""
+def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: bool, dist: Any = None) -> FitResult:
+    """Final evaluation, plots, samples, bundle staging and the atomic swap into the run directory.
+
+    In a job of several processes every rank takes part in the (sharded, exact) final evaluation and only the
+    primary one writes; the others return the same result without touching the disk.
+    """
     from imgcls.models.io import save_bundle
     from imgcls.train.evaluate import evaluate
     from imgcls.train.plots import save_confusion_matrix
@@ -68,30 +72,44 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         "num_classes": len(classes),
         "batch_size": cfg.train.eval_batch_size,
         "device": run.device,
+        "dist": dist,
     }
     val = evaluate(model, ds.val.images, ds.val.labels, ds.input, **eval_kw)
     eval_split_name = "test" if ds.test is not None and len(ds.test) else "val"
     split = ds.eval_split
     ev = val if eval_split_name == "val" else evaluate(model, split.images, split.labels, ds.input, **eval_kw)
 
+    seconds = run.state.elapsed if run.state.history else time.perf_counter() - started
+    metrics = {
+        "val_top1": val.top1,
+        "val_top5": val.top5,
+        "test_top1": ev.top1,
+        "test_top5": ev.top5,
+        "test_loss": round(ev.loss, 6),
+        "eval_split": eval_split_name,
+        "eval_images": ev.count,
+        "per_class_top1": ev.per_class_dict(classes),
+        "best_epoch": run.state.best_epoch,
+        "epochs": run.state.epoch,
+    }
+    result = FitResult(
+        bundle_dir=run.run_dir,
+        bundle_name=run.name,
+        metrics=metrics,
+        epochs_run=run.state.epoch,
+        best_epoch=run.state.best_epoch,
+        seconds=seconds,
+        stopped_early=stopped_early,
+        history=list(run.state.history),
+        wandb_run_id=run.state.wandb_run_id,
+    )
+    if dist is not None and not dist.is_primary:
+        return result
     stage = staging_dir(run.run_dir)
     try:
         png = save_confusion_matrix(
             ev.confusion, classes, stage / CONFUSION_PNG, title=f"{run.name}: {eval_split_name} top-1 {ev.top1:.4f}"
         )
-        metrics = {
-            "val_top1": val.top1,
-            "val_top5": val.top5,
-            "test_top1": ev.top1,
-            "test_top5": ev.top5,
-            "test_loss": round(ev.loss, 6),
-            "eval_split": eval_split_name,
-            "eval_images": ev.count,
-            "per_class_top1": ev.per_class_dict(classes),
-            "best_epoch": run.state.best_epoch,
-            "epochs": run.state.epoch,
-        }
-        seconds = run.state.elapsed if run.state.history else time.perf_counter() - started
         cbs.on_fit_end(
             FitEnd(
                 metrics=metrics,
@@ -159,17 +177,7 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return FitResult(
-        bundle_dir=run.run_dir,
-        bundle_name=run.name,
-        metrics=metrics,
-        epochs_run=run.state.epoch,
-        best_epoch=run.state.best_epoch,
-        seconds=seconds,
-        stopped_early=stopped_early,
-        history=list(run.state.history),
-        wandb_run_id=run.state.wandb_run_id,
-    )
+    return result
 
 
 def write_samples(stage: Path, ds: Any, seed: int) -> None:

@@ -26,8 +26,10 @@ import numpy as np
 from imgcls.bundle import MANIFEST
 from imgcls.config import RunConfig, save_config
 from imgcls.errors import UsageError
+from imgcls.train import distributed
 from imgcls.train.callbacks import Callback, CallbackList, EpochEnd, FitResult, FitStart
 from imgcls.train.checkpoint import Checkpoint, CheckpointSaver, TrainState, has_checkpoint, load_checkpoint
+from imgcls.train.distributed import DistEnv, device_for
 from imgcls.train.epoch import StepPlan, train_one_epoch, validate
 from imgcls.train.factory import (
     build_model,
@@ -57,6 +59,7 @@ def fit(
     callbacks: list[Callback] | None = None,
     resume: str | Path | None = None,
     dataset: Any = None,
+    dist: DistEnv | None = None,
 ) -> FitResult:
     """Train a model as ``cfg`` says and write its bundle; or, with ``resume``, finish an interrupted run.
 
@@ -68,6 +71,9 @@ def fit(
         resume: the run directory of an interrupted run: training continues after its last finished epoch.
         dataset: an already loaded :class:`~imgcls.data.datasets.Dataset` (arrays in memory) to train on
             instead of loading ``cfg.data``; its name and fingerprint go into the lineage as usual.
+        dist: this process's place in a data-parallel job (:mod:`imgcls.train.distributed`; the CLI reads it
+            from torchrun's environment). Callbacks and every write run on rank 0 only. After an elastic
+            restart (``dist.restart_count > 0``) a run with a checkpoint resumes from it.
 
     Returns:
         The bundle directory and its headline metrics.
@@ -80,6 +86,10 @@ def fit(
         result = fit(load_config("configs/digits.yaml"))
         print(result.bundle_dir, result.metrics["test_top1"])
     """
+    dist = dist or DistEnv()
+    restarted = cfg is not None and cfg.out is not None and resume is None and dist.restart_count > 0
+    if restarted and cfg is not None and has_checkpoint(Path(str(cfg.out)).resolve()):
+        resume, cfg = Path(str(cfg.out)), None  # torchelastic restarted the job: continue from the checkpoint
     checkpoint: Checkpoint | None = None
     if resume is not None:
         run_dir = Path(resume).resolve()
@@ -95,25 +105,48 @@ def fit(
     elif cfg is None:
         raise UsageError("fit() needs a configuration or a run directory to resume")
     else:
+        if cfg.out is None and dist.enabled:
+            raise UsageError(
+                "a job of several processes needs --out: every process must write to the same run directory",
+                hint="pass --out DIR (`imgcls train --nproc-per-node N` sets it for you)",
+            )
         run_dir = Path(cfg.out or default_run_dir(cfg)).resolve()
-        check_new_run_dir(run_dir)
+        if dist.restart_count == 0:
+            check_new_run_dir(run_dir)
         cfg = RunConfig.model_validate({**cfg.to_dict(), "out": str(run_dir)})
 
+    check_device(cfg.train.device)
+    device = device_for(cfg.train.device, dist)
+    distributed.init(dist, device, cfg.distributed.timeout_s)
+    try:
+        return _fit(cfg, run_dir, checkpoint, callbacks, dataset, dist, device)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _fit(
+    cfg: RunConfig,
+    run_dir: Path,
+    checkpoint: Checkpoint | None,
+    callbacks: list[Callback] | None,
+    dataset: Any,
+    dist: DistEnv,
+    device: str,
+) -> FitResult:
     import torch
 
-    check_device(cfg.train.device)
-    cbs = CallbackList(callbacks)
-    if cfg.wandb.enabled:
+    primary = dist.is_primary
+    cbs = CallbackList(callbacks if primary else None)
+    if cfg.wandb.enabled and primary:
         from imgcls.train.wandb_logger import WandbLogger
 
         cbs.callbacks.append(WandbLogger(cfg.wandb, resume_id=checkpoint.state.wandb_run_id if checkpoint else None))
 
     started = time.perf_counter()
-    threads = configure_torch(cfg)
+    threads = configure_torch(cfg, processes_per_machine=dist.local_world_size if dist.enabled else 1)
     seed_everything(cfg.train.seed)
     dataset = load_data(cfg, dataset)
     model, spec = build_model(cfg, dataset)
-    device = cfg.train.device
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -134,28 +167,32 @@ def fit(
         logger.info("resuming %s after epoch %d", run_dir, state.epoch)
     state.dataset_fingerprint = dataset.fingerprint
 
+    distributed.barrier(dist)  # every rank has checked the run directory before rank 0 writes into it
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None:
-        save_config(cfg, run_dir / CONFIG)
-    else:
-        rewrite_metrics_log(run_dir, checkpoint.state.history)
+    if primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:
+            save_config(cfg, run_dir / CONFIG)
+        else:
+            rewrite_metrics_log(run_dir, checkpoint.state.history)
     run = Run(cfg, run_dir, bundle_name(cfg), device, dataset, model, spec, state, best_state)
     ok = False
     try:
-        stopped_early = _train(run, optimizer, cbs, started, threads)
-        result = write_bundle(run, cbs, started, stopped_early)
-        # Steps that need the finished bundle (e.g. the drift reference) go here: result.bundle_dir is in place.
+        stopped_early = _train(run, optimizer, cbs, started, threads, dist)
+        result = write_bundle(run, cbs, started, stopped_early, dist)
+        # Steps that need the finished bundle (e.g. the drift reference) go here, on rank 0 (`primary`):
+        # result.bundle_dir is in place and verified.
+        distributed.barrier(dist)  # no rank reports success before the bundle exists
         ok = True
         return result
     finally:
         with contextlib.suppress(Exception):
             cbs.close(ok)
-        if not ok and created and not has_checkpoint(run_dir) and not (run_dir / MANIFEST).exists():
+        if not ok and primary and created and not has_checkpoint(run_dir) and not (run_dir / MANIFEST).exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # failed before the first epoch: leave nothing behind
 
 
-def _train(run: Run, optimizer: Any, cbs: CallbackList, started: float, threads: int) -> bool:
+def _train(run: Run, optimizer: Any, cbs: CallbackList, started: float, threads: int, dist: DistEnv) -> bool:
     """The epochs: train, validate, keep the best weights, checkpoint. Returns True when early stopping ended it."""
     import torch
 
@@ -166,10 +203,24 @@ def _train(run: Run, optimizer: Any, cbs: CallbackList, started: float, threads:
     num_classes = len(ds.classes)
     train_x = torch.from_numpy(np.ascontiguousarray(ds.train.images)).to(run.device)
     train_y = torch.from_numpy(ds.train.labels.astype(np.int64)).to(run.device)
-    plan = StepPlan.for_run(cfg, int(train_y.shape[0]))
+    plan = StepPlan.for_run(cfg, int(train_y.shape[0]), world_size=dist.world_size, rank=dist.rank)
     augment = BatchAugment(cfg.augment, ds.input, num_classes=num_classes, device=run.device)
-    forward = torch.compile(model) if t.compile else model
-    saver = CheckpointSaver(run.run_dir, cfg.to_dict())
+    model, forward = distributed.wrap_model(dist, model, sync_bn=cfg.distributed.sync_bn, device=run.device)
+    run.model = model
+    forward = torch.compile(forward) if t.compile else forward
+    saver = CheckpointSaver(run.run_dir, cfg.to_dict()) if dist.is_primary else None
+    run.lineage = {
+        "distributed": {
+            "world_size": dist.world_size,
+            "backend": ("nccl" if run.device.startswith("cuda") else "gloo") if dist.enabled else None,
+            "batch_per_process": plan.batch,
+            "global_batch": plan.global_batch,
+            "lr_scaling": cfg.distributed.lr_scaling,
+            "base_lr": plan.base_lr,
+            "lr": plan.peak_lr,
+            "sync_bn": cfg.distributed.sync_bn and dist.enabled,
+        }
+    }
 
     cbs.on_fit_start(
         FitStart(
@@ -186,6 +237,10 @@ def _train(run: Run, optimizer: Any, cbs: CallbackList, started: float, threads:
             global_step=state.global_step,
             num_parameters=sum(p.numel() for p in model.parameters()),
             threads=threads,
+            world_size=dist.world_size,
+            global_batch=plan.global_batch,
+            lr=plan.peak_lr,
+            lr_scaling=cfg.distributed.lr_scaling,
         )
     )
     run_id = cbs.lineage().get("wandb", {}).get("run_id")
@@ -213,8 +268,10 @@ def _train(run: Run, optimizer: Any, cbs: CallbackList, started: float, threads:
             device=run.device,
             callback=cbs,
             elapsed=elapsed,
+            dist=dist,
         )
-        val = validate(model, ds.val, ds.input, cfg=cfg, num_classes=num_classes, device=run.device)
+        distributed.average_buffers(dist, model)  # the same BatchNorm statistics (and model) on every rank
+        val = validate(model, ds.val, ds.input, cfg=cfg, num_classes=num_classes, device=run.device, dist=dist)
         state.epoch = epoch
         # best = highest validation top-1; on a tie (small validation sets), the lower validation loss
         is_best = (val.top1, -val.loss) > (state.best_val_top1, -state.best_val_loss)
@@ -246,8 +303,9 @@ def _train(run: Run, optimizer: Any, cbs: CallbackList, started: float, threads:
         )
         state.history.append(record.to_record())
         state.elapsed = record.elapsed
-        saver.save(model=model, best_state=run.best_state, optimizer=optimizer, state=state)
-        append_metrics_line(run.run_dir, state.history[-1])
+        if saver is not None:
+            saver.save(model=model, best_state=run.best_state, optimizer=optimizer, state=state)
+            append_metrics_line(run.run_dir, state.history[-1])
         cbs.on_epoch_end(record)
         if stopping:
             logger.info("early stopping after epoch %d (best epoch %d)", epoch, state.best_epoch)

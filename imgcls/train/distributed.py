@@ -1,0 +1,232 @@
+"""Data-parallel training over processes with torch.distributed (NCCL on GPUs, gloo on CPUs).
+
+A process learns its place from a :class:`DistEnv` that the CLI reads from torchrun's environment variables
+(RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, TORCHELASTIC_RESTART_COUNT); the core never reads the
+environment itself. What each process does:
+
+- it trains on its shard of every global batch: one permutation of the training set per epoch, the same on
+  every rank (seeded by the epoch), cut into global batches of ``world_size × batch_size`` images, of which
+  rank ``r`` takes the ``r``-th slice (DistributedSampler's order with ``drop_last``, for the in-memory data);
+- metrics are summed over ranks (:func:`all_reduce_sum`); evaluation shards the images without padding and
+  gathers every logit back into the original order (:func:`gather_rows`), so it is exactly a single-process
+  evaluation (timm's padded sampler counts duplicated images);
+- only the primary process (rank 0) writes: run directory, checkpoints, bundle, W&B, plots;
+- every collective has ``timeout_s``: a dead or hung peer ends the job with an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imgcls.errors import ConfigError, ImgclsError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process stands in a (possibly one-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    restart_count: int = 0  # torchelastic restarts so far: > 0 means resume from the last checkpoint
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_primary(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> DistEnv:
+        """Read torchrun's variables (call this at the edge: the CLI); a plain process is rank 0 of 1."""
+
+        def num(key: str, default: int) -> int:
+            raw = environ.get(key)
+            if raw is None or raw == "":
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"environment variable {key}={raw!r} is not an integer") from None
+
+        world = num("WORLD_SIZE", 1)
+        env = cls(
+            rank=num("RANK", 0),
+            world_size=world,
+            local_rank=num("LOCAL_RANK", 0),
+            local_world_size=num("LOCAL_WORLD_SIZE", world),
+            restart_count=num("TORCHELASTIC_RESTART_COUNT", 0),
+        )
+        if not 0 <= env.rank < env.world_size or not 0 <= env.local_rank < max(env.local_world_size, 1):
+            raise ConfigError(f"inconsistent launcher environment: {env}")
+        return env
+
+
+def lr_scale(rule: str, world_size: int) -> float:
+    """The learning-rate multiplier for ``world_size`` processes (the global batch grows with it)."""
+    if rule == "linear":
+        return float(world_size)
+    if rule == "sqrt":
+        return math.sqrt(world_size)
+    return 1.0
+
+
+def device_for(device: str, env: DistEnv) -> str:
+    """``cuda:<local rank>`` for a CUDA job of several processes, else ``device`` unchanged."""
+    return f"cuda:{env.local_rank}" if device == "cuda" and env.enabled else device
+
+
+def init(env: DistEnv, device: str, timeout_s: float) -> None:
+    """Join the process group (NCCL for CUDA, gloo for CPU); MASTER_ADDR/PORT come from the launcher."""
+    if not env.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    kwargs: dict[str, Any] = {}
+    if backend == "nccl":
+        torch.cuda.set_device(env.local_rank)
+        kwargs["device_id"] = torch.device("cuda", env.local_rank)
+    try:
+        dist.init_process_group(
+            backend=backend,
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=_dt.timedelta(seconds=timeout_s),
+            **kwargs,
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise ImgclsError(
+            f"rank {env.rank} could not join the {backend} process group of {env.world_size}: {exc}",
+            hint="start the job with `imgcls train --nproc-per-node N` or torchrun (they set MASTER_ADDR/PORT)",
+        ) from None
+    logger.info("rank %d/%d joined (%s)", env.rank, env.world_size, backend)
+
+
+def shutdown(env: DistEnv) -> None:
+    if not env.enabled:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_reduce_sum(env: DistEnv, tensor: Any) -> Any:
+    """``tensor`` summed over every rank, in place (a no-op in a one-process job)."""
+    if env.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_ok(env: DistEnv, ok: bool, device: str) -> bool:
+    """True when ``ok`` holds on every rank: lets a rank that failed a check stop all the others cleanly."""
+    if not env.enabled:
+        return ok
+    import torch
+
+    flag = torch.tensor([0.0 if ok else 1.0], device=device)
+    all_reduce_sum(env, flag)
+    return float(flag) == 0.0
+
+
+def broadcast_text(env: DistEnv, text: str, device: str) -> str:
+    """Rank 0's ``text`` on every rank (UTF-8 bytes in a tensor: no pickle)."""
+    if not env.enabled:
+        return text
+    import torch
+    import torch.distributed as dist
+
+    data = text.encode() if env.is_primary else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    buf = torch.zeros(int(size), dtype=torch.uint8, device=device)
+    if env.is_primary:
+        buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(buf, src=0)
+    return bytes(buf.cpu().tolist()).decode()
+
+
+def shard(n: int, env: DistEnv) -> range:
+    """This rank's indices of ``n`` evaluation items: ``rank, rank + world, ...`` — no padding, no duplicates."""
+    return range(env.rank, n, env.world_size)
+
+
+def gather_rows(env: DistEnv, rows: Any, n: int) -> Any:
+    """Reassemble per-rank ``rows`` (rank r holds items ``shard(n)``) into all ``n`` rows in the original order.
+
+    Every rank gets the full ``(n, ...)`` tensor. Shards differ in length by at most one; they are padded for
+    the collective and the padding is dropped again, so nothing is counted twice.
+    """
+    if not env.enabled:
+        return rows
+    import torch
+    import torch.distributed as dist
+
+    longest = -(-n // env.world_size)
+    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: rows.shape[0]] = rows
+    parts = [torch.empty_like(padded) for _ in range(env.world_size)]
+    dist.all_gather(parts, padded)
+    out = torch.empty((n, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    for r, part in enumerate(parts):
+        count = len(range(r, n, env.world_size))
+        out[r :: env.world_size] = part[:count]
+    return out
+
+
+def average_buffers(env: DistEnv, model: Any) -> None:
+    """Average BatchNorm running statistics (float buffers) over ranks: every rank then holds the same model."""
+    if not env.enabled:
+        return
+    import torch
+
+    for buf in model.buffers():
+        if torch.is_floating_point(buf):
+            all_reduce_sum(env, buf.data)
+            buf.data.div_(env.world_size)
+
+
+def wrap_model(env: DistEnv, model: Any, *, sync_bn: bool, device: str) -> tuple[Any, Any]:
+    """(the module to train, the DDP wrapper to call) — the same module twice in a one-process job."""
+    if not env.enabled:
+        return model, model
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if sync_bn:
+        if not device.startswith("cuda"):
+            raise ConfigError(
+                "distributed.sync_bn (--sync-bn) needs CUDA: torch's SyncBatchNorm has no CPU kernel",
+                hint="drop --sync-bn on the CPU: running statistics are averaged over the processes every epoch",
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    import inspect
+
+    ids = [env.local_rank] if device.startswith("cuda") else None
+    # No buffer broadcast at every forward: each rank keeps its own running statistics and average_buffers()
+    # merges them once per epoch (torch >= 2.12 names the option forward_sync_buffers; it still syncs at init).
+    name = (
+        "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+    )
+    return model, DDP(model, device_ids=ids, **{name: False})

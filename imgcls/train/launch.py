@@ -1,0 +1,137 @@
+"""``imgcls train --nproc-per-node N``: the same command relaunched as N workers under ``torch.distributed.run``.
+
+imgcls does not manage processes itself: torchrun's elastic agent starts the workers, gives each its RANK /
+WORLD_SIZE / LOCAL_RANK, watches them, stops the others when one fails, and restarts the whole group up to
+``--max-restarts`` times (the restarted workers resume from the last checkpoint). A failure that ends the job
+comes back as one :class:`~imgcls.errors.ImgclsError` naming the worker, its exit and how to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgcls.errors import ImgclsError, UsageError
+
+logger = logging.getLogger(__name__)
+
+# The launch flags of `imgcls train` (and whether each takes a value): the workers get the command without them.
+LAUNCH_FLAGS = {
+    "--nproc-per-node": True,
+    "--nnodes": True,
+    "--node-rank": True,
+    "--rdzv-endpoint": True,
+    "--max-restarts": True,
+    "--print-launch": True,
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many workers, on how many machines, and how they find each other."""
+
+    nproc_per_node: int
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None  # HOST:PORT of node 0 (needed when nnodes > 1)
+    max_restarts: int = 0
+    monitor_interval_s: float = 0.5  # how often the agent checks its workers
+
+    def __post_init__(self) -> None:
+        if self.nproc_per_node < 1:
+            raise UsageError(f"--nproc-per-node must be at least 1, not {self.nproc_per_node}")
+        if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+            raise UsageError(f"--node-rank {self.node_rank} is not in 0..{self.nnodes - 1} (--nnodes {self.nnodes})")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise UsageError(
+                f"--nnodes {self.nnodes} needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)"
+            )
+        if self.rdzv_endpoint and not _host_port(self.rdzv_endpoint):
+            raise UsageError(f"--rdzv-endpoint {self.rdzv_endpoint!r} is not HOST:PORT", hint="e.g. 10.0.0.2:29500")
+        if self.max_restarts < 0:
+            raise UsageError(f"--max-restarts must be 0 or more, not {self.max_restarts}")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    def torchrun_args(self, worker_args: list[str]) -> list[str]:
+        """The ``torch.distributed.run`` command line that starts ``python -m imgcls <worker_args>``."""
+        args = [
+            f"--nproc-per-node={self.nproc_per_node}",
+            f"--max-restarts={self.max_restarts}",
+            f"--monitor-interval={self.monitor_interval_s}",
+        ]
+        if self.nnodes == 1 and not self.rdzv_endpoint:
+            args.append("--standalone")  # a free port on localhost
+        else:
+            host, port = _host_port(self.rdzv_endpoint or "") or ("", "")
+            args += [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}"]
+            args += [f"--master-addr={host}", f"--master-port={port}"]
+        return [*args, "--module", "imgcls", *worker_args]
+
+
+def _host_port(endpoint: str) -> tuple[str, str] | None:
+    host, sep, port = endpoint.rpartition(":")
+    return (host, port) if sep and host and port.isdigit() else None
+
+
+def worker_args(argv: list[str], out: Path | None) -> list[str]:
+    """``argv`` (``train ...``, as typed) without the launch flags, with ``--out`` fixed for every worker.
+
+    A default run directory has a timestamp: the launcher resolves it once so that all workers (and a restarted
+    group) use the same one.
+    """
+    args: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.split("=", 1)[0]
+        if name in LAUNCH_FLAGS:
+            skip = LAUNCH_FLAGS[name] and "=" not in item
+            continue
+        args.append(item)
+    if out is not None and not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", str(out)]
+    return args
+
+
+def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> None:
+    """Run the workers to the end; ImgclsError (exit 1) when the job failed, naming the worker that did.
+
+    Raises:
+        ImgclsError: a worker crashed, was killed, or hit the collective timeout (a hung peer).
+    """
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    parsed = torchrun.get_args_parser().parse_args(launch.torchrun_args(args))
+    logger.info("torch.distributed.run %s", " ".join(launch.torchrun_args(args)))
+    try:
+        torchrun.run(parsed)
+    except ChildFailedError as exc:
+        raise _job_failed(exc, launch, run_dir) from None
+
+
+def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsError:
+    failures = getattr(exc, "failures", {}) or {}
+    what = []
+    for rank, failure in sorted(failures.items()):
+        code = getattr(failure, "exitcode", None)
+        how = f"was killed by {failure.signal_name()}" if code is not None and code < 0 else f"exited with {code}"
+        what.append(f"worker rank {rank} (pid {getattr(failure, 'pid', '?')}) {how}")
+    summary = "; ".join(what) or "a worker failed"
+    restarts = f" after {launch.max_restarts} restart(s)" if launch.max_restarts else ""
+    from imgcls.train.checkpoint import has_checkpoint
+
+    if run_dir is not None and has_checkpoint(run_dir):
+        hint = (
+            f"its traceback is above; continue from the last checkpoint with `imgcls train --resume {run_dir} "
+            f"--nproc-per-node {launch.nproc_per_node}` (or pass --max-restarts K to restart automatically)"
+        )
+    else:
+        hint = "its traceback is above; the other workers were stopped"
+    return ImgclsError(f"distributed training failed{restarts}: {summary}", hint=hint, exit_code=1)
