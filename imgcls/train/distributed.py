@@ -229,4 +229,5 @@ def wrap_model(env: DistEnv, model: Any, *, sync_bn: bool, device: str) -> tuple
     name = (
         "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
     )
-    return model, DDP(model, device_ids=ids, **{name: False})
+    options: dict[str, Any] = {name: False}
+    return model, DDP(model, device_ids=ids, **options)

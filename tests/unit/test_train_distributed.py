@@ -1,0 +1,132 @@
+"""Unit tests of the distributed pieces that need no second process: environment, sharding, plans, launch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imgcls.config import RunConfig
+from imgcls.errors import ConfigError, UsageError
+from imgcls.train.distributed import DistEnv, lr_scale, shard
+from imgcls.train.epoch import StepPlan
+from imgcls.train.launch import Launch, worker_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_env_is_read_from_torchrun_variables_and_defaults_to_one_process():
+    assert DistEnv.from_environ({}) == DistEnv()
+    env = DistEnv.from_environ(
+        {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RESTART_COUNT": "1"}
+    )
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size, env.restart_count) == (3, 4, 1, 2, 1)
+    assert env.enabled and not env.is_primary
+    with pytest.raises(ConfigError, match="RANK"):
+        DistEnv.from_environ({"RANK": "x", "WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="inconsistent"):
+        DistEnv.from_environ({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 179, 180])
+def test_evaluation_shards_cover_every_image_once_without_padding(n):
+    world = 4
+    shards = [list(shard(n, DistEnv(rank=r, world_size=world, local_world_size=world))) for r in range(world)]
+    flat = sorted(i for s in shards for i in s)
+    assert flat == list(range(n))  # no duplicate, no missing image
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_gather_rows_is_the_identity_in_one_process():
+    import torch
+
+    rows = torch.arange(12.0).view(6, 2)
+    from imgcls.train.distributed import gather_rows
+
+    assert torch.equal(gather_rows(DistEnv(), rows, 6), rows)
+
+
+def test_each_rank_trains_on_its_slice_of_the_same_global_batch():
+    import torch
+
+    cfg = RunConfig.model_validate({"train": {"batch_size": 8, "epochs": 2}})
+    plans = [StepPlan.for_run(cfg, 100, world_size=3, rank=r) for r in range(3)]
+    assert {p.global_batch for p in plans} == {24} and plans[0].steps_per_epoch == 4  # 100 // 24, drop_last
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    for step in range(1, 5):
+        parts = [p.step_indices(order, step) for p in plans]
+        joined = torch.cat(parts)
+        assert torch.equal(joined, order[(step - 1) * 24 : step * 24])  # the ranks' slices tile the global batch
+    single = StepPlan.for_run(cfg, 100)
+    assert (single.batch, single.steps_per_epoch, single.global_batch) == (8, 12, 8)
+
+
+def test_learning_rate_scaling_rules():
+    assert lr_scale("none", 8) == 1.0 and lr_scale("linear", 8) == 8.0 and lr_scale("sqrt", 4) == 2.0
+    cfg = RunConfig.model_validate({"optim": {"lr": 0.1}, "distributed": {"lr_scaling": "sqrt"}})
+    plan = StepPlan.for_run(cfg, 1000, world_size=4, rank=0)
+    assert plan.peak_lr == pytest.approx(0.2) and plan.base_lr == 0.1
+
+
+def test_worker_args_drop_the_launch_flags_and_fix_the_run_directory():
+    argv = ["-v", "train", "--config", "c.yaml", "--nproc-per-node", "2", "--max-restarts=1", "--nnodes", "1"]
+    assert worker_args(argv, Path("/r/x")) == ["-v", "train", "--config", "c.yaml", "--out", "/r/x"]
+    assert worker_args(["train", "--out", "/a", "--node-rank", "0"], Path("/b")) == ["train", "--out", "/a"]
+    assert worker_args(["train", "--resume", "/a", "--nproc-per-node=2"], None) == ["train", "--resume", "/a"]
+
+
+def test_launch_builds_torchrun_arguments_and_refuses_bad_topologies():
+    one = Launch(2).torchrun_args(["train"])
+    assert "--standalone" in one and one[-3:] == ["--module", "imgcls", "train"]
+    multi = Launch(8, nnodes=2, node_rank=1, rdzv_endpoint="10.0.0.2:29500", max_restarts=3).torchrun_args([])
+    assert "--nnodes=2" in multi and "--node-rank=1" in multi and "--master-addr=10.0.0.2" in multi
+    assert "--master-port=29500" in multi and "--max-restarts=3" in multi
+    import torch.distributed.run as torchrun
+
+    torchrun.get_args_parser().parse_args([*multi, "train"])  # torchrun accepts what we build
+    with pytest.raises(UsageError, match="--rdzv-endpoint"):
+        Launch(2, nnodes=2)
+    with pytest.raises(UsageError, match="--node-rank 2"):
+        Launch(2, nnodes=2, node_rank=2, rdzv_endpoint="h:1")
+    with pytest.raises(UsageError, match="HOST:PORT"):
+        Launch(2, nnodes=2, rdzv_endpoint="nohost")
+    with pytest.raises(UsageError, match="--nproc-per-node"):
+        Launch(0)
+
+
+def test_sync_bn_on_cpu_is_refused_with_the_alternative():
+    import torch
+
+    from imgcls.train.distributed import wrap_model
+
+    env = DistEnv(rank=0, world_size=2, local_world_size=2)
+    with pytest.raises(ConfigError, match="needs CUDA"):
+        wrap_model(env, torch.nn.BatchNorm2d(3), sync_bn=True, device="cpu")
+
+
+@pytest.mark.parametrize(("kind", "path"), [("vertex", "deploy/vertex/train-custom-job.yaml"),
+                                            ("k8s", "deploy/k8s/train-pytorchjob.yaml")])  # fmt: skip
+def test_print_launch_matches_the_checked_in_deploy_spec(kind, path):
+    cmd = [sys.executable, "-m", "imgcls", "train", "--config", "configs/cifar10.yaml"]
+    cmd += ["--nproc-per-node", "8", "--nnodes", "2", "--print-launch", kind]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (ROOT / path).read_text(), f"{path} is stale: regenerate it with {' '.join(cmd[2:])}"
+    spec = yaml.safe_load(proc.stdout)
+    text = str(spec)
+    assert "--nproc-per-node 8 --nnodes 2" in text and "--out " in text
+    if kind == "k8s":
+        assert spec["kind"] == "PyTorchJob" and spec["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    else:
+        pools = spec["jobSpec"]["workerPoolSpecs"]
+        assert [p["replicaCount"] for p in pools] == [1, 1] and pools[0]["machineSpec"]["acceleratorCount"] == 8
+
+
+def test_print_launch_refuses_an_unknown_kind():
+    from imgcls.train.launch_spec import launch_spec
+
+    with pytest.raises(UsageError, match="vertex, k8s"):
+        launch_spec("slurm", RunConfig(), None, Launch(1))
