@@ -22,7 +22,7 @@ from PIL import Image
 
 from imgcls.bundle import Bundle, InputSpec, load_bundle, sha256_bytes
 from imgcls.data.decode import DEFAULT_MAX_PIXELS, decode_image
-from imgcls.data.transform import normalize, prepare
+from imgcls.data.transform import draft_size, normalize, prepare
 from imgcls.errors import BundleError, DeviceError, ImageError, UsageError
 from imgcls.prediction import Prediction, top_ids
 
@@ -289,8 +289,15 @@ class Predictor:
         }
 
     def decode(self, source: bytes | str | Path) -> Image.Image:
-        """Decode image bytes or a file with this predictor's limits (raises :class:`ImageError`)."""
-        return decode_image(source, max_pixels=self.max_pixels, allow_webp=self.allow_webp)
+        """Decode image bytes or a file with this predictor's limits (raises :class:`ImageError`).
+
+        A JPEG is decoded at the smallest reduced scale that keeps twice the model's input size
+        (:func:`~imgcls.data.decode.decode_image`'s ``draft``): the resize that follows still has pixels to
+        average, and the decode's cost follows the model instead of the upload.
+        """
+        return decode_image(
+            source, max_pixels=self.max_pixels, allow_webp=self.allow_webp, draft=draft_size(self.input)
+        )
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """A decoded image to ``uint8`` ``(H, W, C)``: the first half of the evaluation transform."""

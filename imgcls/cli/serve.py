@@ -38,6 +38,13 @@ def serve(
         float, typer.Option(min=0.001, help="Largest request body (413), checked while it streams.")
     ] = 10.0,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, width × height (413).")] = 40_000_000,
+    max_decode_mpixels: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Millions of pixels decoded at once by uploads over 2 MP (they take turns; small ones never wait).",
+        ),
+    ] = 48.0,
     log_predictions: Annotated[
         str | None,
         typer.Option(
@@ -123,6 +130,7 @@ def serve(
             timeout_s=timeout_s,
             max_upload_mb=max_upload_mb,
             max_pixels=max_pixels,
+            max_decode_mpixels=max_decode_mpixels,
             log_predictions=log_path,
             wandb=wandb,
             wandb_project=wandb_project,

@@ -103,6 +103,7 @@ def decode_image(
     allow_webp: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     name: str | None = None,
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode an image fully (so truncation is caught here) and apply its EXIF orientation.
 
@@ -112,6 +113,10 @@ def decode_image(
         allow_webp: also accept WebP.
         max_bytes: largest file read from a path.
         name: how messages call the image (default: the path, or "upload" for bytes).
+        draft: ``(width, height)``: decode a JPEG at the smallest reduced scale (1/2, 1/4, 1/8 — libjpeg's DCT
+            scaling) that still covers this size. A 4000×3000 photo for a 32×32 model is decoded at 500×375
+            instead of 12 MP: the work and the memory of the decode follow the model, not the upload. The
+            original size stays in ``img.info["original_size"]``.
 
     Returns:
         The decoded image, in its own mode (1, L, LA, P, RGB, RGBA, CMYK, I;16, …): convert it with
@@ -153,6 +158,9 @@ def decode_image(
             raise ImageError(f"{name}: image has no pixels ({w}×{h})", code="corrupt_image")
         if w * h > max_pixels:
             raise _too_many(name, (w, h), max_pixels)
+        img.info["original_size"] = (w, h)
+        if draft is not None and img.format == "JPEG":
+            img.draft(None, draft)
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -287,10 +287,10 @@ def _read_header(path: Path) -> _Header | str:
 def _decode_prepare(path: Path, spec: InputSpec, out: np.ndarray, slot: int) -> str | None:
     """Decode and prepare one file into ``out[slot]``; the reason it failed, or None."""
     from imgcls.data.decode import decode_image
-    from imgcls.data.transform import prepare
+    from imgcls.data.transform import draft_size, prepare
 
     try:
-        out[slot] = prepare(decode_image(path, allow_webp=True), spec)
+        out[slot] = prepare(decode_image(path, allow_webp=True, draft=draft_size(spec)), spec)
     except ImgclsError as exc:
         return exc.message.removeprefix(f"{path}: ")
     except Exception as exc:  # one bad file must never stop the loading of thousands

@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -44,11 +45,14 @@ from imgcls.serve.gateway import JSON, Gateway, send_error
 from imgcls.serve.logs import AccessLog
 from imgcls.serve.metrics import Metrics
 from imgcls.serve.model import (
+    LARGE_DECODE_PIXELS,
     Decoded,
     ModelHolder,
+    PixelBudget,
     ServedModel,
     allowed_roots,
     check_ref,
+    decode_pixels,
     is_allowed,
     load_served,
 )
@@ -111,6 +115,8 @@ class Predictions:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        self.budget = PixelBudget(int(state.settings.max_decode_mpixels * 1_000_000))
+        self.large_lane = ThreadPoolExecutor(1, thread_name_prefix="imgcls-large-decode")
 
     def _acquire(self, n: int) -> ServedModel:
         holder = self.state.holder
@@ -134,13 +140,44 @@ class Predictions:
         self.state.holder.release(served)
 
     async def _classify(self, served: ServedModel, data: bytes, deadline: float) -> tuple[Decoded, np.ndarray]:
-        """Decode (decoding thread) and infer (batch thread) one upload; ApiError on any failure."""
+        """Decode (decoding thread) and infer (batch thread) one upload; ApiError on any failure.
+
+        An upload whose decode costs more than :data:`~imgcls.serve.model.LARGE_DECODE_PIXELS` is decoded in
+        the large-image lane, within the server's :class:`~imgcls.serve.model.PixelBudget`: small uploads
+        never queue behind it.
+        """
         keep = self.state.predlog is not None
+        pixels = decode_pixels(data, served.predictor.input.size)
+        if pixels is not None and pixels > LARGE_DECODE_PIXELS:
+            return await self._classify_large(served, data, pixels, deadline, keep)
         try:
             future = served.batcher.submit_job(functools.partial(_decode_job, served, data, keep), deadline=deadline)
             decoded, probs = await served.batcher.wait(future, deadline)
         except ImageError as exc:
             raise ApiError.from_image_error(exc) from None
+        except InferenceTimeout:
+            raise _timeout(self.state.settings.timeout_s) from None
+        except BatcherClosed:
+            raise overloaded("the model is being replaced; retry", code="not_ready") from None
+        return decoded, probs
+
+    async def _classify_large(
+        self, served: ServedModel, data: bytes, pixels: int, deadline: float, keep: bool
+    ) -> tuple[Decoded, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.monotonic())):
+                cost = await self.budget.acquire(pixels)
+                try:
+                    decoded = await loop.run_in_executor(self.large_lane, _decode_large, served, data, keep)
+                finally:
+                    await self.budget.release(cost)
+        except ImageError as exc:
+            raise ApiError.from_image_error(exc) from None
+        except TimeoutError:
+            raise _timeout(self.state.settings.timeout_s) from None
+        try:
+            probs = await served.batcher.wait(served.batcher.submit(decoded.array, deadline=deadline), deadline)
         except InferenceTimeout:
             raise _timeout(self.state.settings.timeout_s) from None
         except BatcherClosed:
@@ -274,6 +311,10 @@ class Predictions:
             )
         finally:
             self._release(served, len(files))
+
+
+def _decode_large(served: ServedModel, data: bytes, keep_for_stats: bool) -> Decoded:
+    return served.decode(data, keep_for_stats=keep_for_stats)
 
 
 def _decode_job(served: ServedModel, data: bytes, keep_for_stats: bool) -> tuple[np.ndarray, Decoded]:
@@ -445,6 +486,7 @@ def create_app(
                 watcher.stop(timeout=1.0)
             restore()
             holder.close()
+            routes.large_lane.shutdown(wait=False)
             if state.predlog is not None:
                 await asyncio.to_thread(state.predlog.close)
             if state.wandb is not None:

@@ -31,6 +31,11 @@ from imgcls.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
+STATS_DEFER_PIXELS = 1_000_000
+"""Above this, an upload's statistics come from a reduced copy here (never a full decode in the log's writer)."""
+LARGE_DECODE_PIXELS = 2_000_000
+"""Uploads whose decode would cost more pixels than this take the large-image lane (:class:`PixelBudget`)."""
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _URL_SCHEMES = ("http://", "https://", "ftp://", "ftps://", "s3://", "data:")
 
 
@@ -56,6 +61,68 @@ def sniff_format(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR or a JPEG's frame header, without decoding (None: not found)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(b"\xff\xd8"):
+        pos = 2
+        for _ in range(64):  # a few segments precede the frame header; a file with more is not worth scanning
+            if pos + 9 > len(data) or data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker in _JPEG_SOF:
+                return int.from_bytes(data[pos + 7 : pos + 9], "big"), int.from_bytes(data[pos + 5 : pos + 7], "big")
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def decode_pixels(data: bytes, model_size: tuple[int, int]) -> int | None:
+    """About how many pixels decoding ``data`` costs for a model of ``model_size`` (h, w); None: unknown.
+
+    A JPEG is decoded at reduced scale (up to 1/8) while it stays at least twice the model's size.
+    """
+    size = image_size(data)
+    if size is None:
+        return None
+    w, h = size
+    if data.startswith(b"\xff\xd8"):
+        mh, mw = model_size
+        scale = 1
+        while scale < 8 and w // (scale * 2) >= 2 * mw and h // (scale * 2) >= 2 * mh:
+            scale *= 2
+        return (w // scale) * (h // scale)
+    return w * h
+
+
+class PixelBudget:
+    """A server-wide cap on the pixels being decoded at once (large uploads only; small ones never wait).
+
+    One client's 6000×6000 uploads then wait for each other, instead of the server holding eight of them in
+    memory at once; a request asking for more than the whole budget takes all of it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, pixels: int) -> int:
+        cost = min(pixels, self.capacity)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + cost <= self.capacity)
+            self.used += cost
+        return cost
+
+    async def release(self, cost: int) -> None:
+        async with self._cond:
+            self.used -= cost
+            self._cond.notify_all()
 
 
 @dataclass(eq=False)
@@ -114,20 +181,26 @@ class ServedModel:
         }
 
     def decode(self, data: bytes, *, keep_for_stats: bool) -> Decoded:
-        """Decode, check and prepare one upload (runs in the decoding thread pool).
+        """Decode, check and prepare one upload (runs in a decoding thread).
 
         Raises:
             ImageError: corrupt (400), not JPEG/PNG (415), too many pixels (413).
         """
         image = self.predictor.decode(data)
-        width, height = image.size
+        width, height = image.info.get("original_size") or image.size  # a JPEG may be decoded at reduced scale
         array = self.predictor.prepare(image)
         decoded = Decoded(array, width, height, sniff_format(data), len(data))
         if keep_for_stats:
-            if image.mode in RAW_MODES and width * height <= RAW_PIXELS:
+            pixels = image.size[0] * image.size[1]
+            if image.mode in RAW_MODES and pixels <= RAW_PIXELS:
                 decoded.stats_source = (image.mode, image.size, image.tobytes())  # the decoded pixels themselves
-            elif len(data) <= DEFER_BYTES:
+            elif len(data) <= DEFER_BYTES and width * height <= STATS_DEFER_PIXELS:
                 decoded.stats_source = data  # the log's writer decodes it again, with the same decoder
+            elif pixels > STATS_DEFER_PIXELS:  # the statistics look at 128 px a side: reduce first, in its mode
+                side = 4 * 128
+                scale = side / max(image.size)
+                small = image.resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))))
+                decoded.stats = image_stats(small)
             else:
                 decoded.stats = image_stats(image)  # large uploads: small next to decoding them; bounded queue
         return decoded

@@ -71,6 +71,9 @@ class ServeSettings(BaseModel):
     """Largest request body, enforced while it streams (413)."""
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     """Largest decoded image, width × height (413): the decompression-bomb guard."""
+    max_decode_mpixels: float = Field(default=48.0, gt=0.0)
+    """Millions of pixels being decoded at once, across the server, by uploads over 2 MP (which wait their turn
+    in one large-image lane; smaller ones never wait for them). Default: one 40 MP image at a time."""
     max_files: int = Field(default=64, ge=1)
     """Most files in one ``/v1/predict/batch`` request (413)."""
     log_predictions: Path | None = None

@@ -294,3 +294,39 @@ def test_a_body_still_arriving_when_the_drain_ends_gets_a_json_503(
         assert status == 503 and headers["content-type"] == "application/json"
         assert json.loads(body)["error"]["code"] == "draining"
         assert s.process.wait(30) == 0
+
+
+# 12. one large PNG costs seconds and a gigabyte -----------------------------------------------------------------
+
+
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+def test_large_16_bit_pngs_cost_memory_by_the_model_not_the_upload(
+    exported_digits_bundle: Path,
+    tmp_path: Path,
+    digit_png: bytes,  # noqa: F811
+) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arr = np.zeros((6000, 6000), dtype=np.uint16)
+    arr[::7] = 40000
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")  # ~75 KB on the wire, 36 M pixels decoded
+    big = buf.getvalue()
+    with serve(exported_digits_bundle, tmp_path, "--log-predictions", "off") as s:
+        pid = s.process.pid
+        assert post(s.url, digit_png).status_code == 200
+        idle = _kib(pid, "VmRSS")
+        responses = concurrently(4, lambda i: post(s.url, big, timeout=120))
+        assert [r.status_code for r in responses] == [200] * 4, [r.text[:200] for r in responses]
+        peak = _kib(pid, "VmHWM")
+    # four at once used to cost ~1.1 GB each (float64 copies of 36 M pixels), one after the other at best
+    assert (peak - idle) / 1024 < 600, f"peak RSS {peak / 1024:.0f} MiB, idle {idle / 1024:.0f} MiB"

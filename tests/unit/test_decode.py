@@ -234,3 +234,23 @@ def test_corrupted_bytes_never_escape_as_other_exceptions() -> None:
 def test_decoded_image_is_fully_loaded_and_detached_from_the_bytes() -> None:
     img = decode_image(encode(noise((20, 10)), "PNG"))
     assert np.asarray(img).shape == (10, 20, 3)
+
+
+def test_a_jpeg_is_decoded_at_reduced_scale_when_a_draft_size_is_given() -> None:
+    import io
+
+    from imgcls.serve.model import decode_pixels, image_size
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (200, 100, 50)).save(buf, format="JPEG")
+    data = buf.getvalue()
+    img = decode_image(data, draft=(64, 64))
+    assert img.size == (500, 375)  # 1/8 scale still covers 64×64; libjpeg never decoded the 12 MP
+    assert img.info["original_size"] == (4000, 3000)
+    assert decode_image(data).size == (4000, 3000)
+    assert image_size(data) == (4000, 3000)
+    assert decode_pixels(data, (32, 32)) == 500 * 375
+    png = io.BytesIO()
+    Image.new("I;16", (6000, 5000)).save(png, format="PNG")
+    assert image_size(png.getvalue()) == (6000, 5000) and decode_pixels(png.getvalue(), (32, 32)) == 30_000_000
+    assert image_size(b"\xff\xd8\xff\xe0garbage") is None and image_size(b"GIF89a") is None

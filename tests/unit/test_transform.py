@@ -124,3 +124,14 @@ def test_normalize_refuses_what_prepare_does_not_produce(bad: np.ndarray) -> Non
 def test_preprocess_is_prepare_then_normalize() -> None:
     img = solid("RGBA", (100, 150, 200, 128), (13, 7))
     np.testing.assert_array_equal(preprocess(img, RGB), normalize(prepare(img, RGB), RGB)[0])
+
+
+def test_a_large_16_bit_image_is_resized_before_it_is_mapped_to_8_bits() -> None:
+    from imgcls.bundle import InputSpec
+    from imgcls.data.transform import prepare
+
+    arr = np.full((600, 800), 257 * 100, dtype=np.uint16)
+    arr[:, 400:] = 257 * 200
+    spec = InputSpec(size=(6, 8), channels=1, mean=(0.5,), std=(0.25,))
+    out = prepare(Image.fromarray(arr), spec)[:, :, 0]
+    assert out.shape == (6, 8) and set(out[:, :3].ravel()) == {100} and set(out[:, -3:].ravel()) == {200}
