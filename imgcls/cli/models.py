@@ -150,12 +150,30 @@ def alias_(
     name: Annotated[str, typer.Argument(help="The model.", show_default=False)],
     version: Annotated[str, typer.Argument(help="Sequence number (3) or digest prefix.", show_default=False)],
     alias: Annotated[str, typer.Argument(help="Alias to move or create (production, staging, …).", show_default=False)],
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require",
+            metavar="METRIC>=X",
+            help="Refuse unless the version's own metrics meet this, e.g. test_top1>=0.9 (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Skip the promotion gate (a version `imgcls serve` would refuse).")
+    ] = False,
 ) -> None:
-    """Point an alias at a version (promote or roll back): compare-and-swap, exit 3 if someone moved it first."""
-    from imgcls.store import Store
+    """Point an alias at a version (promote or roll back).
 
+    A version `imgcls serve` would refuse (no ONNX export, a failed export gate) or that misses a --require is
+    refused (exit 1) unless --force. Compare-and-swap: exit 3 if someone moved the alias first.
+    """
+    from imgcls.store import Store
+    from imgcls.store.promotion import parse_requirements
+
+    requirements = parse_requirements(require or [])
     store = Store.open(store_uri)
-    move = store.set_alias(name, alias, version.lstrip(":"))
+    move = store.set_alias(name, alias, version.lstrip(":"), require=requirements, force=force)
     if not move.changed:
         console.print(f"{name}@{alias} already points at version {move.version.seq}", highlight=False)
     elif move.previous is None:

@@ -29,6 +29,19 @@ def push(
         list[str] | None,
         typer.Option("--alias", "-a", help="Also point this alias at the version (repeatable). `latest` moves itself."),
     ] = None,
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require",
+            metavar="METRIC>=X",
+            help="Gate the --alias moves on the bundle's own metrics, e.g. test_top1>=0.9 (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Move the --alias even to a bundle `imgcls serve` would refuse (no export)."),
+    ] = False,
     wandb: Annotated[
         bool, typer.Option("--wandb", help="Log a W&B reference artifact pointing at the stored version.")
     ] = False,
@@ -36,10 +49,14 @@ def push(
 ) -> None:
     from imgcls.cli._transfer import format_size, transfer_progress
     from imgcls.store import Store, default_store_uri
+    from imgcls.store.promotion import parse_requirements
 
+    requirements = parse_requirements(require or [])
     store = Store.open(to or default_store_uri())
     with transfer_progress("uploading") as progress:
-        result = store.push(bundle, name=name, aliases=alias or [], progress=progress)
+        result = store.push(
+            bundle, name=name, aliases=alias or [], progress=progress, require=requirements, force=force
+        )
     version = result.version
     if result.created:
         console.print(

@@ -474,6 +474,8 @@ def create_app(
                 state.wandb = await asyncio.to_thread(_start_wandb, settings, holder.current)
             if settings.watch_s is not None:
                 watcher = await asyncio.to_thread(_start_watcher, state, asyncio.get_running_loop())
+                state.watcher = watcher
+                metrics.track_alias(str(watcher.ref.alias), watcher.status)
             logger.info(
                 "serving %s on %s with %s",
                 holder.current.identity if holder.current else None,
@@ -557,7 +559,10 @@ def create_app(
         served = holder.current
         if served is None:
             raise overloaded("no model is loaded yet", code="not_ready")
-        return _json(served.describe() if request.scope.get("imgcls.admin") else served.describe_public())
+        body = served.describe() if request.scope.get("imgcls.admin") else served.describe_public()
+        if state.watcher is not None:  # wanted (the store alias) vs served: a refused promotion shows here
+            body = {**body, "alias": state.watcher.status()}
+        return _json(body)
 
     @app.get("/livez", summary="The process is up")
     async def livez() -> Response:

@@ -94,5 +94,39 @@ class Metrics:
         self.model_info.labels(*labels).set(1)
         self._model_labels = labels
 
+    def track_alias(self, alias: str, status: Callable[[], dict[str, Any]]) -> None:
+        """``--watch``: export the alias's wanted version vs the served one (``status`` is the watcher's).
+
+        Alert on ``imgcls_model_alias_in_sync == 0`` for longer than a few polls: the store says one version,
+        this server serves another (it refused the new one; ``/v1/model`` says why).
+        """
+
+        def seq(key: str) -> float:
+            entry = status().get(key) or {}
+            value = entry.get("version")
+            return float(value) if value is not None else float("nan")
+
+        wanted = Gauge(
+            "imgcls_model_alias_wanted_version",
+            "The version the watched store alias points at.",
+            ["alias"],
+            registry=self.registry,
+        )
+        served = Gauge(
+            "imgcls_model_alias_served_version",
+            "The version this server serves (NaN when it is not a version of the store).",
+            ["alias"],
+            registry=self.registry,
+        )
+        in_sync = Gauge(
+            "imgcls_model_alias_in_sync",
+            "1 when the served version is the one the alias points at, 0 when it is not (e.g. refused).",
+            ["alias"],
+            registry=self.registry,
+        )
+        wanted.labels(alias).set_function(lambda: seq("wanted"))
+        served.labels(alias).set_function(lambda: seq("served"))
+        in_sync.labels(alias).set_function(lambda: 1.0 if status().get("in_sync") else 0.0)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,6 +21,8 @@ class ServerState:
     holder: ModelHolder
     predlog: Any = None
     wandb: Any = None
+    watcher: Any = None
+    """The ``--watch`` AliasWatcher (None without --watch): wanted vs served version in /v1/model."""
     access: AccessLog | None = None
     draining: bool = False
     inflight: int = 0

@@ -40,6 +40,7 @@ from imgcls.bundle import (
 )
 from imgcls.errors import ConflictError, StoreError, UsageError
 from imgcls.store.backend import Backend, PreconditionFailed, Progress
+from imgcls.store.promotion import Requirement, check_promotion
 from imgcls.store.refs import (
     DIGEST_PREFIX_RE,
     NAME_RE,
@@ -309,11 +310,14 @@ class Store:
         name: str | None = None,
         aliases: Iterable[str] = (),
         progress: Progress | None = None,
+        require: Iterable[Requirement] = (),
+        force: bool = False,
     ) -> PushResult:
         """Verify a bundle, upload it as a new immutable version (or find the identical one), move aliases.
 
         ``latest`` moves automatically to a newly created version. Every object is created with a create-only
         precondition; an object left by an interrupted push must match the bundle byte for byte (crc32c).
+        Other aliases pass the promotion gate (see :meth:`set_alias`) before anything is uploaded.
         """
         bundle = load_bundle(bundle_dir)
         if name is None:
@@ -325,13 +329,24 @@ class Store:
                 )
         validate_name(name)
         aliases = [validate_name(a, "alias") for a in aliases]
+        require = list(require)
+        if not force:
+            for a in aliases:
+                if a != "latest":
+                    check_promotion(
+                        bundle.meta,
+                        require,
+                        what=f"bundle {bundle.path}",
+                        alias=a,
+                        bundle_hint=f"run `imgcls export {bundle.path}` and push again",
+                    )
         digest = bundle.digest
         vid = digest[:ID_LEN]
         existing = self._record(name, vid)
         if existing is not None:
             if existing.digest != digest:
                 raise StoreError(f"digest collision for {name} version {vid}", exit_code=1)
-            moves = [self.set_alias(name, a, existing) for a in aliases]
+            moves = [self.set_alias(name, a, existing, force=True) for a in aliases]  # gated above
             return PushResult(existing, created=False, aliases=moves)
 
         key = f"{name}/versions/{vid}"
@@ -359,7 +374,9 @@ class Store:
             winner = self._record(name, vid)
             if winner is None:
                 raise StoreError(f"cannot commit {name} version {vid}", exit_code=1) from None
-            return PushResult(winner, created=False, aliases=[self.set_alias(name, a, winner) for a in aliases])
+            return PushResult(
+                winner, created=False, aliases=[self.set_alias(name, a, winner, force=True) for a in aliases]
+            )
         version = self._record(name, vid)
         assert version is not None
         logger.info("pushed %s to %s", version, self.uri)
@@ -367,7 +384,7 @@ class Store:
         latest = self._advance_latest(version)
         if latest is not None:
             moves.append(latest)
-        moves += [self.set_alias(name, a, version) for a in aliases if a != "latest"]
+        moves += [self.set_alias(name, a, version, force=True) for a in aliases if a != "latest"]
         return PushResult(version, created=True, aliases=moves)
 
     def _create_file(self, key: str, src: Path, progress: Progress | None) -> None:
@@ -416,20 +433,41 @@ class Store:
         )
         return AliasMove(alias=alias, version=version, previous=current)
 
-    def set_alias(self, name: str, alias: str, target: Version | str) -> AliasMove:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        target: Version | str,
+        *,
+        require: Iterable[Requirement] = (),
+        force: bool = False,
+    ) -> AliasMove:
         """Point ``name@alias`` at a version by compare-and-swap (promote or roll back).
 
         Args:
             name: The model.
             alias: The alias to move or create.
             target: A Version, or a selector (sequence number or digest prefix).
+            require: Metric requirements on the version's own metrics (``test_top1>=0.9``).
+            force: Skip the promotion gate.
 
-        The alias is read, then written with that read's generation as precondition: if another writer moved it
-        in between, ConflictError (exit 3) and nothing changes.
+        The promotion gate first refuses (GateError, exit 1) a version that ``imgcls serve`` would refuse (no
+        ONNX export, a failed export gate) or that misses a requirement. Then the alias is read, and written
+        with that read's generation as precondition: if another writer moved it in between, ConflictError
+        (exit 3) and nothing changes.
         """
         validate_name(name)
         validate_name(alias, "alias")
         version = target if isinstance(target, Version) else self.version(name, target)
+        if not force:
+            _, meta = self.manifest(version)
+            check_promotion(
+                meta,
+                require,
+                what=f"{name} version {version.seq}",
+                alias=alias,
+                bundle_hint="export the bundle (`imgcls export DIR`), push it as a new version and promote that",
+            )
         current = self.alias(name, alias)
         if current is not None and current.digest == version.digest:
             return AliasMove(alias=alias, version=version, previous=current)

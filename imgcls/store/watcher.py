@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imgcls.errors import ConflictError, StoreError, UsageError
 from imgcls.store.cache import fetch
@@ -91,6 +92,9 @@ class AliasWatcher:
         self.current: Version | None = None
         self.current_digest = current_digest
         self.refused: Version | None = None
+        self.refused_error: str | None = None
+        self.wanted: Version | None = None
+        """The version the alias pointed at when last resolved: what should be serving."""
         self.stats = WatchStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,8 +102,13 @@ class AliasWatcher:
     def start(self) -> AliasWatcher:
         try:
             target = self.store.resolve(self.ref)
+            self.wanted = target
             if self.current_digest is None or self.current_digest == target.digest:
                 self.current, self.current_digest = target, target.digest
+            else:  # serving another version of the same model (e.g. started from a pinned one): which?
+                self.current = next(
+                    (v for v in self.store.versions(target.name) if v.digest == self.current_digest), None
+                )
         except StoreError as exc:
             logger.warning("watching %s: cannot resolve it yet (%s); will retry", self.ref, exc.message)
         self._thread = threading.Thread(target=self._run, name=f"imgcls-watch-{self.ref.name}", daemon=True)
@@ -113,6 +122,32 @@ class AliasWatcher:
         if self.current is not None:
             return str(self.current)
         return f"digest {self.current_digest[:12]}" if self.current_digest else "nothing"
+
+    def status(self) -> dict[str, Any]:
+        """Wanted (the alias) vs served version, for ``/v1/model`` and the metrics an alert watches.
+
+        ``in_sync`` is False while the alias points at a version this server refused (or has not loaded yet);
+        ``refused`` then says which and why.
+        """
+
+        def brief(v: Version | None) -> dict[str, Any] | None:
+            return None if v is None else {"version": v.seq, "digest": v.digest}
+
+        served = brief(self.current) or (
+            {"version": None, "digest": self.current_digest} if self.current_digest else None
+        )
+        wanted = brief(self.wanted)
+        refused = None
+        if self.refused is not None and self.wanted is not None and self.refused.digest == self.wanted.digest:
+            refused = {**(brief(self.refused) or {}), "error": self.refused_error}
+        return {
+            "ref": str(self.ref),
+            "alias": self.ref.alias,
+            "wanted": wanted,
+            "served": served,
+            "in_sync": wanted is not None and served is not None and wanted["digest"] == served["digest"],
+            "refused": refused,
+        }
 
     def stop(self, timeout: float | None = 10.0) -> None:
         self._stop.set()
@@ -138,6 +173,7 @@ class AliasWatcher:
             self.stats.poll_errors += 1
             logger.warning("watching %s: poll failed: %s", self.ref, getattr(exc, "message", exc))
             return None
+        self.wanted = target
         if target.digest == self.current_digest:
             return None
         if self.refused is not None and target.digest == self.refused.digest:
@@ -150,6 +186,7 @@ class AliasWatcher:
             return None
         except Exception as exc:
             self.refused = target
+            self.refused_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             self.stats.refused += 1
             logger.error(
                 "watching %s: refused version %s; still serving %s: %s",
@@ -166,6 +203,6 @@ class AliasWatcher:
             return None
         logger.info("watching %s: deployed %s (was %s)", self.ref, target, self.serving)
         self.current, self.current_digest = target, target.digest
-        self.refused = None
+        self.refused, self.refused_error = None, None
         self.stats.deployed += 1
         return target

@@ -219,9 +219,22 @@ def cli() -> object:
 
 @pytest.fixture
 def store_bundle(random_bundle: Path, tmp_path: Path) -> Path:
-    """A private copy of the session's random bundle (safe to modify)."""
+    """A private copy of the session's random bundle (safe to modify) with a stand-in ONNX export.
+
+    The promotion gate lets an alias point only at a version `imgcls serve` would load, and it reads only the
+    manifest. The store tests move aliases but never serve these versions, so a one-node ONNX file and an
+    ``export`` section stand in for a real export (which needs real images; tests that serve use
+    ``exported_digits_bundle``).
+    """
     import shutil
+
+    from imgcls.bundle import MANIFEST, write_manifest
+    from imgcls.doctor import TINY_ONNX
 
     dest = tmp_path / "bundle"
     shutil.copytree(random_bundle, dest)
+    (dest / "model.onnx").write_bytes(TINY_ONNX)
+    meta = json.loads((dest / MANIFEST).read_text())
+    meta["export"] = {"stand_in": "tests/integration/conftest.py", "models": {"fp32": {"file": "model.onnx"}}}
+    write_manifest(dest, meta, [*meta.pop("files"), "model.onnx"])
     return dest

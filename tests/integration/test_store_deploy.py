@@ -143,8 +143,20 @@ def test_watch_deploys_under_load_with_zero_failed_requests(
         assert wait_for(lambda: 'imgcls_model_reloads_total{result="refused"} 1.0' in httpx.get(f"{base}/metrics").text)
         time.sleep(0.5)
         assert served_version() == "2"
+        # the store says production -> 3 while this server serves 2: /v1/model and a metric say so
+        alias = httpx.get(f"{base}/v1/model", timeout=5).json()["alias"]
+        assert alias["wanted"]["version"] == 3 and alias["served"]["version"] == 2 and alias["in_sync"] is False
+        assert alias["refused"]["version"] == 3 and "verification" in alias["refused"]["error"]
+        text = httpx.get(f"{base}/metrics").text
+        assert 'imgcls_model_alias_in_sync{alias="production"} 0.0' in text
+        assert 'imgcls_model_alias_wanted_version{alias="production"} 3.0' in text
+        assert 'imgcls_model_alias_served_version{alias="production"} 2.0' in text
         store.set_alias("digits", "production", "1")  # roll back
         assert wait_for(lambda: served_version() == "1")
+        assert wait_for(
+            lambda: 'imgcls_model_alias_in_sync{alias="production"} 1.0' in httpx.get(f"{base}/metrics").text
+        )
+        assert httpx.get(f"{base}/v1/model", timeout=5).json()["alias"]["refused"] is None
         time.sleep(0.5)
     finally:
         stop.set()

@@ -1,0 +1,111 @@
+"""The promotion gate: an alias may point only at a version that ``imgcls serve`` would load and that meets
+the bundle's own metric requirements.
+
+Without it, ``imgcls models alias … production`` happily pointed at a bundle with no ONNX export (top-1 0.31):
+every watching server refused it and kept serving the old version, while the store said ``production→3``.
+The gate reads only the stored ``bundle.json`` (no download of the model files).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imgcls.errors import GateError, UsageError
+
+SERVED_MODEL = "model.onnx"  # what `imgcls serve` loads by default (runtime.MODEL_FILES["fp32"])
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+_REQUIREMENT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(>=|<=|==|>|<)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``METRIC OP VALUE`` on the bundle's own ``metrics`` (e.g. ``test_top1>=0.9``)."""
+
+    metric: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Requirement:
+        match = _REQUIREMENT_RE.match(text)
+        if match is None:
+            raise UsageError(
+                f"--require {text!r} is not METRIC>=VALUE",
+                hint="e.g. --require test_top1>=0.9 (operators >= > <= < ==; metrics as in `imgcls models show`)",
+            )
+        return cls(match.group(1), match.group(2), float(match.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+    def problem(self, metrics: Mapping[str, Any]) -> str | None:
+        """Why ``metrics`` fail this requirement, or None when they meet it."""
+        value = metrics.get(self.metric)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            have = ", ".join(k for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool))
+            return f"it has no numeric metric {self.metric!r} (it has: {have or 'none'})"
+        if not _OPS[self.op](float(value), self.value):
+            return f"{self.metric} is {value:g}, and {self} is required"
+        return None
+
+
+def parse_requirements(texts: Iterable[str]) -> list[Requirement]:
+    return [Requirement.parse(part) for text in texts for part in text.split(",") if part.strip()]
+
+
+def serving_problems(meta: Mapping[str, Any]) -> list[str]:
+    """Why ``imgcls serve`` would refuse a bundle with this ``bundle.json`` (empty: it would serve it)."""
+    problems = []
+    files = meta.get("files") or {}
+    export = meta.get("export") or {}
+    if SERVED_MODEL not in files or not export:
+        problems.append("it has no ONNX export (model.onnx)")
+    for precision, entry in (export.get("models") or {}).items():
+        if not isinstance(entry, Mapping):
+            continue
+        tol = entry.get("tolerance") or {}
+        for where, parity in (entry.get("parity") or {}).items():
+            limit, agree = tol.get("max_abs_logit_diff"), tol.get("min_top1_agreement")
+            if limit is not None and parity.get("max_abs_logit_diff", 0.0) > limit:
+                problems.append(f"its {precision} export failed the parity gate at {where}")
+            elif agree is not None and parity.get("top1_agreement", 1.0) < agree:
+                problems.append(f"its {precision} export failed the top-1 agreement gate at {where}")
+        drop, allowed = entry.get("top1_drop_points"), tol.get("max_top1_drop_points")
+        if drop is not None and allowed is not None and drop > allowed:
+            problems.append(f"its {precision} model lost {drop:g} top-1 points (≤ {allowed:g} allowed)")
+    return problems
+
+
+def check_promotion(
+    meta: Mapping[str, Any], requirements: Iterable[Requirement], *, what: str, alias: str, bundle_hint: str
+) -> None:
+    """Raise GateError when ``what`` may not become ``alias``: serve would refuse it, or a requirement fails.
+
+    Args:
+        meta: the version's ``bundle.json``.
+        requirements: ``--require`` clauses on ``meta["metrics"]``.
+        what: the version, for the message (``digits:3``).
+        alias: the alias being moved.
+        bundle_hint: how to fix a missing export (e.g. ``imgcls export runs/digits && imgcls push …``).
+    """
+    problems = serving_problems(meta)
+    metrics = meta.get("metrics") or {}
+    failed = [p for r in requirements if (p := r.problem(metrics))]
+    if not problems and not failed:
+        return
+    if problems:
+        hint = f"{bundle_hint}; or pass --force to move the alias anyway (servers will refuse it)"
+    else:
+        hint = "promote a better version, or pass --force to move the alias anyway"
+    raise GateError(f"{what} cannot become @{alias}: " + "; ".join(problems + failed), hint=hint)
