@@ -36,7 +36,7 @@ from imgcls.bundle import WEIGHTS, Bundle, atomic_write_bytes, edit_bundle, load
 from imgcls.data.transform import normalize
 from imgcls.deps import require
 from imgcls.errors import ConflictError, GateError, ImgclsError, UsageError
-from imgcls.runtime import MODEL_FILES, external_data_tensors
+from imgcls.runtime.onnxfile import MODEL_FILES, external_data_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +179,9 @@ def _ort_logits(session: Any, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def _session(model_bytes: bytes) -> Any:
-    from imgcls.runtime import _make_session
+    from imgcls.runtime.ort import make_session
 
-    return _make_session(model_bytes, "cpu", None, None, label="the exported model")
+    return make_session(model_bytes, "cpu", label="the exported model")
 
 
 def _compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

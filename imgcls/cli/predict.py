@@ -1,4 +1,4 @@
-"""Predict image files with an exported bundle (onnxruntime, no torch): files, directories and globs.
+"""Predict image files with an exported bundle (onnxruntime or OpenVINO, no torch): files, directories and globs.
 
 Exit codes: 0 every file predicted, 1 some file failed (its error is reported, the others go on),
 2 usage (no model, a bad flag, nothing to predict).
@@ -24,6 +24,13 @@ class Device(str, enum.Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+    tensorrt = "tensorrt"
+
+
+class EngineName(str, enum.Enum):
+    auto = "auto"
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
 
 
 CSV_HEADER = ["path", "label", "class_id", "confidence", "top_k", "error_code", "error_message"]
@@ -41,10 +48,22 @@ def predict(
     device: Annotated[Device, typer.Option("--device", help="auto: CUDA when it really loads, else CPU.")] = (
         Device.auto
     ),
+    engine: Annotated[
+        EngineName,
+        typer.Option("--engine", help="auto: the bundle's serving profile (imgcls bench --pick), else onnxruntime."),
+    ] = EngineName.auto,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision",
+            help="fp32, bf16 (OpenVINO), int8 or fp16 (default: the profile's, else fp32).",
+            show_default=False,
+        ),
+    ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Run model.int8.onnx (imgcls export --int8).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Run model.fp16.onnx (imgcls export --fp16).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per inference call.")] = 32,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Inference threads.")] = None,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).")
     ] = 40_000_000,
@@ -57,13 +76,14 @@ def predict(
     from imgcls.errors import UsageError
     from imgcls.runtime import Predictor, resolve_model
 
-    if int8 and fp16:
-        raise UsageError("--int8 and --fp16 exclude each other", hint="pick one precision")
+    if int8 + fp16 + (precision is not None) > 1:
+        raise UsageError("--int8, --fp16 and --precision exclude each other", hint="pick one precision")
     files = find_images(paths, suffixes=image_suffixes(allow_webp=allow_webp))
     predictor = Predictor.from_bundle(
         resolve_model(model),
+        engine=engine.value,
         device=device.value,
-        precision="int8" if int8 else "fp16" if fp16 else "fp32",
+        precision="int8" if int8 else "fp16" if fp16 else precision,
         intra_threads=threads,
         max_pixels=max_pixels,
         allow_webp=allow_webp,

@@ -26,12 +26,41 @@ def serve(
         str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (cuda fails unless CUDA really loads).")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda or tensorrt (cuda/tensorrt fail unless they really load).")
+    ] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="auto (the bundle's serving profile from `imgcls bench --pick`, else onnxruntime), "
+            "onnxruntime or openvino."
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32, bf16 (openvino), int8 or fp16 (default: the serving profile's, else fp32).", show_default=False
+        ),
+    ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Serve the static-int8 model (imgcls export --int8).")] = False,
-    max_batch: Annotated[int, typer.Option(min=1, max=1024, help="Most images per onnxruntime call.")] = 32,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1024,
+            help="Most images per inference call (default: the profile's, else 32).",
+            show_default=False,
+        ),
+    ] = None,
     max_delay_ms: Annotated[
-        float, typer.Option(min=0.0, max=10_000.0, help="Longest wait for a batch to fill after its first image.")
-    ] = 5.0,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=10_000.0,
+            help="Longest wait for a batch to fill after its first image (default: the profile's, else 5 ms).",
+            show_default=False,
+        ),
+    ] = None,
     max_queue: Annotated[int, typer.Option(min=1, help="Images admitted at once; beyond, 503 + Retry-After.")] = 256,
     timeout_s: Annotated[float, typer.Option(min=0.001, help="Per-request limit; beyond, 504.")] = 10.0,
     max_upload_mb: Annotated[
@@ -123,6 +152,8 @@ def serve(
             host=host,
             port=port,
             device=device,  # type: ignore[arg-type]
+            engine=engine,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
             int8=int8,
             max_batch=max_batch,
             max_delay_ms=max_delay_ms,
@@ -162,8 +193,9 @@ def serve(
         app = runner.build_app(settings)
         served = app.state.holder.current
         err_console.print(
-            f"serving [bold]{served.name}[/] version [bold]{served.version}[/] on {served.predictor.provider} "
-            f"({settings.precision}) at [bold]{url}[/] — {admin}; {log_note}",
+            f"serving [bold]{served.name}[/] version [bold]{served.version}[/] on {served.predictor.engine.name} "
+            f"{served.predictor.provider} ({served.predictor.precision}, {served.predictor.choice_reason}, "
+            f"max batch {served.batcher.max_batch}) at [bold]{url}[/] — {admin}; {log_note}",
             highlight=False,
             soft_wrap=True,
         )
@@ -171,7 +203,8 @@ def serve(
     else:
         info = runner.check_model(settings)
         err_console.print(
-            f"serving [bold]{info['name']}[/] ({settings.precision}) with {workers} workers at [bold]{url}[/] — "
+            f"serving [bold]{info['name']}[/] ({info['engine']} {info['precision']}) with {workers} workers at "
+            f"[bold]{url}[/] — "
             f"{admin}; {log_note}",
             highlight=False,
             soft_wrap=True,

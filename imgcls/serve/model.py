@@ -27,7 +27,7 @@ from imgcls.data.stats import ImageStats, image_stats
 from imgcls.errors import ConflictError, ImgclsError, UsageError
 from imgcls.serve.batcher import Batcher
 from imgcls.serve.predlog import DEFER_BYTES, RAW_MODES, RAW_PIXELS
-from imgcls.serve.settings import ServeSettings
+from imgcls.serve.settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY_MS, ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,10 @@ class ServedModel:
             "lineage": meta.get("lineage", {}),
             "export": meta.get("export", {}),
             "model": meta.get("model", {}),
+            "engine": self.predictor.engine.name,
+            "engine_version": self.predictor.engine.version,
+            "engine_choice": self.predictor.choice_reason,
+            "threads": self.predictor.engine.threads,
             "provider": self.predictor.provider,
             "precision": self.predictor.precision,
             "model_file": self.predictor.model_file,
@@ -269,26 +273,33 @@ def load_served(ref: str, settings: ServeSettings, on_batch: Callable[[int, floa
         ImgclsError: a bad reference, a missing/tampered bundle, no ONNX export, CUDA unavailable.
     """
     from imgcls.runtime import Predictor, resolve_model
+    from imgcls.runtime.profile import serving_profile
 
     ref = check_ref(ref)
     path = resolve_model(ref)
     predictor = Predictor.from_bundle(
         path,
+        engine=settings.engine,
         device=settings.device,
         precision=settings.precision,
         intra_threads=settings.intra_threads,
         max_pixels=settings.max_pixels,
         spin=False,  # idle onnxruntime threads must not spin on the cores the HTTP and decoding threads need
     )
+    profile = serving_profile(predictor.bundle)  # its batching applies unless the flags say otherwise
+    max_batch = settings.max_batch or (profile and profile.max_batch) or DEFAULT_MAX_BATCH
+    max_delay_ms = settings.max_delay_ms
+    if max_delay_ms is None:
+        max_delay_ms = profile.max_delay_ms if profile and profile.max_delay_ms is not None else DEFAULT_MAX_DELAY_MS
     h, w = predictor.input.size
-    for n in sorted({1, settings.max_batch}):  # first calls allocate: pay that before traffic arrives
+    for n in sorted({1, max_batch}):  # first calls allocate: pay that before traffic arrives
         probs = predictor.infer_prepared(np.zeros((n, h, w, predictor.input.channels), dtype=np.uint8))
         if probs.shape != (n, len(predictor.classes)) or not np.all(np.isfinite(probs)):
             raise ImgclsError(f"model {ref} gives unusable outputs on a warm-up batch (shape {probs.shape})")
     batcher = Batcher(
         predictor.infer_prepared,
-        max_batch=settings.max_batch,
-        max_delay_s=settings.max_delay_ms / 1000.0,
+        max_batch=max_batch,
+        max_delay_s=max_delay_ms / 1000.0,
         max_queue=settings.max_queue,
         decode_threads=settings.decode_threads or max(1, (os.cpu_count() or 2) // 2),
         on_batch=on_batch,

@@ -60,6 +60,7 @@ def check_model(settings: ServeSettings) -> dict[str, Any]:
     """Verify the model in this process without serving it (``--workers N``: each worker loads its own)."""
     from imgcls.bundle import load_bundle
     from imgcls.runtime import model_file_for, resolve_model
+    from imgcls.runtime.profile import resolve_engine
     from imgcls.serve.model import check_ref
 
     check_environment(settings)
@@ -68,8 +69,15 @@ def check_model(settings: ServeSettings) -> dict[str, Any]:
 
         check_watch_ref(settings.model, settings.watch_s)
     bundle = load_bundle(resolve_model(check_ref(settings.model)))
-    model_file = model_file_for(bundle, settings.precision)
-    return {"name": bundle.name, "sha256": bundle.digest, "model_file": model_file}
+    choice = resolve_engine(
+        bundle, engine=settings.engine, precision=settings.precision, device=settings.device,
+        threads=settings.intra_threads,
+    )  # fmt: skip
+    model_file = model_file_for(bundle, choice.precision)
+    return {
+        "name": bundle.name, "sha256": bundle.digest, "model_file": model_file, "engine": choice.engine,
+        "precision": choice.precision,
+    }  # fmt: skip
 
 
 class Server(uvicorn.Server):

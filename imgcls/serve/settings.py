@@ -11,13 +11,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from imgcls.data.decode import DEFAULT_MAX_PIXELS
 from imgcls.errors import UsageError
 
 SETTINGS_ENV = "IMGCLS_SERVE_SETTINGS"
 ADMIN_TOKEN_ENV = "IMGCLS_ADMIN_TOKEN"
+DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_DELAY_MS = 5.0
 
 
 def default_log_path() -> Path:
@@ -56,13 +58,18 @@ class ServeSettings(BaseModel):
     """Bundle directory or store reference (``URI/NAME@ALIAS``, ``URI/NAME:VERSION``)."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
+    """``auto``: the bundle's serving profile (``imgcls bench --pick``) when there is one, else onnxruntime."""
     int8: bool = False
-    """Serve the bundle's static-int8 ONNX model (``imgcls export --int8``)."""
-    max_batch: int = Field(default=32, ge=1, le=1024)
-    """Most images the batcher sends to onnxruntime at once."""
-    max_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
-    """How long the batcher waits for more images after the first one of a batch arrived."""
+    """Serve the bundle's static-int8 ONNX model (``imgcls export --int8``); the same as ``precision="int8"``."""
+    precision: Literal["fp32", "bf16", "int8", "fp16"] | None = None
+    """None: the serving profile's precision with ``engine="auto"``, else fp32."""
+    max_batch: int | None = Field(default=None, ge=1, le=1024)
+    """Most images the batcher sends to the engine at once (None: the serving profile's, else 32)."""
+    max_delay_ms: float | None = Field(default=None, ge=0.0, le=10_000.0)
+    """How long the batcher waits for more images after the first one of a batch arrived (None: the serving
+    profile's, else 5 ms)."""
     max_queue: int = Field(default=256, ge=1)
     """Most images admitted (decoding, queued or in inference) before new ones get 503."""
     timeout_s: float = Field(default=10.0, gt=0.0)
@@ -119,9 +126,13 @@ class ServeSettings(BaseModel):
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
-    @property
-    def precision(self) -> str:
-        return "int8" if self.int8 else "fp32"
+    @model_validator(mode="after")
+    def _int8_is_a_precision(self) -> ServeSettings:
+        if self.int8 and self.precision not in (None, "int8"):
+            raise ValueError(f"--int8 and precision {self.precision} exclude each other")
+        if self.int8 and self.precision is None:
+            object.__setattr__(self, "precision", "int8")
+        return self
 
 
 def settings_to_env(settings: ServeSettings) -> str:

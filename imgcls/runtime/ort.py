@@ -1,0 +1,156 @@
+"""onnxruntime sessions with honest provider probing (CPU, CUDA, TensorRT).
+
+onnxruntime-gpu lists CUDA and TensorRT even on a machine without a GPU and falls back to the CPU silently,
+so a session's own provider list is what counts: ``--device cuda`` / ``tensorrt`` fail clearly when that
+provider did not really load; ``auto`` uses CUDA when it loads and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from imgcls.errors import BundleError, DeviceError
+from imgcls.runtime.engines import Engine, TensorInfo
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+
+def silence_onnxruntime(ort: Any) -> None:
+    """3 = ERROR hides the fallback warnings; the failed-CUDA-library line is an ERROR, so CUDA probes use 4."""
+    ort.set_default_logger_severity(3)
+
+
+def make_session(
+    model_bytes: bytes,
+    device: str = "cpu",
+    intra_threads: int | None = None,
+    inter_threads: int | None = None,
+    *,
+    label: str = "the model",
+    spin: bool = True,
+) -> Any:
+    """An onnxruntime ``InferenceSession`` over ``model_bytes`` on ``device`` (``cpu``/``cuda``/``tensorrt``/``auto``).
+
+    Example:
+        session = make_session(onnx_bytes, "cpu", label="the exported model")
+
+    Raises:
+        BundleError: onnxruntime cannot load the model.
+        DeviceError: ``cuda``/``tensorrt`` asked for but it does not really load.
+    """
+    from imgcls.deps import require
+
+    ort = require("onnxruntime", feature="the ONNX runtime")
+    silence_onnxruntime(ort)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_threads:
+        options.intra_op_num_threads = intra_threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if inter_threads:
+        options.inter_op_num_threads = inter_threads
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+
+    def build(providers: list[str]) -> Any:
+        try:
+            return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad models
+            raise BundleError(f"onnxruntime cannot load {label}: {str(exc).strip()[:300]}") from None
+
+    if device == "cpu":
+        return build([CPU])
+    available = ort.get_available_providers()
+    wanted = TENSORRT if device == "tensorrt" else CUDA
+    if wanted not in available:
+        if device in ("cuda", "tensorrt"):
+            raise DeviceError(
+                f"--device {device}: this onnxruntime build has no {wanted} (providers: {', '.join(available)})",
+                hint="pip install onnxruntime-gpu (not together with onnxruntime), or use --device cpu",
+            )
+        return build([CPU])
+    # onnxruntime-gpu lists CUDA even without a GPU and falls back to CPU silently: ask, then check.
+    driver = cuda_driver_loads()
+    if driver:
+        preload_cuda_libraries(ort)
+    ort.set_default_logger_severity(4)
+    try:
+        session = build([TENSORRT, CUDA, CPU] if device == "tensorrt" else [CUDA, CPU])
+    finally:
+        ort.set_default_logger_severity(3)
+    if wanted in session.get_providers():
+        return session
+    if device in ("cuda", "tensorrt"):
+        why = "the CUDA/cuDNN libraries did not load" if driver else "no NVIDIA driver (libcuda.so.1) on this machine"
+        if device == "tensorrt" and driver:
+            why = "the TensorRT libraries (libnvinfer) did not load"
+        raise DeviceError(
+            f"--device {device}: onnxruntime could not start {wanted} here ({why}); "
+            f"the session fell back to {', '.join(session.get_providers())}",
+            hint="check `nvidia-smi` and the CUDA 12/13 + cuDNN 9 (+ TensorRT) libraries, or use --device cpu",
+        )
+    logger.info("CUDA is listed by onnxruntime but did not load; running on CPU")
+    return session
+
+
+def cuda_driver_loads() -> bool:
+    """Whether the NVIDIA driver library loads: without it no CUDA provider can start (a cheap first check)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Let onnxruntime-gpu find CUDA/cuDNN from the nvidia-* wheels when torch (which loads them) is not imported."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # best effort: the session's provider list is the real check
+        logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+class OrtEngine(Engine):
+    """An onnxruntime session behind the :class:`Engine` interface."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        precision: str,
+        device: str = "cpu",
+        threads: int | None = None,
+        inter_threads: int | None = None,
+        spin: bool = True,
+        label: str = "the model",
+    ) -> None:
+        import onnxruntime as ort
+
+        self.session = make_session(model_bytes, device, threads, inter_threads, label=label, spin=spin)
+        self.precision = precision
+        self.threads = threads
+        self.version = str(ort.__version__)
+        self.providers = list(self.session.get_providers())
+        self.inputs = [TensorInfo(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
+        self.outputs = [TensorInfo(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
+        self._input = self.inputs[0].name
+        self._names = [o.name for o in self.outputs]
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self._names, {self._input: batch})
+        return dict(zip(self._names, values, strict=True))
