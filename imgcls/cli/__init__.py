@@ -54,6 +54,7 @@ COMMANDS = [
     ("export", "export", "export", "command"),
     ("predict", "predict", "predict", "command"),
     ("serve", "serve", "serve", "command"),
+    ("bench", "bench", "bench", "command"),
     ("push", "push", "push", "command"),
     ("pull", "pull", "pull", "command"),
     ("models", "models", "app", "group"),

@@ -1,0 +1,366 @@
+"""Measure engines in process (--model) or a running server over HTTP (--url); --pick stores the fastest gated engine.
+
+In process: every engine × precision is first checked against fp32 onnxruntime on the bundle's real samples;
+one that fails is shown with its failure and never picked. Exit codes: 0 done, 1 a regression against
+--baseline (or nothing passed the gate with --pick), 2 usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    from imgcls.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,8,64") from None
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    from imgcls.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 100,200") from None
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x for x in text.replace(" ", "").split(",") if x]
+
+
+def bench(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Bundle directory or store reference to measure in process.", show_default=False
+        ),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="A running server's predict URL to load over HTTP.", show_default=False)
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="The image every HTTP request uploads.", show_default=False)
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Engines, comma-separated (default: every one installed).", show_default=False)
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Precisions: fp32,bf16,int8,fp16 (default: all the engine runs and the bundle has).",
+            show_default=False,
+        ),
+    ] = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,64",
+    threads: Annotated[
+        str | None, typer.Option(help="Thread counts, comma-separated (default: the cores here).", show_default=False)
+    ] = None,
+    timed: Annotated[str, typer.Option(help="What is timed: model, preprocess (+normalise) or decode (+PNG).")] = (
+        "model"
+    ),
+    measure_s: Annotated[float, typer.Option(min=0.05, help="Seconds of timed calls per row after warm-up.")] = 1.0,
+    peaks: Annotated[bool, typer.Option(help="Measure GEMM peaks per dtype (a few seconds).")] = True,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON here.", show_default=False)
+    ] = None,
+    chart: Annotated[
+        Path | None,
+        typer.Option(help="PNG chart (default: beside --json, same name .png).", show_default=False),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="A previous --json report: print ratios, exit 1 on a regression.", show_default=False),
+    ] = None,
+    regression: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Slower than the baseline by more than this fraction fails.")
+    ] = 0.10,
+    pick: Annotated[
+        bool, typer.Option("--pick", help="Write the fastest gated engine/precision/threads into the bundle.")
+    ] = False,
+    pick_batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="Batch size the pick optimises (default: the largest).", show_default=False),
+    ] = None,
+    slo_p99_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="With --pick: sweep max batch × max delay on a temporary server; keep the best whose p99 meets this.",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        str | None, typer.Option(help="--url: closed-loop connection counts, comma-separated.", show_default=False)
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="--url: open-loop Poisson rates in req/s, comma-separated.", show_default=False)
+    ] = None,
+    duration_s: Annotated[float, typer.Option(min=0.5, help="--url: seconds per load level.")] = 10.0,
+    client: Annotated[str, typer.Option(help="--url: auto (wrk when installed), python (processes) or wrk.")] = (
+        "auto"
+    ),
+    processes: Annotated[
+        int | None, typer.Option(min=1, max=64, help="--url: Python client processes.", show_default=False)
+    ] = None,
+) -> None:
+    from imgcls.cli._render import console, err_console
+    from imgcls.errors import UsageError
+
+    if (model is None) == (url is None):
+        raise UsageError(
+            "give exactly one of --model (in process) or --url (a running server)",
+            hint="imgcls bench --model runs/digits, or imgcls bench --url http://127.0.0.1:8000/v1/predict "
+            "--image cat.png",
+        )
+    if url is not None:
+        if image is None:
+            raise UsageError("--url needs --image FILE (the upload every request sends)")
+        from imgcls.bench.http import run_http_bench
+
+        report = run_http_bench(
+            url,
+            image,
+            concurrency=_ints(concurrency, "--concurrency"),
+            rates=_floats(rate, "--rate"),
+            duration_s=duration_s,
+            client=client,
+            processes=processes,
+            on_row=lambda row: err_console.print(_http_line(row), highlight=False, soft_wrap=True),
+        )
+        console.print(_http_table(report), soft_wrap=True)
+        for row in report["results"]:
+            for warning in row.get("warnings", []):
+                err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        _finish(report, json_path, None, baseline, regression)
+        return
+
+    from imgcls.bench.inprocess import BenchConfig, run_bench
+
+    config = BenchConfig(
+        engines=_names(engine),
+        precisions=_names(precision),
+        batches=_ints(batch, "--batch") or [1],
+        threads=_ints(threads, "--threads"),
+        timed=timed,
+        measure_s=measure_s,
+        peaks=peaks,
+        pick_batch=pick_batch,
+    )
+    assert model is not None
+    report = run_bench(
+        model, config, on_row=lambda row: err_console.print(_row_line(row), highlight=False, soft_wrap=True)
+    )
+    console.print(_table(report), soft_wrap=True)
+    if report["model"]["flops_per_image"] is None:
+        err_console.print(f"[yellow]note:[/] {report['model']['flops_note']}", highlight=False)
+    if pick:
+        from imgcls.bench.pick import profile_from, slo_sweep, write_pick
+
+        profile = profile_from(report)
+        bundle_path = Path(report["model"]["path"])
+        if slo_p99_ms is not None:
+            sample = _sample_png(bundle_path)
+            best, rows = slo_sweep(
+                bundle_path,
+                profile,
+                sample,
+                slo_p99_ms=slo_p99_ms,
+                on_row=lambda r: err_console.print(
+                    f"  max batch {r['max_batch']:>3}, max delay {r['max_delay_ms']:g} ms: {r['req_per_s']:.0f} req/s, "
+                    f"p99 {r['p99_ms']:.1f} ms{' (meets the SLO)' if r['meets_slo'] else ''}",
+                    highlight=False,
+                ),
+            )
+            report["slo"] = {"p99_ms": slo_p99_ms, "rows": rows, "best": best}
+            if best is None:
+                err_console.print(
+                    f"[yellow]no batching setting met p99 ≤ {slo_p99_ms:g} ms; the profile keeps the "
+                    "server's default batching[/]"
+                )
+            else:
+                profile = profile.model_copy(
+                    update={"max_batch": best["max_batch"], "max_delay_ms": best["max_delay_ms"]}
+                )
+        write_pick(bundle_path, profile)
+        report["pick"] = {**report["pick"], "max_batch": profile.max_batch, "max_delay_ms": profile.max_delay_ms}
+        console.print(
+            f"picked [bold]{profile.engine} {profile.precision}[/] × {profile.threads} threads "
+            f"({report['pick']['img_per_s']:.0f} img/s at batch {report['pick']['batch']}) → serving profile of "
+            f"{bundle_path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    _finish(report, json_path, chart, baseline, regression)
+
+
+def _sample_png(bundle_path: Path) -> Path:
+    """One of the bundle's real samples as a PNG file (what the SLO sweep uploads)."""
+    import tempfile
+
+    from PIL import Image
+
+    from imgcls.bundle import load_bundle
+    from imgcls.runtime.gate import gate_images
+
+    img = gate_images(load_bundle(bundle_path)).images[0]
+    out = Path(tempfile.mkdtemp(prefix="imgcls-bench-")) / "sample.png"
+    Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(out)
+    return out
+
+
+def _finish(
+    report: dict[str, Any], json_path: Path | None, chart: Path | None, baseline: Path | None, regression: float
+) -> None:
+    from imgcls.cli._render import console, err_console
+
+    if json_path is not None:
+        from imgcls.bench.report import write_json
+
+        if report.get("kind") != "http":
+            from imgcls.bench.report import chart as draw
+
+            written, note = draw(report, chart or json_path.with_suffix(".png"))
+            report["chart"] = str(written) if written else None
+            err_console.print(note, highlight=False)
+        write_json(report, json_path)
+        err_console.print(f"report written to {json_path}", highlight=False)
+    elif chart is not None and report.get("kind") != "http":
+        from imgcls.bench.report import chart as draw
+
+        err_console.print(draw(report, chart)[1], highlight=False)
+    if baseline is not None:
+        from imgcls.bench.report import compare, load_report
+
+        entries = compare(report, load_report(baseline), regression)
+        console.print(_baseline_table(entries, baseline, regression), soft_wrap=True)
+        bad = [e for e in entries if e["regression"]]
+        if bad:
+            err_console.print(
+                f"[red]{len(bad)} regression(s) beyond {regression:.0%} against {baseline}[/]", highlight=False
+            )
+            raise typer.Exit(1)
+
+
+def _fmt(value: Any, spec: str = ".0f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    what = f"{row['engine']} {row['precision']}" + (f" ×{row['threads']}" if row.get("threads") else "")
+    if row["status"] != "ok":
+        return f"  {what}: [red]{row['status'].replace('_', ' ')}[/] — {row['error']}"
+    return (
+        f"  {what} batch {row['batch']}: {row['img_per_s']:.0f} img/s, p50 {row['p50_ms']:.2f} ms, "
+        f"p99 {row['p99_ms']:.2f} ms"
+    )
+
+
+def _table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    m = report["machine"]
+    table = Table(
+        title=f"{report['model']['bundle']} on {m['cpu']} ({m['cores']} cores; {' '.join(m['isa'])}) — timed: "
+        f"{report['timed_means']}; load {m.get('load_average')}",
+        title_justify="left",
+    )
+    for col in (
+        "engine",
+        "precision",
+        "threads",
+        "batch",
+        "img/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "GFLOP/s",
+        "of peak",
+        "top-1 agree",
+        "max |Δprob|",
+        "gate",
+    ):
+        table.add_column(col, justify="right" if col not in ("engine", "precision", "gate") else "left")
+    for r in report["results"]:
+        gate = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status'].replace('_', ' ')}: {r['error']}[/]"
+        agree = "–" if r["top1_agreement"] is None else f"{r['top1_agreement']:.2%}"
+        table.add_row(
+            r["engine"],
+            r["precision"],
+            _fmt(r["threads"], "d"),
+            _fmt(r["batch"], "d"),
+            _fmt(r["img_per_s"]),
+            _fmt(r["p50_ms"], ".2f"),
+            _fmt(r["p95_ms"], ".2f"),
+            _fmt(r["p99_ms"], ".2f"),
+            _fmt(r["max_ms"], ".2f"),
+            _fmt(r.get("gflops"), ".0f"),
+            _fmt(r.get("peak_fraction"), ".0%"),
+            agree,
+            _fmt(r["max_abs_prob_diff"], ".1e"),
+            gate,
+        )
+    peaks = report.get("gemm_peaks") or {}
+    if peaks:
+        table.caption = "GEMM peaks: " + "; ".join(
+            f"{k} {_fmt(v.get('gflops'))} GFLOP/s ({v.get('how')})" for k, v in peaks.items()
+        )
+    return table
+
+
+def _http_line(row: dict[str, Any]) -> str:
+    level = f"{row['concurrency']} connections" if row["mode"] == "closed" else f"{row['rate']:g} req/s offered"
+    return (
+        f"  {level}: {row['req_per_s']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+        f"{row['errors']} errors [{row['client']}]"
+    )
+
+
+def _http_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{report['url']} — {report['method']}", title_justify="left")
+    for col in ("load", "client", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"):
+        table.add_column(col, justify="left" if col in ("load", "client", "errors") else "right")
+    for r in report["results"]:
+        load = f"{r['concurrency']} conn" if r["mode"] == "closed" else f"{r['rate']:g} req/s (Poisson)"
+        errors = ", ".join(f"{k}: {v}" for k, v in r["errors_by_status"].items()) or "0"
+        table.add_row(
+            load,
+            r["client"],
+            _fmt(r["req_per_s"]),
+            _fmt(r["p50_ms"], ".1f"),
+            _fmt(r["p95_ms"], ".1f"),
+            _fmt(r["p99_ms"], ".1f"),
+            _fmt(r["max_ms"], ".1f"),
+            errors,
+        )
+    return table
+
+
+def _baseline_table(entries: list[dict[str, Any]], baseline: Path, threshold: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"against {baseline} (regression: slower by more than {threshold:.0%})", title_justify="left")
+    for col in ("row", "now", "baseline", "ratio", ""):
+        table.add_column(col)
+    for e in entries:
+        key = " ".join(f"{k}={v}" for k, v in e["key"].items() if v is not None)
+        table.add_row(
+            key,
+            _fmt(e["current"]),
+            _fmt(e["baseline"]),
+            f"{e['ratio']:.2f}×",
+            "[red]regression[/]" if e["regression"] else "[green]ok[/]",
+        )
+    return table

@@ -1,0 +1,173 @@
+"""imgcls bench in process on a hand-built bundle (no torch): both engines, the accuracy gate and its failure path,
+the serving profile and engine="auto", the report's JSON schema and --baseline's exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from imgcls.bench.inprocess import BenchConfig, run_bench
+from imgcls.bundle import InputSpec, load_bundle, write_manifest
+from imgcls.errors import DeviceError, UsageError
+from imgcls.runtime import Predictor
+from imgcls.runtime.profile import ServingProfile, serving_profile, write_serving_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = InputSpec(size=(6, 5), channels=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+CLASSES = ["cat", "dog", "bird", "fish"]
+FAST = {"window_s": 0.01, "measure_s": 0.02, "max_warmup_windows": 3, "peaks": False}
+
+
+def conv_model(seed: int) -> onnx.ModelProto:
+    """images (N, 3, 6, 5) -> Conv 3x3 -> Relu -> Flatten -> Gemm -> logits (N, 4): a net with countable FLOPs."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(0, 0.3, (8 * 4 * 3, 4)).astype(np.float32), "fc")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, (4,)).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Conv", ["images", "w"], ["c"], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc", "b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 6, 5])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[w, fc, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    helper.set_model_props(model, {"classes": json.dumps(CLASSES)})
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """fp32 = the model; int8 = a DIFFERENT model (a deliberately broken precision); 48 sample images."""
+    root = tmp_path / "b"
+    (root / "samples").mkdir(parents=True)
+    (root / "model.onnx").write_bytes(conv_model(0).SerializeToString())
+    (root / "model.int8.onnx").write_bytes(conv_model(7).SerializeToString())
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 6, 5, 3), dtype=np.uint8)
+    np.savez(root / "samples" / "val.npz", images=images, labels=rng.integers(0, 4, 48))
+    meta = {"name": "handmade", "classes": CLASSES, "input": SPEC.to_dict(), "model": {"arch": "handmade"}}
+    write_manifest(root, meta, ["model.onnx", "model.int8.onnx", "samples/val.npz"])
+    return root
+
+
+def test_both_engines_are_timed_and_the_broken_precision_fails_its_gate(bundle: Path) -> None:
+    config = BenchConfig(engines=["onnxruntime", "openvino"], precisions=["fp32", "int8"], batches=[1, 4],
+                         threads=[1], **FAST)  # fmt: skip
+    report = run_bench(bundle, config)
+    rows = {(r["engine"], r["precision"], r["batch"]): r for r in report["results"]}
+    for engine in ("onnxruntime", "openvino"):
+        for batch in (1, 4):
+            ok = rows[(engine, "fp32", batch)]
+            assert ok["status"] == "ok" and ok["img_per_s"] > 0 and ok["threads"] == 1
+            assert ok["top1_agreement"] == 1.0 and ok["max_abs_prob_diff"] <= 1e-3
+            assert ok["p50_ms"] <= ok["p95_ms"] <= ok["p99_ms"] <= ok["max_ms"]
+            assert ok["gflops"] > 0  # FLOPs counted from the graph
+        broken = rows[(engine, "int8", None)]  # one row, no batch, no speed
+        assert broken["status"] == "failed_gate" and broken["img_per_s"] is None
+        assert "top-1 agreement" in broken["error"]
+    assert rows[("openvino", "fp32", 1)]["provider"] == "OpenVINO:CPU:f32"  # the precision really run
+    assert report["pick"]["precision"] == "fp32" and report["pick"]["batch"] == 4  # never the failing int8
+    # conv 8×(4×3) outputs × 27 MACs + gemm 96×4 MACs, 2 FLOPs each
+    assert report["model"]["flops_per_image"] == 2 * (8 * 4 * 3 * 27 + 96 * 4)
+    assert report["machine"]["cpu"] and isinstance(report["machine"]["isa"], list)
+    assert {"onnxruntime:CPUExecutionProvider", "openvino:OpenVINO:CPU:f32"} <= set(report["machine"]["providers_used"])
+
+
+def test_openvino_matches_onnxruntime_and_bf16_says_what_runs(bundle: Path) -> None:
+    import openvino as ov
+
+    x = np.random.default_rng(1).integers(0, 256, (5, 6, 5, 3), dtype=np.uint8)
+    ref = Predictor.from_bundle(bundle, engine="onnxruntime", device="cpu").infer_prepared(x)
+    vino = Predictor.from_bundle(bundle, engine="openvino", precision="fp32")
+    assert vino.describe()["engine"] == "openvino"
+    np.testing.assert_allclose(vino.infer_prepared(x), ref, atol=1e-5)
+    assert set(vino.outputs(vino.to_input(x))) == {"logits"}  # every output by name
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert Predictor.from_bundle(bundle, engine="openvino", precision="bf16").provider == "OpenVINO:CPU:bf16"
+    else:
+        with pytest.raises(DeviceError, match="no bf16"):
+            Predictor.from_bundle(bundle, engine="openvino", precision="bf16")
+
+
+def test_bad_engine_precision_combinations_are_refused(bundle: Path) -> None:
+    with pytest.raises(UsageError, match="onnxruntime does not run bf16"):
+        Predictor.from_bundle(bundle, engine="onnxruntime", precision="bf16")
+    with pytest.raises(UsageError, match="unknown engine"):
+        Predictor.from_bundle(bundle, engine="tvm")
+    with pytest.raises(UsageError, match="--device cuda needs --engine onnxruntime"):
+        Predictor.from_bundle(bundle, engine="openvino", device="cuda")
+
+
+def test_auto_follows_the_serving_profile_unless_overridden(bundle: Path) -> None:
+    assert Predictor.from_bundle(bundle, engine="auto").engine.name == "onnxruntime"  # no profile yet
+    write_serving_profile(bundle, ServingProfile(engine="openvino", precision="fp32", threads=1, max_batch=8))
+    assert serving_profile(load_bundle(bundle)) is not None  # the bundle still verifies after the edit
+    auto = Predictor.from_bundle(bundle, engine="auto")
+    assert (auto.engine.name, auto.precision, auto.engine.threads) == ("openvino", "fp32", 1)
+    assert auto.choice_reason.startswith("serving profile")
+    other = Predictor.from_bundle(bundle, engine="auto", precision="int8")  # another precision: not the profile
+    assert (other.engine.name, other.precision) == ("onnxruntime", "int8")
+    assert Predictor.from_bundle(bundle, engine="onnxruntime").engine.name == "onnxruntime"
+
+
+def test_bench_cli_json_schema_pick_and_baseline_exit(bundle: Path, tmp_path: Path) -> None:
+    from imgcls.cli import app
+
+    out = tmp_path / "r.json"
+    args = ["bench", "--model", str(bundle), "--engine", "onnxruntime,openvino", "--precision", "fp32,int8",
+            "--batch", "2", "--threads", "1", "--measure-s", "0.05", "--no-peaks"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--json", str(out), "--pick"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert {"cpu", "isa"} <= set(report["machine"]) and isinstance(report["machine"]["isa"], list)
+    keys = {"engine", "precision", "batch", "threads", "img_per_s", "p50_ms", "p99_ms", "top1_agreement"}
+    assert report["results"] and all(keys <= set(r) for r in report["results"])
+    assert {"engine", "precision", "threads"} <= set(report["pick"])
+    assert report["timed"] == "model"
+    assert (tmp_path / "r.png").stat().st_size > 0  # the chart beside the JSON
+    profile = serving_profile(load_bundle(bundle))
+    assert profile is not None and (profile.engine, profile.precision) == (report["pick"]["engine"], "fp32")
+
+    slow = {**report, "results": [{**r, "img_per_s": r["img_per_s"] and 1.0} for r in report["results"]]}
+    fast = {**report, "results": [{**r, "img_per_s": r["img_per_s"] and 1e12} for r in report["results"]]}
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    assert CliRunner().invoke(app, [*args, "--baseline", str(tmp_path / "slow.json")]).exit_code == 0
+    regressed = CliRunner().invoke(app, [*args, "--baseline", str(tmp_path / "fast.json")])
+    assert regressed.exit_code == 1 and "regression" in regressed.output
+
+
+def test_bench_without_samples_says_how_to_get_them(tmp_path: Path) -> None:
+    root = tmp_path / "nosamples"
+    root.mkdir()
+    (root / "model.onnx").write_bytes(conv_model(0).SerializeToString())
+    write_manifest(root, {"name": "n", "classes": CLASSES, "input": SPEC.to_dict(), "model": {}}, ["model.onnx"])
+    with pytest.raises(UsageError, match="no real sample images"):
+        run_bench(root, BenchConfig(**FAST))
+
+
+def test_bench_never_imports_torch(bundle: Path) -> None:
+    code = (
+        "import sys\nfrom imgcls.bench.inprocess import BenchConfig, run_bench\n"
+        f"run_bench({str(bundle)!r}, BenchConfig(batches=[1], threads=[1], window_s=0.01, measure_s=0.01, "
+        "max_warmup_windows=2, peaks=False))\n"
+        "assert 'torch' not in sys.modules, 'bench imported torch'\nprint('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
