@@ -158,6 +158,8 @@ class ServedModel:
             **self.identity,
             "classes": list(self.predictor.classes),
             "input": self.predictor.input.to_dict(),
+            "engine": self.predictor.engine.name,
+            "precision": self.predictor.precision,
             "provider": self.predictor.provider,
         }
 

@@ -22,6 +22,10 @@ from imgcls.bench.http import run_http_bench
 from imgcls.runtime.profile import ServingProfile, write_serving_profile
 
 
+TOKEN = "bench-test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,7 +56,8 @@ def serve(bundle: Path, tmp_path: Path, *args: str) -> Iterator[str]:
     cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(bundle), "--port", str(port),
            "--log-predictions", "off", "--no-access-log", *args]  # fmt: skip
     with open(log, "wb") as err:
-        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=dict(os.environ))
+        env = {**os.environ, "IMGCLS_ADMIN_TOKEN": TOKEN}
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -76,9 +81,11 @@ def serve(bundle: Path, tmp_path: Path, *args: str) -> Iterator[str]:
 
 def test_serve_uses_the_profile_and_bench_url_loads_it(profiled_bundle: Path, digit_png: Path, tmp_path: Path) -> None:
     with serve(profiled_bundle, tmp_path) as url:
-        info = httpx.get(url + "/v1/model").json()
-        assert (info["engine"], info["precision"], info["max_batch"], info["threads"]) == ("openvino", "int8", 4, 1)
-        assert info["provider"].startswith("OpenVINO:CPU")
+        public = httpx.get(url + "/v1/model").json()  # names the engine to anyone
+        assert (public["engine"], public["precision"]) == ("openvino", "int8")
+        assert public["provider"].startswith("OpenVINO:CPU")
+        info = httpx.get(url + "/v1/model", headers=ADMIN).json()
+        assert (info["max_batch"], info["threads"]) == (4, 1) and info["engine_choice"].startswith("serving profile")
 
         report = run_http_bench(url + "/v1/predict", digit_png, concurrency=[2], rates=[20.0], duration_s=1.5,
                                 warmup_s=0.3, client="python", processes=1)  # fmt: skip
@@ -105,5 +112,5 @@ def test_serve_uses_the_profile_and_bench_url_loads_it(profiled_bundle: Path, di
         assert {"concurrency", "rate", "req_per_s", "p50_ms", "p99_ms", "errors"} <= set(rows[0])
 
     with serve(profiled_bundle, tmp_path, "--engine", "onnxruntime", "--max-batch", "2") as url:
-        info = httpx.get(url + "/v1/model").json()  # flags override the profile
+        info = httpx.get(url + "/v1/model", headers=ADMIN).json()  # flags override the profile
         assert (info["engine"], info["precision"], info["max_batch"]) == ("onnxruntime", "fp32", 2)
