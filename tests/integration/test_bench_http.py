@@ -21,7 +21,6 @@ from PIL import Image
 from imgcls.bench.http import run_http_bench
 from imgcls.runtime.profile import ServingProfile, write_serving_profile
 
-
 TOKEN = "bench-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -117,7 +117,7 @@ def test_model_endpoint_reports_metadata_and_the_real_provider(client: TestClien
     assert public["input"]["size"] == [16, 16] and public["input"]["channels"] == 1
     assert public["provider"] == "CPUExecutionProvider"  # onnxruntime-gpu on a CPU machine: the truth, not "CUDA"
     # without the admin token: nothing about the server (its paths, the git commit, the training config)
-    assert set(public) == {"name", "version", "sha256", "classes", "input", "provider"}
+    assert set(public) == {"name", "version", "sha256", "classes", "input", "engine", "precision", "provider"}
     assert client.get("/v1/model", headers={"Authorization": "Bearer wrong"}).json() == public
     info = client.get("/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert info["classes"] == public["classes"] and info["ref"]
