@@ -264,7 +264,8 @@ def check_onnxruntime() -> list[Check]:
         ]
     import onnxruntime as ort
 
-    from imgcls.runtime import _cuda_driver_loads, _preload_cuda_libraries
+    from imgcls.runtime.ort import cuda_driver_loads as _cuda_driver_loads
+    from imgcls.runtime.ort import preload_cuda_libraries as _preload_cuda_libraries
 
     available = ort.get_available_providers()
     dists = [d for d in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino") if _version(d)]
@@ -386,7 +387,7 @@ def check_torch() -> list[Check]:
             )
         ]
     if not torch.cuda.is_available():
-        from imgcls.runtime import _cuda_driver_loads
+        from imgcls.runtime.ort import cuda_driver_loads as _cuda_driver_loads
 
         why = "the driver loads but reports no device" if _cuda_driver_loads() else "no NVIDIA driver (libcuda.so.1)"
         return [

@@ -12,9 +12,9 @@ Example:
     predictor = Predictor.from_bundle("runs/digits-resnet8", engine="auto")
 """
 
+from imgcls.prediction import Prediction, TopK
 from imgcls.runtime.engines import DEVICES, ENGINE_PRECISIONS, ENGINES, PRECISIONS, Engine, create_engine
 from imgcls.runtime.onnxfile import MODEL_FILES, external_data_tensors, model_file_for
-from imgcls.prediction import Prediction, TopK
 from imgcls.runtime.predictor import Predictor, softmax
 from imgcls.runtime.resolve import resolve_model
 
