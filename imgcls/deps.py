@@ -25,6 +25,7 @@ _EXTRA_OF = {
     "wandb": "monitor",
     "evidently": "monitor",
     "pandas": "monitor",
+    "openvino": "openvino",
 }
 
 
