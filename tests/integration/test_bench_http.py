@@ -98,6 +98,11 @@ def test_serve_uses_the_profile_and_bench_url_loads_it(profiled_bundle: Path, di
                                  warmup_s=0.1, client="python", processes=1)["results"][0]  # fmt: skip
         assert missing["req_per_s"] == 0 and missing["errors"] > 0 and set(missing["errors_by_status"]) == {"404"}
 
+        if shutil.which("wrk"):  # `apt-get install -y wrk`: the closed loop then runs in C
+            by_wrk = run_http_bench(url + "/v1/predict", digit_png, concurrency=[2], duration_s=1.0, client="wrk")
+            row = by_wrk["results"][0]
+            assert row["client"].startswith("wrk") and row["req_per_s"] > 0 and row["errors"] == 0
+
         from typer.testing import CliRunner
 
         from imgcls.cli import app

@@ -1,0 +1,227 @@
+"""The engine bars of issue 12: CIFAR-stem ResNet-18 (32×32, trained briefly on the real digits) with the engine
+`imgcls bench --pick` chooses on this machine, side by side in one run.
+
+1. `imgcls bench` in process (every engine × precision, batch 1 and 64, gated) -> the pick, written into the
+   bundle's serving profile.
+2. Interleaved rounds (the order rotates every round), medians: torch eager vs onnxruntime int8 vs the pick at
+   batch 64; an independent plain timing loop of the pick's session against bench's own figure; batch-1 p50;
+   the held-out top-1 of the pick against fp32 onnxruntime.
+3. Over HTTP with wrk (../shared/bench/wrkload.sh, 32 connections, a 32×32 PNG): `imgcls serve` (the profile)
+   against the per-request torch endpoint (../shared/bench/naive_torch.py); then `imgcls bench --url` (python
+   client and wrk client) against wrkload.sh on the same server.
+
+Bars: pick ≥ 2.5× onnxruntime int8 and ≥ 8× torch eager at batch 64 with a top-1 drop ≤ 1 point; batch-1 p50
+≤ 1.0 ms; serve ≥ 10× the torch endpoint; bench within 10 % of the independent timing; bench --url within 15 % of wrk.
+
+    python -m benchmarks bench [-- --threads 2 --rounds 5 --http-seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path("runs/bench/bench")
+SHARED = Path(os.environ.get("IMGCLS_SHARED_BENCH", "/work/shared/bench"))
+
+
+def _rate(fn: Any, iters: int, batch: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return iters * batch / (time.perf_counter() - start)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(cmd: list[str], port: int, ready_path: str) -> Iterator[subprocess.Popen[bytes]]:
+    import httpx
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited {proc.returncode}: {' '.join(cmd)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code < 500:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"server not ready: {' '.join(cmd)}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wrkload(url: str, png: Path, conns: int, seconds: int, field: str = "file") -> dict[str, Any]:
+    out = subprocess.run(["bash", str(SHARED / "wrkload.sh"), url, str(png), str(conns), str(seconds), field],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks bench")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=6, help="batches per engine per round")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--http-seconds", type=int, default=10)
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    import torch
+
+    from benchmarks._trained import train_digits_bundle
+    from imgcls.bench.inprocess import BenchConfig, run_bench
+    from imgcls.bench.pick import profile_from, write_pick
+    from imgcls.bench.report import write_json
+    from imgcls.bundle import load_bundle
+    from imgcls.config import DataConfig
+    from imgcls.data.datasets import load_dataset
+    from imgcls.export import export_bundle
+    from imgcls.models.io import load_model
+    from imgcls.runtime import Predictor
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bundle_dir = args.out / "resnet18-cifar-stem-digits32"
+    if not (bundle_dir / "bundle.json").is_file() or "int8" not in (
+        load_bundle(bundle_dir).meta.get("export") or {}
+    ).get("models", {}):
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        print(f"training the CIFAR-stem ResNet-18 on digits at 32×32 RGB for {args.epochs} epochs …", flush=True)
+        train_digits_bundle(bundle_dir, arch="resnet18", img_size=32, channels=3, epochs=args.epochs, lr=2e-3,
+                            threads=args.threads)  # fmt: skip
+        export_bundle(bundle_dir, int8=True)
+    load = {"before": os.getloadavg()}
+
+    # 1. imgcls bench in process -> the pick -> the serving profile
+    report = run_bench(bundle_dir, BenchConfig(batches=[1, 64], threads=[args.threads], measure_s=2.0))
+    write_json(report, args.out / "inprocess.json")
+    profile = profile_from(report)
+    write_pick(bundle_dir, profile)
+    pick = report["pick"]
+    print(f"pick: {pick['engine']} {pick['precision']} ×{pick['threads']} ({pick['img_per_s']:.0f} img/s at b64)")
+
+    # 2. side by side
+    bundle = load_bundle(bundle_dir)
+    ds = load_dataset(DataConfig(**bundle.meta["lineage"]["config"]["data"]), seed=0)
+    assert ds.test is not None
+    held = np.concatenate([ds.test.images, ds.val.images])
+    labels = np.concatenate([ds.test.labels, ds.val.labels])
+    fp32 = Predictor.from_bundle(bundle_dir, engine="onnxruntime", device="cpu", intra_threads=args.threads)
+    int8 = Predictor.from_bundle(bundle_dir, engine="onnxruntime", device="cpu", precision="int8",
+                                 intra_threads=args.threads)  # fmt: skip
+    chosen = Predictor.from_bundle(bundle_dir, engine=pick["engine"], precision=pick["precision"],
+                                   intra_threads=args.threads)  # fmt: skip
+    top1 = {name: float((p.infer_prepared(held).argmax(1) == labels).mean())
+            for name, p in (("onnxruntime fp32", fp32), ("onnxruntime int8", int8), ("pick", chosen))}  # fmt: skip
+    model = load_model(bundle)
+    x = np.ascontiguousarray(fp32.to_input(np.concatenate([held] * 2)[:64]), dtype=np.float32)
+    xt = torch.from_numpy(x)
+
+    def eager() -> None:
+        with torch.inference_mode():
+            model(xt)
+
+    engines = {"torch eager": eager, "onnxruntime int8": lambda: int8.engine.run(x),
+               "pick": lambda: chosen.engine.run(x)}  # fmt: skip
+    rates: dict[str, list[float]] = {k: [] for k in engines}
+    names = list(engines)
+    for r in range(args.rounds):
+        for name in names[r % 3 :] + names[: r % 3]:
+            rates[name].append(_rate(engines[name], args.iters * (8 if name == "pick" else 1), 64))
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    # independent timing of the pick's session: a plain loop, nothing of imgcls.bench
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < 3.0:
+        chosen.engine.run(x)
+        n += 1
+    independent = n * 64 / (time.perf_counter() - t0)
+    bench_row = next(r for r in report["results"] if (r["engine"], r["precision"], r["batch"]) ==
+                     (pick["engine"], pick["precision"], 64))  # fmt: skip
+    b1 = next(r for r in report["results"] if (r["engine"], r["precision"], r["batch"]) ==
+              (pick["engine"], pick["precision"], 1))  # fmt: skip
+    x1 = x[:1].copy()
+    lat = []
+    for _ in range(300):
+        s = time.perf_counter()
+        chosen.engine.run(x1)
+        lat.append(time.perf_counter() - s)
+    inproc = {
+        "img_per_s_median": median, "rounds": rates,
+        "pick_vs_ort_int8": median["pick"] / median["onnxruntime int8"],
+        "pick_vs_torch_eager": median["pick"] / median["torch eager"],
+        "held_out_images": len(labels), "held_out_top1": top1,
+        "top1_drop_points_vs_fp32": 100 * (top1["onnxruntime fp32"] - top1["pick"]),
+        "bench_img_per_s": bench_row["img_per_s"], "independent_img_per_s": independent,
+        "bench_vs_independent": bench_row["img_per_s"] / independent,
+        "batch1_p50_ms_bench": b1["p50_ms"], "batch1_p50_ms_independent": float(np.median(lat) * 1000),
+    }  # fmt: skip
+    load["after_inprocess"] = os.getloadavg()
+    print(json.dumps(inproc, indent=1, default=float)[:1500], flush=True)
+
+    http: dict[str, Any] = {}
+    if not args.skip_http and shutil.which("wrk"):
+        from PIL import Image
+
+        from imgcls.bench.http import run_http_bench
+
+        png = args.out / "digit32.png"
+        Image.fromarray(held[0]).save(png)
+        secs = args.http_seconds
+        port = _port()
+        serve_cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(bundle_dir), "--port", str(port),
+                     "--log-predictions", "off", "--no-access-log"]  # fmt: skip
+        with _server(serve_cmd, port, "/readyz"):
+            url = f"http://127.0.0.1:{port}/v1/predict"
+            http["imgcls_serve_wrk"] = _wrkload(url, png, 32, secs)
+            http["bench_url_python"] = run_http_bench(url, png, concurrency=[32], duration_s=secs,
+                                                      client="python")["results"][0]  # fmt: skip
+            http["bench_url_wrk"] = run_http_bench(url, png, concurrency=[32], duration_s=secs,
+                                                   client="wrk")["results"][0]  # fmt: skip
+            http["imgcls_serve_wrk_again"] = _wrkload(url, png, 32, secs)
+        port = _port()
+        naive = [sys.executable, str(SHARED / "naive_torch.py"), "--arch", "cifar_resnet18", "--classes", "10",
+                 "--size", "32", "--port", str(port)]  # fmt: skip
+        with _server(naive, port, "/docs"):
+            http["torch_endpoint_wrk"] = _wrkload(f"http://127.0.0.1:{port}/predict", png, 32, secs)
+        wrk_rps = statistics.mean([http["imgcls_serve_wrk"]["rps"], http["imgcls_serve_wrk_again"]["rps"]])
+        http["serve_vs_torch_endpoint"] = wrk_rps / http["torch_endpoint_wrk"]["rps"]
+        http["bench_url_python_vs_wrk"] = http["bench_url_python"]["req_per_s"] / wrk_rps
+        http["bench_url_wrk_vs_wrk"] = http["bench_url_wrk"]["req_per_s"] / wrk_rps
+        load["after_http"] = os.getloadavg()
+    result = {"machine": report["machine"], "load_average": load, "pick": pick, "in_process": inproc, "http": http}
+    (args.out / "result.json").write_text(json.dumps(result, indent=2, default=float))
+    print(json.dumps({"http": http, "load": load}, indent=1, default=float)[:3000])
+    print(f"written: {args.out / 'result.json'}")
+
+
+if __name__ == "__main__":
+    main()
