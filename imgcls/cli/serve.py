@@ -25,7 +25,15 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="PORT",
+            help="Port to listen on; $PORT sets it when --port is not given (the Cloud Run contract).",
+        ),
+    ] = 8000,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda or tensorrt (cuda/tensorrt fail unless they really load).")
     ] = "auto",

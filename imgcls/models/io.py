@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls import __version__
-from imgcls.bundle import WEIGHTS, Bundle, InputSpec, load_bundle, write_manifest
+from imgcls.bundle import WEIGHTS, Bundle, InputSpec, _umask, load_bundle, write_manifest
 from imgcls.deps import require
 from imgcls.errors import BundleError
 
@@ -60,6 +60,8 @@ def save_bundle(
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = out / f".{WEIGHTS}.tmp"
     safetensors_torch.save_file(state, str(tmp), metadata={"format": "pt"})
+    # safetensors writes 0600: a bundle mounted into the non-root serving image could not be read
+    tmp.chmod(0o666 & ~_umask())
     tmp.replace(out / WEIGHTS)
     meta: dict[str, Any] = {
         "name": name,
