@@ -149,6 +149,11 @@ def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+def config_keys() -> list[str]:
+    """Every settable key of a run configuration, dotted (``optim.lr``, ``train.batch_size``, ...)."""
+    return _all_keys(RunConfig)
+
+
 def closest_key(key: str) -> str | None:
     keys = _all_keys(RunConfig)
     match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)

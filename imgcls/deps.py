@@ -17,6 +17,7 @@ _EXTRA_OF = {
     "safetensors": "train",
     "sklearn": "train",
     "matplotlib": "train",
+    "optuna": "train",
     "fastapi": "serve",
     "uvicorn": "serve",
     "multipart": "serve",

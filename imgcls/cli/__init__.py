@@ -50,6 +50,7 @@ def _root(
 # (command name, module under imgcls.cli, attribute, kind): "command" is a function, "group" a Typer app.
 COMMANDS = [
     ("train", "train", "train", "command"),
+    ("sweep", "sweep", "sweep", "command"),
     ("data", "data", "app", "group"),
     ("export", "export", "export", "command"),
     ("predict", "predict", "predict", "command"),

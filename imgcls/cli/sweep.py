@@ -1,0 +1,72 @@
+"""Search hyper-parameters with Optuna: every trial trains a normal bundle; the best one is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgcls.cli._render import console
+
+
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Base YAML run configuration (see configs/).", show_default=False)],
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param",
+            "-p",
+            help="KEY=uniform:LO:HI | loguniform:LO:HI | int:LO:HI | choice:A,B,... (repeatable).",
+            show_default=False,
+        ),
+    ],
+    trials: Annotated[int, typer.Option(help="Trials this command runs.")] = 10,
+    out: Annotated[
+        Path | None, typer.Option(help="Where trial bundles go (default runs/sweep-<study>).", show_default=False)
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL shared by every machine of the study, e.g. postgresql://host/db "
+            "(default: sqlite:///OUT/study.db).",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the config's file name).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key in every trial (repeatable).")
+    ] = None,
+) -> None:
+    """Search hyper-parameters with Optuna: every trial trains a normal bundle; the best one is reported."""
+    from imgcls.sweep import Param, run_sweep
+
+    params = [Param.parse(p) for p in param]
+    name = study or config.stem
+    out_dir = out or Path("runs") / f"sweep-{name}"
+    from imgcls.deps import require
+
+    optuna = require("optuna", feature="imgcls sweep")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console.print(f"study [bold]{name}[/]: {trials} trial(s), trial bundles in {out_dir}", highlight=False)
+    result = run_sweep(
+        config, params, trials=trials, out=out_dir, storage=storage, study=name, overrides=set_ or [], seed=seed
+    )
+    for t in sorted(result.trials, key=lambda t: t.number):
+        test = f"{t.test_top1:.4f}" if isinstance(t.test_top1, float) else "-"
+        values = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        mark = " [bold green]best[/]" if t.number == result.best.number else ""
+        console.print(
+            f"trial {t.number:4d}  val top-1 {t.val_top1:.4f}  test {test}  {values}{mark}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    best = result.best
+    console.print(
+        f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1:.4f}, bundle {best.bundle_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"  publish it: imgcls push {best.bundle_dir} --alias candidate", highlight=False, soft_wrap=True)
+    console.print(f"  storage: {result.storage} (study {result.study})", highlight=False, soft_wrap=True)
