@@ -48,6 +48,8 @@ class ModelConfig(_Strict):
     """3×3 stride-1 stem and no max-pool; default: on for inputs ≤ 64 px."""
     width: int | None = Field(default=None, ge=4, le=1024)
     """Base width of imgcls' own small networks."""
+    whiten_stem: bool = False
+    """Initialise the first convolution as a patch-whitening filter bank of the training images (airbench)."""
 
 
 class OptimConfig(_Strict):
@@ -90,6 +92,12 @@ class TrainConfig(_Strict):
     """CPU threads (default: all cores)."""
     max_steps: int | None = Field(default=None, ge=1)
     """Stop after this many optimiser steps (smoke tests)."""
+    sync_every: int | None = Field(default=None, ge=1)
+    """Read the loss back to the host every this many steps (progress, divergence check); default 1 on the CPU,
+    25 on CUDA, where every read waits for the GPU."""
+    flip_tta: bool = False
+    """Also report the final evaluation with horizontal-flip test-time augmentation (``*_top1_flip_tta``; the
+    exported model itself predicts without it)."""
 
 
 class DistributedConfig(_Strict):

@@ -112,8 +112,12 @@ def train_one_epoch(
     import torch.nn.functional as F
 
     t = cfg.train
-    bf16 = device.startswith("cuda") and t.precision == "bf16"
+    cuda = device.startswith("cuda")
+    bf16 = cuda and t.precision == "bf16"
     clip = cfg.optim.grad_clip
+    # Reading the loss waits for the device: on CUDA only every `sync_every` steps, so the GPU runs ahead.
+    sync_every = t.sync_every or (25 if cuda else 1)
+    timer = _CudaTimer() if cuda else None
     n = int(labels.shape[0])
     gen = epoch_generator(t.seed, epoch)
     order = torch.randperm(n, generator=gen).to(device)
@@ -123,10 +127,11 @@ def train_one_epoch(
     seen = 0
     seconds = 0.0
     lr = plan.lr(state.global_step, cfg.optim.schedule)
-    for step in range(1, plan.steps_per_epoch + 1):
-        if state.global_step >= plan.total_steps:
-            break
-        step_start = time.perf_counter()
+    last = min(plan.steps_per_epoch, plan.total_steps - state.global_step)
+    if timer is not None:
+        timer.start()
+    step_start = time.perf_counter()
+    for step in range(1, last + 1):
         idx = plan.step_indices(order, step)
         x, targets = augment(images[idx], labels[idx], gen)
         lr = plan.lr(state.global_step, cfg.optim.schedule)
@@ -143,16 +148,18 @@ def train_one_epoch(
         state.global_step += 1
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         batch_correct = (logits.detach().argmax(1) == hard).sum()
-        loss_value = float(loss.detach())
+        loss_sum += loss.detach() * len(idx)
+        correct_sum += batch_correct
+        seen += len(idx)
+        if step % sync_every and step != last:
+            continue
+        loss_value = float(loss.detach())  # waits for the device
+        seconds = timer.seconds() if timer is not None else seconds + time.perf_counter() - step_start
         if not math.isfinite(loss_value):
             raise ImgclsError(
                 f"training diverged: the loss is {loss_value} at epoch {epoch}, step {step}",
                 hint="lower the learning rate (--lr) or clip gradients (--set optim.grad_clip=1.0)",
             )
-        loss_sum += loss.detach() * len(idx)
-        correct_sum += batch_correct
-        seen += len(idx)
-        seconds += time.perf_counter() - step_start
         callback.on_step_end(
             StepEnd(
                 epoch=epoch,
@@ -168,6 +175,7 @@ def train_one_epoch(
                 elapsed=elapsed(),
             )
         )
+        step_start = time.perf_counter()  # the callback's time is not training time
     local_seen = seen
     if dist is not None and dist.enabled:
         from imgcls.train.distributed import all_reduce_sum
@@ -183,6 +191,24 @@ def train_one_epoch(
         lr=lr,
         local_images=local_seen,
     )
+
+
+class _CudaTimer:
+    """Device time since :meth:`start`, measured with CUDA events (host clocks stop long before the GPU does)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self._start.record()
+
+    def seconds(self) -> float:
+        self._end.record()
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end)) / 1000.0
 
 
 def validate(

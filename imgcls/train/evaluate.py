@@ -52,8 +52,12 @@ def predict_logits(
     device: str = "cpu",
     channels_last: bool = False,
     autocast_bf16: bool = False,
+    flip_tta: bool = False,
 ) -> np.ndarray:
-    """Logits ``float32`` ``(N, classes)`` for uint8 ``(N, H, W, C)`` prepared images (model in eval mode)."""
+    """Logits ``float32`` ``(N, classes)`` for uint8 ``(N, H, W, C)`` prepared images (model in eval mode).
+
+    ``flip_tta`` averages the logits of each image and its mirror image (test-time augmentation).
+    """
     import torch
 
     was_training = model.training
@@ -65,12 +69,11 @@ def predict_logits(
                 x = torch.from_numpy(normalize(images[i : i + batch_size], spec)).to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                if autocast_bf16:
-                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                        logits = model(x)
-                else:
-                    logits = model(x)
-                out.append(logits.float().cpu().numpy())
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast_bf16):
+                    logits = model(x).float()
+                    if flip_tta:
+                        logits = (logits + model(x.flip(3)).float()) / 2
+                out.append(logits.cpu().numpy())
     finally:
         model.train(was_training)
     if not out:
@@ -132,6 +135,7 @@ def evaluate(
     channels_last: bool = False,
     autocast_bf16: bool = False,
     dist: Any = None,
+    flip_tta: bool = False,
 ) -> Evaluation:
     """Score ``model`` on uint8 prepared ``images`` with the eval transform.
 
@@ -149,6 +153,7 @@ def evaluate(
         "device": device,
         "channels_last": channels_last,
         "autocast_bf16": autocast_bf16,
+        "flip_tta": flip_tta,
     }
     if dist is None or not dist.enabled:
         return score(predict_logits(model, images, spec, **kw), labels, num_classes)

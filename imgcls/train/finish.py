@@ -80,6 +80,16 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
     ev = val if eval_split_name == "val" else evaluate(model, split.images, split.labels, ds.input, **eval_kw)
 
     seconds = run.state.elapsed if run.state.history else time.perf_counter() - started
+    tta: dict[str, Any] = {}
+    if cfg.train.flip_tta:  # reported beside the deployed model's figures, never instead of them
+        tta["val_top1_flip_tta"] = evaluate(
+            model, ds.val.images, ds.val.labels, ds.input, flip_tta=True, **eval_kw
+        ).top1
+        tta["test_top1_flip_tta"] = (
+            tta["val_top1_flip_tta"]
+            if eval_split_name == "val"
+            else evaluate(model, split.images, split.labels, ds.input, flip_tta=True, **eval_kw).top1
+        )
     metrics = {
         "val_top1": val.top1,
         "val_top5": val.top5,
@@ -91,6 +101,7 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         "per_class_top1": ev.per_class_dict(classes),
         "best_epoch": run.state.best_epoch,
         "epochs": run.state.epoch,
+        **tta,
     }
     result = FitResult(
         bundle_dir=run.run_dir,

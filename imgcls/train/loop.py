@@ -150,6 +150,11 @@ def _fit(
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.model.whiten_stem and checkpoint is None:
+        from imgcls.train.whiten import whiten_first_conv
+
+        whitened = whiten_first_conv(model, dataset.train.images, dataset.input, seed=cfg.train.seed)
+        logger.info("whitening stem: %d filters from the training patches", whitened)
     optimizer = build_optimizer(cfg, model)
     state = TrainState()
     best_state = None

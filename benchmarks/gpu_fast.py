@@ -1,0 +1,196 @@
+"""GPU bars of issue 14, for a machine with one or more NVIDIA GPUs (not runnable on a CPU-only machine).
+
+    python -m benchmarks gpu_fast -- mfu                       # CIFAR-stem ResNet-18 bf16 step MFU (bar >= 35 %)
+    python -m benchmarks gpu_fast -- fmnist --src DIR          # Fashion-MNIST >= 0.94 in <= 30 s wall (one GPU)
+    python -m benchmarks gpu_fast -- ddp                       # 2-GPU DDP step throughput vs 1 GPU (bar >= 1.8x)
+
+* mfu: FLOPs of one training step (forward + backward) counted by torch.utils.flop_counter on the real model,
+  steps timed with CUDA events after torch.compile warm-up, against the GPU's dense bf16 peak (H100/H200 SXM:
+  989 TFLOP/s; ``--peak-tflops`` for others). Synthetic uint8 batches augmented on the GPU as in training.
+* fmnist: ``imgcls train`` in a fresh process (start-up, imports, data loading, compile and the final evaluation
+  all count) with configs/fashion-mnist.yaml moved to the GPU fast path (``--src``: the Debian package's ``.gz``
+  files; gunzipped into a temporary --data-dir first, not timed).
+* ddp: the same ResNet-18 step under torch.distributed.run with 1 and then 2 processes (NCCL), images/s summed.
+Every result is one JSON line prefixed ``@@``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+
+
+def _emit(**event: object) -> None:
+    print("@@" + json.dumps(event), flush=True)
+
+
+def _step_setup(batch: int, compile_: bool, ddp: bool = False):  # type: ignore[no-untyped-def]
+    import torch
+
+    from imgcls.bundle import InputSpec
+    from imgcls.config import AugmentConfig, RunConfig
+    from imgcls.models import create_model
+    from imgcls.train.augment import BatchAugment
+    from imgcls.train.factory import build_optimizer
+
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = f"cuda:{local}"
+    torch.cuda.set_device(device)
+    model = create_model("resnet18", num_classes=10, in_chans=3, img_size=32).to(device)
+    model = model.to(memory_format=torch.channels_last).train()
+    cfg = RunConfig.model_validate({"train": {"device": "cuda"}})
+    optimizer = build_optimizer(cfg, model)
+    forward = model
+    if ddp:
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local])
+    if compile_:
+        forward = torch.compile(forward)
+    spec = InputSpec(size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    augment = BatchAugment(AugmentConfig(crop_padding=4, hflip=True), spec, num_classes=10, device=device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch * 4, 32, 32, 3), dtype=torch.uint8, generator=gen).to(device)
+    labels = torch.randint(0, 10, (batch * 4,), generator=gen).to(device)
+
+    def step(i: int) -> None:
+        sl = slice((i % 4) * batch, (i % 4 + 1) * batch)
+        x, y = augment(images[sl], labels[sl], gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = forward(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return model, step, augment, images, labels, gen
+
+
+def _time_steps(step, steps: int, rounds: int) -> list[float]:  # type: ignore[no-untyped-def]
+    import torch
+
+    for i in range(10):  # compile, cuDNN autotuning, allocator warm-up
+        step(i)
+    torch.cuda.synchronize()
+    seconds = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for i in range(steps):
+            step(i)
+        end.record()
+        end.synchronize()
+        seconds.append(start.elapsed_time(end) / 1000.0)
+    return seconds
+
+
+def mfu(args: argparse.Namespace) -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, step, augment, images, labels, gen = _step_setup(args.batch, compile_=False)
+    x, y = augment(images[: args.batch], labels[: args.batch], gen)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+    flops = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    _, step, *_ = _step_setup(args.batch, compile_=not args.no_compile)
+    seconds = _time_steps(step, args.steps, args.rounds)
+    best = min(seconds) / args.steps
+    name = torch.cuda.get_device_name()
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    achieved = flops / best / 1e12
+    _emit(
+        bench="mfu", gpu=name, batch=args.batch, step_ms=round(best * 1e3, 3), flops_per_step=flops,
+        achieved_tflops=round(achieved, 1), peak_tflops=peak, mfu=round(achieved / peak, 4) if peak else None,
+        images_per_sec=round(args.batch / best), compiled=not args.no_compile,
+    )  # fmt: skip
+
+
+def fmnist(args: argparse.Namespace) -> None:
+    from benchmarks.train_fashion_mnist import prepare_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = prepare_data(Path(args.src), Path(tmp) / "data")
+        out = Path(tmp) / "run"
+        cmd = [
+            sys.executable, "-m", "imgcls", "train", "--config", str(ROOT / "configs" / "fashion-mnist.yaml"),
+            "--data-dir", str(data_dir), "--gpu", "--out", str(out), "--epochs", str(args.epochs),
+            "--batch-size", str(args.batch), "--lr", str(args.lr), "--set", "model.width=24",
+            "--set", "augment.crop_padding=2", "--set", "train.eval_batch_size=5000",
+            *([] if args.no_compile else ["--compile"]),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            sys.exit(proc.stdout + proc.stderr)
+        metrics = json.loads((out / "bundle.json").read_text())["metrics"]
+        _emit(
+            bench="fmnist", wall_s=round(wall, 1), test_top1=metrics["test_top1"], epochs=args.epochs,
+            batch=args.batch, bar_met=metrics["test_top1"] >= 0.94 and wall <= 30,
+        )  # fmt: skip
+
+
+def ddp_worker(args: argparse.Namespace) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl")
+    _, step, *_ = _step_setup(args.batch, compile_=not args.no_compile, ddp=dist.get_world_size() > 1)
+    seconds = _time_steps(step, args.steps, args.rounds)
+    if dist.get_rank() == 0:
+        rate = args.batch * dist.get_world_size() * args.steps / min(seconds)
+        Path(args.result).write_text(json.dumps({"world_size": dist.get_world_size(), "images_per_sec": rate}))
+    dist.destroy_process_group()
+
+
+def ddp(args: argparse.Namespace) -> None:
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus < 2:
+        _emit(bench="ddp", skipped=f"{gpus} GPU(s): the 2-GPU scaling bar needs two")
+        return
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1, 2):
+            result = Path(tmp) / f"{n}.json"
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+                   "-m", "benchmarks.gpu_fast", "ddp-worker", "--result", str(result), "--batch", str(args.batch),
+                   "--steps", str(args.steps), "--rounds", str(args.rounds),
+                   *(["--no-compile"] if args.no_compile else [])]  # fmt: skip
+            subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            rates[n] = json.loads(result.read_text())["images_per_sec"]
+    _emit(bench="ddp", per_gpu_batch=args.batch, one_gpu=round(rates[1]), two_gpu=round(rates[2]),
+          scaling=round(rates[2] / rates[1], 3), bar_met=rates[2] / rates[1] >= 1.8)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks gpu_fast --")
+    parser.add_argument("what", choices=["mfu", "fmnist", "ddp", "ddp-worker"])
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--src", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=0.4)
+    parser.add_argument("--result", default="")
+    args = parser.parse_args(sys.argv[1:])
+    {"mfu": mfu, "fmnist": fmnist, "ddp": ddp, "ddp-worker": ddp_worker}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
