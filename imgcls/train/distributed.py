@@ -98,13 +98,14 @@ def init(env: DistEnv, device: str, timeout_s: float) -> None:
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
         kwargs["device_id"] = torch.device("cuda", env.local_rank)
+    timeout = _dt.timedelta(seconds=timeout_s)
     try:
+        # The launcher's store (MASTER_ADDR/PORT) outlives a restart of the worker group: a key prefix per attempt
+        # keeps the restarted workers from reading the dead ones' addresses (seen: "Connection refused" on restart).
+        store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=timeout))
+        store = dist.PrefixStore(f"imgcls/attempt-{env.restart_count}", store)
         dist.init_process_group(
-            backend=backend,
-            rank=env.rank,
-            world_size=env.world_size,
-            timeout=_dt.timedelta(seconds=timeout_s),
-            **kwargs,
+            backend=backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs
         )
     except (RuntimeError, ValueError) as exc:
         raise ImgclsError(
