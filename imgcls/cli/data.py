@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from imgcls.cli._render import console
+
+if TYPE_CHECKING:  # describe imports numpy and Pillow: only on use, not for --help
+    from imgcls.data.describe import Description
 
 app = typer.Typer(
     help="Inspect datasets: classes, images per class and split, sizes, per-channel mean/std.",
@@ -67,7 +70,7 @@ def describe(
     _render(d)
 
 
-def _render(d) -> None:  # d: imgcls.data.describe.Description
+def _render(d: Description) -> None:
     from rich.markup import escape
     from rich.table import Table
 

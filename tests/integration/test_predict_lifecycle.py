@@ -29,8 +29,6 @@ def imgcls(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow  # ~1.5 min on the shared 2 cores (train ~55 s, export ~20 s); the default suite checks the same
 # reproduction on the session's trained fixture bundle (test_predict.py)
 def test_predict_on_the_test_split_reproduces_the_trained_bundles_test_top1(tmp_path: Path) -> None:
-    if not (ROOT / "imgcls" / "cli" / "train.py").is_file():
-        pytest.skip("imgcls train is not available")
     from imgcls.config import DataConfig
     from imgcls.data.datasets import load_dataset
 

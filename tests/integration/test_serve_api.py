@@ -224,16 +224,40 @@ def test_upload_size_is_enforced_while_streaming(exported_digits_bundle: Path, t
     with TestClient(app) as client:
         r = predict(client, big)  # announced by Content-Length: refused before reading
         assert (r.status_code, error_code(r)) == (413, "too_large")
+        # No Content-Length (chunked): the app must stop reading once the count passes the limit. TestClient
+        # reads a streamed body whole before the app sees it, so the app is driven through ASGI here and
+        # counts how much of the body it asked for.
+        head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        chunks = [head, *[b"\x00" * 4096] * 50, b"\r\n--b--\r\n"]
         sent: list[int] = []
+        answer: list[dict[str, Any]] = []
 
-        def stream():  # no Content-Length (chunked): stopped once the count passes the limit
-            head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
-            for chunk in (head, *[b"\x00" * 4096] * 50, b"\r\n--b--\r\n"):
-                sent.append(len(chunk))
-                yield chunk
+        async def receive() -> dict[str, Any]:
+            if len(sent) == len(chunks):
+                return {"type": "http.disconnect"}
+            sent.append(len(chunks[len(sent)]))
+            return {"type": "http.request", "body": chunks[len(sent) - 1], "more_body": len(sent) < len(chunks)}
 
-        r = client.post("/v1/predict", content=stream(), headers={"content-type": "multipart/form-data; boundary=b"})
-        assert (r.status_code, error_code(r)) == (413, "too_large")
+        async def send(message: dict[str, Any]) -> None:
+            answer.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/predict", "raw_path": b"/v1/predict", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"content-type", b"multipart/form-data; boundary=b"),
+                        (b"transfer-encoding", b"chunked")],
+            "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "state": {},
+        }  # fmt: skip
+
+        async def call() -> None:
+            await app(scope, receive, send)
+
+        assert client.portal is not None
+        client.portal.call(call)
+        assert answer[0]["type"] == "http.response.start" and answer[0]["status"] == 413
+        assert json.loads(b"".join(m.get("body", b"") for m in answer[1:]))["error"]["code"] == "too_large"
+        # it stopped reading at the first chunk that took the count past the limit (10,485 bytes), not at the end
+        assert sum(sent) - sent[-1] <= 10_485 < sum(sent) < sum(map(len, chunks)), sent
         assert predict(client, digits[0][0]).status_code == 200  # and the server is fine
         files = [("files", (f"{i}.png", digits[0][0], "image/png")) for i in range(3)]
     app = create_app(settings(exported_digits_bundle, tmp_path, max_files=2))

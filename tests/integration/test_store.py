@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,9 @@ def test_partial_version_is_refused(store_uri: str, store_bundle: Path, tmp_path
     store.backend.delete(f"{version.key}/weights.safetensors")
     with pytest.raises(StoreError) as info:
         store.pull(version, tmp_path / "out")
-    assert "missing" in info.value.message or "not found" in info.value.message
+    # local: "'digits/versions/<id>/weights.safetensors' is missing from store DIR"; gcs: "gs://…/<same> is missing"
+    assert re.search(r"/versions/[0-9a-f]+/weights\.safetensors'? is missing", info.value.message), info.value.message
+    assert info.value.hint == "the stored version is partial"
     assert not (tmp_path / "out").exists()
 
 

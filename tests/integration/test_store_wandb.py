@@ -27,4 +27,7 @@ def test_push_logs_a_reference_artifact_offline(store_bundle: Path, tmp_path: Pa
     log = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
     version_dir = next((store / "digits" / "versions").iterdir())
     assert version_dir.as_uri().encode() in log  # the reference points at the stored version
-    assert (b"staging" in log and b'"digest"' in log) or version_dir.name.encode() in log
+    # the artifact's metadata names the stored version's full digest and its aliases
+    digest = json.loads((version_dir / "version.json").read_text())["digest"]
+    assert f'"digest":"{digest}"'.encode() in log
+    assert b'"aliases":["latest","staging"]' in log

@@ -57,19 +57,82 @@ def test_concurrent_images_are_batched_and_each_gets_its_own_row() -> None:
     assert infer.threads == {"imgcls-batcher"}  # inference never runs on the event loop's thread
 
 
-def test_a_lone_image_waits_at_most_max_delay() -> None:
+class VirtualTime:
+    """A clock for the batcher module that moves only when the batcher waits with a timeout, by that timeout.
+
+    The batcher then runs at full speed, and the time it *would* have waited is exact: a test of its delay
+    logic does not depend on the machine's speed (or on a loaded machine's scheduling).
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = monotonic
+
+    def condition(self) -> threading.Condition:
+        clock = self
+
+        class VirtualCondition(threading.Condition):
+            def wait(self, timeout: float | None = None) -> bool:
+                if timeout is None:  # nothing queued: a real wait for the next image
+                    return super().wait()
+                clock.waits.append(timeout)
+                clock.now += timeout
+                return False
+
+        return VirtualCondition()
+
+
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> VirtualTime:
+    """The batcher module's ``time`` and ``threading.Condition`` replaced by :class:`VirtualTime`."""
+    import types
+
+    from imgcls.serve import batcher as batcher_module
+
+    clock = VirtualTime()
+    shim = types.ModuleType("threading")
+    shim.__dict__.update(threading.__dict__)
+    shim.Condition = clock.condition  # type: ignore[attr-defined]
+    monkeypatch.setattr(batcher_module, "time", clock)
+    monkeypatch.setattr(batcher_module, "threading", shim)
+    return clock
+
+
+def test_a_lone_image_waits_exactly_max_delay(virtual_time: VirtualTime) -> None:
     infer = Recorder()
-    batcher = Batcher(infer, max_batch=32, max_delay_s=0.05, max_queue=8)
+    released_at: list[float] = []
+    batcher = Batcher(
+        infer, max_batch=32, max_delay_s=0.05, max_queue=8, on_batch=lambda n, s: released_at.append(virtual_time.now)
+    )
 
-    async def main() -> float:
-        started = time.monotonic()
-        await Batcher.wait(batcher.submit(image(3), deadline=deadline()), deadline())
-        return time.monotonic() - started
+    async def main() -> None:
+        submitted = virtual_time.now
+        await Batcher.wait(batcher.submit(image(3), deadline=submitted + 5), submitted + 5)
+        assert released_at == [pytest.approx(submitted + 0.05, abs=1e-9)]  # not a moment longer, nor shorter
 
-    waited = asyncio.run(main())
+    asyncio.run(main())
     batcher.close(wait=True, timeout=5)
     assert infer.sizes == [1]
-    assert waited >= 0.05
+
+
+def test_a_full_batch_goes_at_once_however_long_max_delay_is() -> None:
+    # with an hour of max_delay, only the size rule can release the batch before the deadline (real clock)
+    infer = Recorder()
+    batcher = Batcher(infer, max_batch=4, max_delay_s=3600.0, max_queue=16)
+
+    async def main() -> list[int]:
+        futures = [batcher.submit(image(i), deadline=deadline(60)) for i in range(4)]
+        rows = await asyncio.gather(*(Batcher.wait(f, deadline(60)) for f in futures))
+        return [int(np.argmax(r)) for r in rows]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3]
+    batcher.close(wait=True, timeout=5)
+    assert infer.sizes == [4]
 
 
 def test_jobs_run_in_decoding_threads_and_their_errors_reach_the_caller() -> None:
