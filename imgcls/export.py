@@ -45,6 +45,7 @@ FP32_MIN_AGREEMENT = 1.0
 INT8_MAX_TOP1_DROP_POINTS = 1.0
 FP16_MAX_REL_DIFF = 0.01  # of max(1, largest |logit|)
 FP16_MIN_AGREEMENT = 0.99
+EMBEDDING_MAX_REL_DIFF = 1e-3  # fp32 graph vs torch, of max(1, the projection's std)
 DEFAULT_CALIB_SIZE = 256
 PARITY_BATCH1_IMAGES = 64  # images run one at a time (batch 1)
 PARITY_IMAGES = 256  # images run in batches of 32
@@ -75,7 +76,7 @@ class ExportReport:
 # --- real images for the gates ---------------------------------------------------------------------------
 
 
-def _lineage_data(lineage: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+def lineage_data(lineage: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
     """The data config and seed training used, from the lineage (``config`` = the resolved run config)."""
     config = lineage.get("config")
     if isinstance(config, dict) and isinstance(config.get("data"), dict):
@@ -93,7 +94,7 @@ def _from_dataset(bundle: Bundle) -> EvalData | None:
     from imgcls.data.datasets import load_dataset
 
     lineage = bundle.meta.get("lineage") or {}
-    found = _lineage_data(lineage)
+    found = lineage_data(lineage)
     if found is None:
         return None
     data, seed = found
@@ -198,7 +199,7 @@ def _top1(session: Any, x: np.ndarray, labels: np.ndarray | None) -> float | Non
     return float((_ort_logits(session, x, 64).argmax(1) == labels).mean())
 
 
-def _to_onnx(model: Any, bundle: Bundle, opset: int | None, work: Path) -> bytes:
+def _to_onnx(model: Any, bundle: Bundle, opset: int | None, work: Path, *, with_embedding: bool = False) -> bytes:
     """torch.onnx dynamo export, self-contained, dynamic batch, metadata embedded, onnx.checker'd."""
     torch = require("torch")
     onnx = require("onnx", feature="imgcls export")
@@ -216,7 +217,7 @@ def _to_onnx(model: Any, bundle: Bundle, opset: int | None, work: Path) -> bytes
             verbose=False,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             input_names=["images"],
-            output_names=["logits"],
+            output_names=["logits", "embedding"] if with_embedding else ["logits"],
             **kwargs,
         )
     except Exception as exc:  # the exporter raises many types; the user needs the summary line
@@ -298,11 +299,32 @@ def _quantize_int8(fp32: bytes, calib: np.ndarray, work: Path) -> bytes:
             reduce_range=True,
             calibrate_method=quantization.CalibrationMethod.MinMax,
             use_external_data_format=False,
+            # the embedding projection stays float: quantized, its output fell on a grid of ~6 % of its spread
+            # (digits), a shift the drift tests would see as drift between the fp32 reference and int8 traffic
+            nodes_to_exclude=_embedding_nodes(pre),
         )
     data = out.read_bytes()
     if external_data_tensors(data):
         raise ImgclsError("the int8 model came out with external data")
     return data
+
+
+def _embedding_nodes(path: Path) -> list[str]:
+    """Names of the nodes between the penultimate features and the ``embedding`` output (Sub, MatMul)."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if not any(o.name == "embedding" for o in graph.output):
+        return []
+    logits_inputs = {i for n in graph.node if "logits" in n.output for i in n.input}
+    producer = {o: n for n in graph.node for o in n.output}
+    names, todo = [], ["embedding"]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in names:
+            continue
+        names.append(node.name)
+        todo.extend(i for i in node.input if i not in logits_inputs)
+    return names
 
 
 def _convert_fp16(fp32: bytes) -> bytes:
@@ -311,6 +333,134 @@ def _convert_fp16(fp32: bytes) -> bytes:
 
     proto = convert_float_to_float16(onnx.load_model_from_string(fp32), keep_io_types=True)
     return proto.SerializeToString()
+
+
+@dataclass
+class _Built:
+    """One precision's ONNX file, its ``export.models`` entry and the gate failures it met."""
+
+    blob: bytes
+    entry: dict[str, Any]
+    failures: list[str]
+
+
+@dataclass
+class _Context:
+    """What every precision's export is checked against."""
+
+    model: Any  # the torch model
+    data: EvalData
+    val_x: np.ndarray
+    val_y: np.ndarray | None
+    parity_x: np.ndarray
+    torch_b1: np.ndarray
+    torch_b32: np.ndarray
+    torch_embedding: np.ndarray | None  # the reference's projection of parity_x (None: no drift reference)
+    spec: Any = None  # the bundle's InputSpec
+
+
+def _embedding_check(ctx: _Context, session: Any) -> dict[str, float] | None:
+    """How far the graph's ``embedding`` output is from the torch projection (None without one)."""
+    if ctx.torch_embedding is None:
+        return None
+    name = session.get_inputs()[0].name
+    emb = np.concatenate(
+        [session.run(["embedding"], {name: ctx.parity_x[i : i + 32]})[0] for i in range(0, len(ctx.parity_x), 32)]
+    )
+    spread = float(ctx.torch_embedding.std()) or 1.0
+    diff = np.abs(emb - ctx.torch_embedding)
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "reference_std": spread}
+
+
+def export_fp32(ctx: _Context, bundle: Bundle, graph_model: Any, opset: int | None, work: Path) -> _Built:
+    """``model.onnx``: the dynamo export, gated on logit parity with torch at batch 1 and 32."""
+    fp32 = _to_onnx(graph_model, bundle, opset, work, with_embedding=ctx.torch_embedding is not None)
+    session = _session(fp32)
+    parity = {
+        "batch_1": _compare(ctx.torch_b1, _ort_logits(session, ctx.parity_x[:PARITY_BATCH1_IMAGES], 1)),
+        "batch_32": _compare(ctx.torch_b32, _ort_logits(session, ctx.parity_x, 32)),
+    }
+    entry: dict[str, Any] = {
+        "file": MODEL_FILES["fp32"],
+        "parity": parity,
+        "tolerance": {"max_abs_logit_diff": FP32_MAX_ABS_DIFF, "min_top1_agreement": FP32_MIN_AGREEMENT},
+        "val_top1": _top1(session, ctx.val_x, ctx.val_y),
+    }
+    failures = []
+    for name, p in parity.items():
+        if p["max_abs_logit_diff"] > FP32_MAX_ABS_DIFF or p["top1_agreement"] < FP32_MIN_AGREEMENT:
+            failures.append(
+                f"fp32 parity at {name.replace('_', ' ')}: max |Δlogit| {p['max_abs_logit_diff']:.2e} "
+                f"(≤ {FP32_MAX_ABS_DIFF:.0e}), top-1 agreement {p['top1_agreement']:.2%} (100 %)"
+            )
+    emb = _embedding_check(ctx, session)
+    if emb is not None:
+        entry["embedding_parity"] = emb
+        if emb["max_abs_diff"] > EMBEDDING_MAX_REL_DIFF * max(1.0, emb["reference_std"]):
+            failures.append(f"fp32 embedding output: max |Δ| {emb['max_abs_diff']:.2e} from the torch projection")
+    return _Built(fp32, entry, failures)
+
+
+def export_int8(ctx: _Context, fp32: bytes, fp32_top1: float | None, calib_size: int, seed: int, work: Path) -> _Built:
+    """``model.int8.onnx``: static QDQ quantization of the fp32 graph, gated on the validation top-1 drop."""
+    spec_x = _calibration_images(ctx.data, calib_size, seed)
+    int8_bytes = _quantize_int8(fp32, normalize(spec_x, ctx.spec), work)
+    session = _session(int8_bytes)
+    int8_top1 = _top1(session, ctx.val_x, ctx.val_y)
+    assert fp32_top1 is not None and int8_top1 is not None
+    drop = round((fp32_top1 - int8_top1) * 100.0, 4)
+    entry: dict[str, Any] = {
+        "file": MODEL_FILES["int8"],
+        "quantization": {
+            "method": "static",
+            "format": "QDQ",
+            "activations": "uint8",
+            "weights": "int8, per channel, reduced (7-bit) range",
+            "calibration": "minmax",
+            "calib_images": len(spec_x),
+            "calib_source": ctx.data.calib_source,
+        },
+        "val_top1": int8_top1,
+        "fp32_val_top1": fp32_top1,
+        "top1_drop_points": drop,
+        "tolerance": {"max_top1_drop_points": INT8_MAX_TOP1_DROP_POINTS},
+    }
+    emb = _embedding_check(ctx, session)
+    if emb is not None:
+        entry["embedding_parity"] = emb  # recorded, not gated: quantization moves it by a fraction of its spread
+    failures = []
+    if drop > INT8_MAX_TOP1_DROP_POINTS:
+        failures.append(
+            f"int8 top-1 {int8_top1:.2%} vs fp32 {fp32_top1:.2%}: a drop of {drop:.2f} points "
+            f"(≤ {INT8_MAX_TOP1_DROP_POINTS})"
+        )
+    return _Built(int8_bytes, entry, failures)
+
+
+def export_fp16(ctx: _Context, fp32: bytes) -> _Built:
+    """``model.fp16.onnx``: float16 weights and activations, gated on a looser logit parity."""
+    fp16_bytes = _convert_fp16(fp32)
+    session = _session(fp16_bytes)
+    cmp = _compare(ctx.torch_b32, _ort_logits(session, ctx.parity_x, 32))
+    allowed = FP16_MAX_REL_DIFF * max(1.0, float(np.abs(ctx.torch_b32).max()))
+    entry = {
+        "file": MODEL_FILES["fp16"],
+        "parity": {"batch_32": cmp},
+        "tolerance": {
+            "max_abs_logit_diff": allowed,
+            "rule": f"{FP16_MAX_REL_DIFF} × max(1, largest |logit|)",
+            "min_top1_agreement": FP16_MIN_AGREEMENT,
+        },
+        "val_top1": _top1(session, ctx.val_x, ctx.val_y),
+        "checked_on": session.get_providers()[0],
+    }
+    failures = []
+    if cmp["max_abs_logit_diff"] > allowed or cmp["top1_agreement"] < FP16_MIN_AGREEMENT:
+        failures.append(
+            f"fp16 parity: max |Δlogit| {cmp['max_abs_logit_diff']:.2e} (≤ {allowed:.2e}), "
+            f"top-1 agreement {cmp['top1_agreement']:.2%} (≥ {FP16_MIN_AGREEMENT:.0%})"
+        )
+    return _Built(fp16_bytes, entry, failures)
 
 
 def export_bundle(
@@ -323,6 +473,9 @@ def export_bundle(
     seed: int = 0,
 ) -> ExportReport:
     """Export a bundle's model to ONNX, run the gates, and swap the files into the bundle atomically.
+
+    A bundle with a drift reference gets graphs with a second output, ``embedding``: the penultimate features
+    projected onto the reference's PCA components (:mod:`imgcls.drift.reference`).
 
     Args:
         bundle_dir: the bundle directory.
@@ -350,95 +503,40 @@ def export_bundle(
     onnx = require("onnx", feature="imgcls export")
     import onnxruntime
 
+    from imgcls.drift.reference import projection
+    from imgcls.models.features import embedding_module
     from imgcls.models.io import load_model
 
     model = load_model(bundle)
     val_x = normalize(data.val_images[:MAX_EVAL_IMAGES], spec)
     val_y = None if data.val_labels is None else data.val_labels[:MAX_EVAL_IMAGES]
     parity_x = val_x[:PARITY_IMAGES]
-    failures: list[str] = []
-    models: dict[str, dict[str, Any]] = {}
-    blobs: dict[str, bytes] = {}
-
+    pca = projection(bundle)
+    graph_model = model if pca is None else embedding_module(model, *pca)
+    torch_embedding = None
+    if pca is not None:
+        with torch.inference_mode():
+            torch_embedding = graph_model(torch.from_numpy(parity_x))[1].numpy()
+    ctx = _Context(
+        model,
+        data,
+        val_x,
+        val_y,
+        parity_x,
+        _torch_logits(model, parity_x[:PARITY_BATCH1_IMAGES], 1),
+        _torch_logits(model, parity_x, 32),
+        torch_embedding,
+        spec,
+    )
+    built: dict[str, _Built] = {}
     with tempfile.TemporaryDirectory(prefix="imgcls-export-") as tmp:
         work = Path(tmp)
-        fp32 = _to_onnx(model, bundle, opset, work)
-        proto = onnx.load_model_from_string(fp32)
-        opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-        session = _session(fp32)
-        torch_b1 = _torch_logits(model, parity_x[:PARITY_BATCH1_IMAGES], 1)
-        torch_b32 = _torch_logits(model, parity_x, 32)
-        parity = {
-            "batch_1": _compare(torch_b1, _ort_logits(session, parity_x[:PARITY_BATCH1_IMAGES], 1)),
-            "batch_32": _compare(torch_b32, _ort_logits(session, parity_x, 32)),
-        }
-        fp32_top1 = _top1(session, val_x, val_y)
-        models["fp32"] = {
-            "file": MODEL_FILES["fp32"],
-            "parity": parity,
-            "tolerance": {"max_abs_logit_diff": FP32_MAX_ABS_DIFF, "min_top1_agreement": FP32_MIN_AGREEMENT},
-            "val_top1": fp32_top1,
-        }
-        blobs["fp32"] = fp32
-        for name, p in parity.items():
-            if p["max_abs_logit_diff"] > FP32_MAX_ABS_DIFF or p["top1_agreement"] < FP32_MIN_AGREEMENT:
-                failures.append(
-                    f"fp32 parity at {name.replace('_', ' ')}: max |Δlogit| {p['max_abs_logit_diff']:.2e} "
-                    f"(≤ {FP32_MAX_ABS_DIFF:.0e}), top-1 agreement {p['top1_agreement']:.2%} (100 %)"
-                )
-
-        if int8 and not failures:
-            calib = _calibration_images(data, calib_size, seed)
-            int8_bytes = _quantize_int8(fp32, normalize(calib, spec), work)
-            int8_top1 = _top1(_session(int8_bytes), val_x, val_y)
-            assert fp32_top1 is not None and int8_top1 is not None
-            drop = round((fp32_top1 - int8_top1) * 100.0, 4)
-            models["int8"] = {
-                "file": MODEL_FILES["int8"],
-                "quantization": {
-                    "method": "static",
-                    "format": "QDQ",
-                    "activations": "uint8",
-                    "weights": "int8, per channel, reduced (7-bit) range",
-                    "calibration": "minmax",
-                    "calib_images": len(calib),
-                    "calib_source": data.calib_source,
-                },
-                "val_top1": int8_top1,
-                "fp32_val_top1": fp32_top1,
-                "top1_drop_points": drop,
-                "tolerance": {"max_top1_drop_points": INT8_MAX_TOP1_DROP_POINTS},
-            }
-            blobs["int8"] = int8_bytes
-            if drop > INT8_MAX_TOP1_DROP_POINTS:
-                failures.append(
-                    f"int8 top-1 {int8_top1:.2%} vs fp32 {fp32_top1:.2%}: a drop of {drop:.2f} points "
-                    f"(≤ {INT8_MAX_TOP1_DROP_POINTS})"
-                )
-
-        if fp16 and not failures:
-            fp16_bytes = _convert_fp16(fp32)
-            fp16_session = _session(fp16_bytes)
-            cmp = _compare(torch_b32, _ort_logits(fp16_session, parity_x, 32))
-            allowed = FP16_MAX_REL_DIFF * max(1.0, float(np.abs(torch_b32).max()))
-            models["fp16"] = {
-                "file": MODEL_FILES["fp16"],
-                "parity": {"batch_32": cmp},
-                "tolerance": {
-                    "max_abs_logit_diff": allowed,
-                    "rule": f"{FP16_MAX_REL_DIFF} × max(1, largest |logit|)",
-                    "min_top1_agreement": FP16_MIN_AGREEMENT,
-                },
-                "val_top1": _top1(fp16_session, val_x, val_y),
-                "checked_on": fp16_session.get_providers()[0],
-            }
-            blobs["fp16"] = fp16_bytes
-            if cmp["max_abs_logit_diff"] > allowed or cmp["top1_agreement"] < FP16_MIN_AGREEMENT:
-                failures.append(
-                    f"fp16 parity: max |Δlogit| {cmp['max_abs_logit_diff']:.2e} (≤ {allowed:.2e}), "
-                    f"top-1 agreement {cmp['top1_agreement']:.2%} (≥ {FP16_MIN_AGREEMENT:.0%})"
-                )
-
+        built["fp32"] = fp32 = export_fp32(ctx, bundle, graph_model, opset, work)
+        if int8 and not fp32.failures:
+            built["int8"] = export_int8(ctx, fp32.blob, fp32.entry["val_top1"], calib_size, seed, work)
+        if fp16 and not fp32.failures:
+            built["fp16"] = export_fp16(ctx, fp32.blob)
+    failures = [f for b in built.values() for f in b.failures]
     if failures:
         if failures[0].startswith("int8"):
             hint = "serve the fp32 model (export without --int8), or calibrate on more images (--calib-size)"
@@ -452,26 +550,28 @@ def export_bundle(
             hint=hint,
         )
 
+    proto = onnx.load_model_from_string(fp32.blob)
     section = {
         "exporter": "torch.onnx.export(dynamo=True)",
-        "opset": opset_used,
+        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "onnxruntime_version": onnxruntime.__version__,
         "input_name": "images",
         "output_name": "logits",
+        "embedding_output": None if pca is None else "embedding",
         "dynamic_batch": True,
         "weights_sha256": bundle.files[WEIGHTS],
         "checked_on": {"source": data.source, "val_images": len(val_x), "parity_images": len(parity_x)},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "models": models,
+        "models": {precision: b.entry for precision, b in built.items()},
     }
-    written = [MODEL_FILES[p] for p in models]
+    written = [MODEL_FILES[p] for p in built]
     with edit_bundle(bundle.path) as (stage, meta):
         if sha256_file(stage / WEIGHTS) != bundle.files[WEIGHTS]:
             raise ConflictError(f"{bundle.path} changed while it was being exported", hint="export it again")
-        for precision, blob in blobs.items():
-            atomic_write_bytes(stage / MODEL_FILES[precision], blob)
+        for precision, b in built.items():
+            atomic_write_bytes(stage / MODEL_FILES[precision], b.blob)
         old = set(MODEL_FILES.values())
         meta["files"] = [f for f in meta["files"] if f not in old] + written
         meta["export"] = section

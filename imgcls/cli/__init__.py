@@ -60,6 +60,7 @@ COMMANDS = [
     ("pull", "pull", "pull", "command"),
     ("models", "models", "app", "group"),
     ("doctor", "doctor", "doctor", "command"),
+    ("drift", "drift", "app", "group"),
 ]
 
 

@@ -80,6 +80,8 @@ class Predictor:
         self.provider = self.providers[0]
         self.output_names = [o.name for o in engine.outputs]
         self._logits_name = self.output_names[0]
+        # bundles with a drift reference export a second output: the PCA projection of the penultimate features
+        self.embedding_output: str | None = "embedding" if "embedding" in self.output_names else None
         self._check_signature(model_metadata(model_bytes) if model_bytes is not None else {})
 
     # --- construction -------------------------------------------------------------------------------------
@@ -258,6 +260,14 @@ class Predictor:
     def infer_prepared(self, batch_u8: np.ndarray) -> np.ndarray:
         """``uint8`` ``(N, H, W, C)`` (the output of :meth:`prepare`, stacked) -> probabilities ``(N, K)``."""
         return self.infer(self.to_input(batch_u8))
+
+    def infer_with_embedding(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``uint8`` ``(N, H, W, C)`` -> (probabilities ``(N, K)``, embedding ``(N, k)`` or None), one model run."""
+        if self.embedding_output is None or len(batch_u8) == 0:
+            return self.infer_prepared(batch_u8), None
+        out = self.outputs(self.to_input(batch_u8))
+        logits = np.asarray(out[self._logits_name], dtype=np.float32)
+        return softmax(logits), np.asarray(out[self.embedding_output], dtype=np.float32)
 
     def read(self, path: str | Path) -> np.ndarray:
         """Decode and prepare one image file: ``uint8`` ``(H, W, C)`` (raises :class:`ImageError`)."""

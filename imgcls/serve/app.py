@@ -56,7 +56,7 @@ from imgcls.serve.model import (
     is_allowed,
     load_served,
 )
-from imgcls.serve.predlog import PredictionLog, PredictionRecord
+from imgcls.serve.predlog import PredictionLog, PredictionRecord, output_summary
 from imgcls.serve.settings import ServeSettings
 from imgcls.serve.state import ServerState
 from imgcls.serve.upload import Part, parse_form
@@ -152,7 +152,8 @@ class Predictions:
             return await self._classify_large(served, data, pixels, deadline, keep)
         try:
             future = served.batcher.submit_job(functools.partial(_decode_job, served, data, keep), deadline=deadline)
-            decoded, probs = await served.batcher.wait(future, deadline)
+            decoded, row = await served.batcher.wait(future, deadline)
+            probs = served.unpack(row, decoded)
         except ImageError as exc:
             raise ApiError.from_image_error(exc) from None
         except InferenceTimeout:
@@ -206,6 +207,8 @@ class Predictions:
                     confidence=result["confidence"],
                     top_k=result["top_k"],
                     latency_ms=latency,
+                    **output_summary(probs),
+                    embedding=decoded.embedding,
                     stats=decoded.stats,
                 ),
                 decoded.stats_source,

@@ -50,6 +50,7 @@ class Decoded:
     nbytes: int
     stats_source: Any = None  # what the log's writer computes the statistics from (see PredictionLog.append)
     stats: ImageStats | None = None
+    embedding: list[float] | None = None  # the model's embedding output, set with the answer (drift)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -151,6 +152,14 @@ class ServedModel:
         # the store's version when the bundle came from a store, else the first 12 hex digits of the digest
         self.version = str(version) if version is not None else self.sha256[:12]
         self.identity = {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+    def unpack(self, row: np.ndarray, decoded: Decoded) -> np.ndarray:
+        """One batcher result row -> the probabilities; an appended embedding goes to ``decoded.embedding``."""
+        n = len(self.predictor.classes)
+        if row.shape[0] > n:
+            decoded.embedding = [round(float(v), 4) for v in row[n:]]
+            return row[:n]
+        return row
 
     def describe_public(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows anyone: what a caller needs to use the model, nothing of the server."""
@@ -299,7 +308,7 @@ def load_served(ref: str, settings: ServeSettings, on_batch: Callable[[int, floa
         if probs.shape != (n, len(predictor.classes)) or not np.all(np.isfinite(probs)):
             raise ImgclsError(f"model {ref} gives unusable outputs on a warm-up batch (shape {probs.shape})")
     batcher = Batcher(
-        predictor.infer_prepared,
+        _packed_infer(predictor),
         max_batch=max_batch,
         max_delay_s=max_delay_ms / 1000.0,
         max_queue=settings.max_queue,
@@ -308,6 +317,19 @@ def load_served(ref: str, settings: ServeSettings, on_batch: Callable[[int, floa
         name=f"imgcls-batcher-{predictor.bundle.name}",
     )
     return ServedModel(predictor=predictor, batcher=batcher, ref=ref)
+
+
+def _packed_infer(predictor: Any) -> Any:
+    """The batcher's inference: probabilities, with the embedding output appended to each row when the model
+    has one (:meth:`ServedModel.unpack` splits it again), so one model run gives both."""
+    if getattr(predictor, "embedding_output", None) is None:
+        return predictor.infer_prepared
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        probs, emb = predictor.infer_with_embedding(batch)
+        return probs if emb is None else np.concatenate([probs, emb], axis=1)
+
+    return infer
 
 
 @dataclass

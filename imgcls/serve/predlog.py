@@ -68,7 +68,12 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("confidence", "REAL NOT NULL", "probability of the predicted class"),
     ("top_k", "TEXT NOT NULL", 'JSON list of {"label", "class_id", "probability"}'),
     ("latency_ms", "REAL NOT NULL", "time from the request's arrival to its answer"),
+    ("margin", "REAL", "top-1 minus top-2 probability"),
+    ("pred_entropy", "REAL", "entropy of the probabilities, nats"),
+    ("embedding", "TEXT", "JSON list: the model's embedding output (PCA of the penultimate features), if any"),
 )
+# columns added after the first release: ``connect`` adds them to an older log (ALTER TABLE ADD COLUMN)
+_ADDED_COLUMNS = ("margin", "pred_entropy", "embedding")
 DEFER_BYTES = 256 * 1024  # uploads up to this size are decoded again by the writer for their statistics
 RAW_MODES = frozenset({"L", "LA", "RGB", "RGBA"})  # decoded images in these modes travel as raw pixels ...
 RAW_PIXELS = 128 * 128  # ... up to this size (image_stats works on at most 128 px a side anyway)
@@ -95,7 +100,18 @@ class PredictionRecord:
     confidence: float
     top_k: list[dict[str, Any]]
     latency_ms: float
+    margin: float | None = None
+    pred_entropy: float | None = None
+    embedding: list[float] | None = None
     stats: ImageStats | None = None
+
+
+def output_summary(probabilities: np.ndarray) -> dict[str, float]:
+    """``margin`` (top-1 minus top-2) and ``pred_entropy`` (nats) of one probability row, for a record."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    top2 = np.partition(p, p.size - 2)[-2:] if p.size > 1 else np.array([0.0, p[0]])
+    entropy = float(-(p * np.log(np.where(p > 0, p, 1.0))).sum())
+    return {"margin": float(top2[1] - top2[0]), "pred_entropy": entropy}
 
 
 _RECORD_FIELDS = [f.name for f in fields(PredictionRecord) if f.name != "stats"]
@@ -112,6 +128,9 @@ def row(values: tuple[Any, ...], stats: dict[str, float] | None) -> tuple[Any, .
         record["confidence"],
         json.dumps(record["top_k"]),
         record["latency_ms"],
+        record["margin"],
+        record["pred_entropy"],
+        None if record["embedding"] is None else json.dumps(record["embedding"]),
     )
 
 
@@ -126,6 +145,12 @@ def connect(path: Path) -> sqlite3.Connection:
     columns = ",\n  ".join(f"{name} {kind}" for name, kind, _ in COLUMNS)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  id INTEGER PRIMARY KEY,\n  {columns}\n)")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_timestamp ON {TABLE}(timestamp)")
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({TABLE})")}
+    kinds = {name: kind for name, kind, _ in COLUMNS}
+    for name in _ADDED_COLUMNS:
+        if name not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another worker added it first
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kinds[name]}")
     conn.commit()
     return conn
 
@@ -141,6 +166,8 @@ def read_predictions(path: Path, limit: int | None = None) -> list[dict[str, Any
         conn.close()
     for r in rows:
         r["top_k"] = json.loads(r["top_k"])
+        if r.get("embedding"):
+            r["embedding"] = json.loads(r["embedding"])
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from imgcls.train.rundir import (
     staging_dir,
     swap_in,
 )
+
+logger = logging.getLogger(__name__)
 
 SAMPLES = ("samples/train.npz", "samples/val.npz")
 _SAMPLE_COUNT = 320  # images per samples/*.npz file ...
@@ -145,6 +148,7 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         rewrite_metrics_log(stage, run.state.history)
         save_config(cfg, stage / CONFIG)
         write_samples(stage, ds, cfg.train.seed)
+        drift_meta = write_drift_reference(stage, model, ds, cfg.train.seed, run.device)
         lineage = {
             "dataset": {
                 "name": ds.name,
@@ -176,7 +180,8 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
             model_spec=run.spec,
             metrics=metrics,
             lineage=lineage,
-            extra_files=[CONFIG, METRICS, METRICS_LOG, CONFUSION_PNG, *SAMPLES],
+            extra_files=[CONFIG, METRICS, METRICS_LOG, CONFUSION_PNG, *SAMPLES, *drift_meta.get("files", [])],
+            extra_meta=drift_meta.get("meta"),
         )
         meta = load_bundle(stage).meta
         cbs.on_bundle_staged(stage, meta)
@@ -189,6 +194,29 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return result
+
+
+def write_drift_reference(stage: Path, model: Any, ds: Any, seed: int, device: str) -> dict[str, Any]:
+    """``drift/reference.npz`` + the ``drift`` section from the validation split (PCA fitted on train images).
+
+    Returns ``{"files": [...], "meta": {...}}`` for the manifest (empty when the validation split is too small).
+    """
+    from imgcls.drift.reference import DEFAULT_IMAGES, REFERENCE_FILE, build_reference, set_drift_section
+    from imgcls.errors import UsageError
+
+    try:
+        section, blob = build_reference(
+            model, ds.input, ds.val.images, ds.val.labels, pca_images=ds.train.images, size=DEFAULT_IMAGES,
+            seed=seed, source=f"dataset {ds.name} (val split)", device=device,
+        )  # fmt: skip
+    except UsageError as exc:
+        logger.warning("no drift reference: %s", exc.message)
+        return {}
+    (stage / REFERENCE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(stage / REFERENCE_FILE, blob)
+    meta: dict[str, Any] = {}
+    set_drift_section(meta, section)
+    return {"files": [REFERENCE_FILE], "meta": meta}
 
 
 def write_samples(stage: Path, ds: Any, seed: int) -> None:

@@ -35,6 +35,7 @@ BUNDLE_FILES = {
     "confusion_matrix.png",
     "samples/train.npz",
     "samples/val.npz",
+    "drift/reference.npz",
 }
 
 

@@ -1,0 +1,458 @@
+"""``imgcls drift report``: the server's traffic (or a folder of images) against the bundle's drift reference.
+
+Torch-free: the current window comes from prediction logs (SQLite files, or JSON-lines segments in a folder)
+or from a folder of images run through :class:`imgcls.runtime.Predictor`, which computes the same model outputs
+and embedding the server logs. Every column of the reference is scored the way evidently scores it
+(:mod:`imgcls.drift.columns`) against a threshold calibrated on the reference for this window's size; the
+verdict is "drift" when any column is over its threshold. The evidently ``Report`` (one ``ValueDrift`` per
+column, with those thresholds) gives the HTML.
+
+Example:
+    result = drift_report("runs/fashion", log="~/.cache/imgcls/serve/predictions.sqlite", since="24h")
+    print(result.summary["drift"], [c["name"] for c in result.summary["columns"] if c["drifted"]])
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgcls.data.stats import STAT_NAMES
+from imgcls.drift import columns as C
+from imgcls.drift.reference import Reference, calibrated, load_reference
+from imgcls.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+DRIFT_EXIT_CODE = 4  # `imgcls drift report --fail-on-drift` when drift is found (0: none; 2: usage/bad input)
+MIN_ROWS = 100  # fewer rows in the window: a warning and no verdict
+LOG_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+SEGMENT_SUFFIXES = (".jsonl",)
+_LOG_COLUMNS = (
+    "timestamp", "model_name", "model_version", "model_sha256", *STAT_NAMES, "class_id", "confidence", "top_k",
+    "margin", "pred_entropy", "embedding",
+)  # fmt: skip
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> float:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` -> seconds.
+
+    Raises:
+        UsageError: another form.
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"--since {text!r} is not a duration", hint="use a number and a unit: 90s, 30m, 24h, 7d, 2w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass
+class Window:
+    """The current window: its columns (NaN where a row lacks a value) and where it came from."""
+
+    data: dict[str, np.ndarray]
+    rows: int
+    source: str
+    other_models: dict[str, int] = field(default_factory=dict)  # "name version sha256[:12]" -> rows skipped
+    first: float | None = None  # timestamps of the first and last row
+    last: float | None = None
+    calibrated_confidence: np.ndarray | None = None
+
+
+# --- reading the traffic ----------------------------------------------------------------------------------
+
+
+def _log_files(location: Path) -> list[Path]:
+    if location.is_dir():
+        found = sorted(p for p in location.rglob("*") if p.is_file() and p.suffix in LOG_SUFFIXES + SEGMENT_SUFFIXES)
+        if not found:
+            raise UsageError(
+                f"--log {location}: no prediction logs in this folder (*.sqlite or *.jsonl segments)",
+                hint="point --log at the file `imgcls serve --log-predictions` writes, or at a --log-export folder",
+            )
+        return found
+    if not location.exists():
+        raise UsageError(
+            f"--log {location} does not exist",
+            hint="the server writes ~/.cache/imgcls/serve/predictions.sqlite unless given --log-predictions",
+        )
+    return [location]
+
+
+def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise UsageError(f"--log {path} cannot be opened ({exc})") from None
+    try:
+        conn.row_factory = sqlite3.Row
+        try:
+            have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+        except sqlite3.DatabaseError:
+            raise UsageError(f"--log {path} is not a prediction log (not an SQLite database)") from None
+        if not {"timestamp", "model_sha256", "class_id", "confidence"} <= have:
+            raise UsageError(
+                f"--log {path} is not a prediction log (no predictions table written by `imgcls serve`)",
+                hint="point --log at the file `imgcls serve --log-predictions` writes",
+            )
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
+        return [dict(r) for r in conn.execute(f"SELECT {cols} FROM predictions ORDER BY timestamp")]
+    finally:
+        conn.close()
+
+
+def _segment_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except ValueError:
+                raise UsageError(f"--log {path}: line {n} is not JSON; this is not a prediction-log segment") from None
+            if not isinstance(r, dict) or "model_sha256" not in r:
+                raise UsageError(f"--log {path}: line {n} is not a prediction record")
+            rows.append(r)
+    return rows
+
+
+def read_log(location: str | Path, *, model_sha256: str, since: str | None = None, last: int | None = None) -> Window:
+    """The rows of the model ``model_sha256`` in a prediction log, a folder of logs/segments; newest ``last``
+    rows or those of the last ``since``. Rows of other models are counted, not compared.
+
+    Raises:
+        UsageError: missing, empty or foreign log; a window that selects nothing.
+    """
+    if last is not None and last < 1:
+        raise UsageError(f"--last {last}: give a positive number of rows")
+    cutoff = time.time() - parse_since(since) if since else None
+    path = Path(str(location)).expanduser()
+    rows: list[dict[str, Any]] = []
+    for f in _log_files(path):
+        rows.extend(_segment_rows(f) if f.suffix in SEGMENT_SUFFIXES else _sqlite_rows(f))
+    if not rows:
+        raise UsageError(f"--log {path} holds no predictions yet", hint="send the server some traffic first")
+    rows.sort(key=lambda r: r["timestamp"])
+    mine: list[dict[str, Any]] = []
+    others: dict[str, int] = {}
+    for r in rows:
+        if r["model_sha256"] == model_sha256:
+            mine.append(r)
+        else:
+            key = f"{r.get('model_name')} {r.get('model_version')} {str(r['model_sha256'])[:12]}"
+            others[key] = others.get(key, 0) + 1
+    if not mine:
+        raise UsageError(
+            f"--log {path}: none of its {len(rows)} rows is from this model (sha256 {model_sha256[:12]}…); "
+            f"it holds {', '.join(f'{n} of {k}' for k, n in others.items())}",
+            hint="pass the --model that served this traffic",
+        )
+    if cutoff is not None:
+        selected = [r for r in mine if r["timestamp"] >= cutoff]
+        if not selected:
+            newest = _dt.datetime.fromtimestamp(mine[-1]["timestamp"], _dt.timezone.utc).isoformat(timespec="seconds")
+            raise UsageError(
+                f"--since {since} selects nothing: the newest of this model's {len(mine)} rows is from {newest}",
+                hint="widen --since, or use --last N",
+            )
+        mine = selected
+    if last is not None:
+        mine = mine[-last:]
+    return _window_of_rows(mine, str(path), others)
+
+
+def _window_of_rows(rows: list[dict[str, Any]], source: str, others: dict[str, int]) -> Window:
+    n = len(rows)
+    data: dict[str, np.ndarray] = {}
+    for name in STAT_NAMES:
+        data[name] = np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=np.float64)
+    data[C.CLASS_COLUMN] = np.array([r["class_id"] for r in rows], dtype=np.int64)
+    data["pred_confidence"] = np.array([r["confidence"] for r in rows], dtype=np.float64)
+    tops = [json.loads(r["top_k"]) if isinstance(r["top_k"], str) else (r["top_k"] or []) for r in rows]
+    margins = []
+    for r, top in zip(rows, tops, strict=True):
+        if r.get("margin") is not None:
+            margins.append(r["margin"])
+        else:  # an older log: the top-k list has the two best probabilities
+            margins.append(top[0]["probability"] - top[1]["probability"] if len(top) > 1 else np.nan)
+    data["pred_margin"] = np.array(margins, dtype=np.float64)
+    data["pred_entropy"] = np.array([np.nan if r.get("pred_entropy") is None else r["pred_entropy"] for r in rows])
+    embs = [json.loads(r["embedding"]) if isinstance(r.get("embedding"), str) else r.get("embedding") for r in rows]
+    k = max((len(e) for e in embs if e), default=0)
+    for i in range(k):
+        data[f"emb_{i}"] = np.array([e[i] if e and len(e) > i else np.nan for e in embs], dtype=np.float64)
+    window = Window(data, n, source, others, rows[0]["timestamp"], rows[-1]["timestamp"])
+    window.calibrated_confidence = None
+    window.data["_top_k"] = np.array([json.dumps(t) for t in tops])  # for the accuracy estimate
+    return window
+
+
+def read_images(predictor: Any, folder: str | Path, batch_size: int = 64) -> Window:
+    """The window of a folder of images: decoded and predicted by the runtime, statistics by the server's function.
+
+    Raises:
+        UsageError: no images in the folder.
+    """
+    from imgcls.data.stats import images_stats
+    from imgcls.errors import ImageError
+    from imgcls.runtime import find_images
+
+    paths = find_images([folder])
+    stats, probs, embs, skipped = [], [], [], 0
+    for start in range(0, len(paths), batch_size):
+        images, arrays = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                img = predictor.decode(path)
+                arrays.append(predictor.prepare(img))
+                images.append(img)
+            except ImageError:
+                skipped += 1
+        if not images:
+            continue
+        stats.extend(images_stats(images))
+        pr, emb = predictor.infer_with_embedding(np.stack(arrays))
+        probs.append(pr)
+        if emb is not None:
+            embs.append(emb)
+    if not probs:
+        raise UsageError(f"--images {folder}: none of its {len(paths)} files decodes as an image")
+    if skipped:
+        logger.warning("%d files of %s did not decode and were left out", skipped, folder)
+    p = np.concatenate(probs)
+    data: dict[str, np.ndarray] = {n: np.array([s.as_dict()[n] for s in stats]) for n in STAT_NAMES}
+    data.update(C.output_columns(p))
+    if embs:
+        e = np.concatenate(embs)
+        data.update({f"emb_{i}": e[:, i].astype(np.float64) for i in range(e.shape[1])})
+    window = Window(data, len(p), str(folder))
+    window.data["_probabilities"] = p
+    return window
+
+
+# --- comparing ----------------------------------------------------------------------------------------------
+
+
+def _calibrated_confidence(window: Window, temperature: float, n_classes: int) -> np.ndarray:
+    """Each row's calibrated top-1 probability: exact from full probabilities; from a log's top-k list, with the
+    probability mass outside the top-k spread evenly over the other classes (exact when k = all classes)."""
+    if "_probabilities" in window.data:
+        return calibrated(window.data["_probabilities"], temperature).max(axis=1)
+    out = np.empty(window.rows)
+    for i, text in enumerate(window.data["_top_k"]):
+        top = [t["probability"] for t in json.loads(text)] or [window.data["pred_confidence"][i]]
+        rest_classes = n_classes - len(top)
+        rest = max(0.0, 1.0 - sum(top))
+        logits = [np.log(max(p, 1e-12)) / temperature for p in top]
+        if rest_classes > 0 and rest > 0:
+            logits += [np.log(rest / rest_classes) / temperature] * rest_classes
+        z = np.exp(np.array(logits) - max(logits))
+        out[i] = z[0] / z.sum()
+    return out
+
+
+def _describe(name: str, ref: np.ndarray, cur: np.ndarray, classes: list[str]) -> str:
+    """A drifted column in words: "brightness rose from 0.29 to 0.52"."""
+    if name == C.CLASS_COLUMN:
+        k = len(classes)
+        a, b = C.class_frequencies(ref, k), C.class_frequencies(cur, k)
+        i = int(np.argmax(np.abs(b - a)))
+        verb = "rose" if b[i] > a[i] else "fell"
+        return f"share of predicted '{classes[i]}' {verb} from {a[i]:.0%} to {b[i]:.0%}"
+    label = {
+        "pred_confidence": "confidence", "pred_margin": "margin (top-1 minus top-2)",
+        "pred_entropy": "prediction entropy",
+    }.get(name, name.replace("emb_", "embedding component "))  # fmt: skip
+    ma, mb, sa, sb = float(np.mean(ref)), float(np.mean(cur)), float(np.std(ref)), float(np.std(cur))
+    if abs(mb - ma) >= 0.25 * max(sa, 1e-12) or abs(sb - sa) < 0.25 * max(sa, 1e-12):
+        verb = "rose" if mb > ma else "fell"
+        return f"{label} {verb} from {_num(ma)} to {_num(mb)} (mean)"
+    verb = "widened" if sb > sa else "narrowed"
+    return f"{label} {verb}: spread {_num(sa)} -> {_num(sb)} (std), mean {_num(ma)} -> {_num(mb)}"
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 0.01 and v != 0 else f"{v:.2f}"
+
+
+def compare(reference: Reference, window: Window) -> dict[str, Any]:
+    """Score every column the window has, apply the calibrated thresholds; the drift.json summary (without HTML)."""
+    ref, cal = reference.data, reference.section["thresholds"]
+    n_ref, classes = reference.size, reference.bundle.classes
+    needed = min(MIN_ROWS, int(min(cal["windows"])))
+    columns, skipped = [], []
+    for entry in reference.section["columns"]:
+        name = entry["name"]
+        cur = window.data.get(name)
+        if cur is None:
+            skipped.append(name)
+            continue
+        cur = cur[~np.isnan(cur)] if cur.dtype.kind == "f" else cur
+        if len(cur) < needed:
+            skipped.append(name)
+            continue
+        score = C.score(name, ref[name], cur, reference.n_classes)
+        thr = C.threshold(cal["constants"][name], len(cur), n_ref)
+        drifted = bool(score >= thr)
+        columns.append(
+            {
+                "name": name,
+                "method": C.method_of(name),
+                "score": round(score, 6),
+                "threshold": round(thr, 6),
+                "drifted": drifted,
+                "rows": len(cur),
+                "reference_mean": None if name == C.CLASS_COLUMN else float(np.mean(ref[name])),
+                "current_mean": None if name == C.CLASS_COLUMN else float(np.mean(cur)),
+                "description": _describe(name, ref[name], cur, classes) if drifted else None,
+            }
+        )
+    warnings = []
+    verdict: bool | None
+    if window.rows < needed:
+        verdict = None
+        warnings.append(
+            f"only {window.rows} rows of this model in the window: a verdict needs at least {needed} "
+            f"(thresholds are calibrated from {needed} rows up)"
+        )
+    else:
+        verdict = any(c["drifted"] for c in columns)
+    if skipped:
+        warnings.append(f"not compared (missing from the window): {', '.join(skipped)}")
+    conf = _calibrated_confidence(window, reference.temperature, reference.n_classes)
+    estimate = float(conf.mean())
+    half = 1.96 * float(np.sqrt((conf * (1 - conf)).sum())) / max(len(conf), 1)
+    bundle = reference.bundle
+    return {
+        "drift": verdict,
+        "columns": columns,
+        "drifted_columns": [c["name"] for c in columns if c["drifted"]],
+        "rule": cal["rule"],
+        "false_alarm_target": cal["family_alpha"],
+        "sample_sizes": {
+            "reference": n_ref,
+            "current": window.rows,
+            "other_models": sum(window.other_models.values()),
+        },
+        "other_models": window.other_models,
+        "window": {
+            "source": window.source,
+            "first": _iso(window.first),
+            "last": _iso(window.last),
+        },
+        "model": {"name": bundle.name, "version": _version(bundle), "sha256": bundle.digest},
+        "accuracy": {
+            "estimated": round(estimate, 4),
+            "interval": [round(max(0.0, estimate - half), 4), round(min(1.0, estimate + half), 4)],
+            "method": "mean temperature-calibrated confidence (CBPE-style), 95 % interval from its binomial variance",
+            "reference": reference.section["calibration"]["reference_accuracy"],
+            "reference_estimated": reference.section["calibration"]["estimated_accuracy"],
+        },
+        "warnings": warnings,
+    }
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version(bundle: Any) -> str:
+    try:
+        from imgcls.store import provenance
+
+        pulled = provenance(bundle.path)
+    except ModuleNotFoundError:
+        pulled = None
+    return str(pulled["version"]) if pulled else bundle.digest[:12]
+
+
+def evidently_html(reference: Reference, window: Window, summary: dict[str, Any], path: Path) -> None:
+    """The evidently Report (one ValueDrift per compared column, with its calibrated threshold) as HTML."""
+    from imgcls.deps import require
+
+    require("evidently", feature="imgcls drift report")
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    names = [c["name"] for c in summary["columns"]]
+    numeric = [n for n in names if n != C.CLASS_COLUMN]
+    categorical = [n for n in names if n == C.CLASS_COLUMN]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+
+    def frame(data: dict[str, np.ndarray]) -> Any:
+        df = pd.DataFrame({n: data[n] for n in names})
+        if categorical:
+            df[C.CLASS_COLUMN] = [reference.bundle.classes[int(i)] for i in df[C.CLASS_COLUMN]]
+        return Dataset.from_pandas(df, data_definition=definition)
+
+    metrics = [ValueDrift(column=c["name"], method=c["method"], threshold=c["threshold"]) for c in summary["columns"]]
+    snapshot = Report(metrics).run(current_data=frame(window.data), reference_data=frame(reference.data))
+    snapshot.save_html(str(path))
+
+
+@dataclass
+class DriftResult:
+    summary: dict[str, Any]
+    out: Path | None
+    html: Path | None
+
+
+def drift_report(
+    model: str | Path,
+    *,
+    log: str | Path | None = None,
+    images: str | Path | None = None,
+    since: str | None = None,
+    last: int | None = None,
+    out: str | Path | None = None,
+    precision: str = "fp32",
+    html: bool = True,
+) -> DriftResult:
+    """Compare a window of traffic (``log``) or a folder (``images``) with the model's drift reference.
+
+    Writes ``drift.json`` and ``report.html`` into ``out`` when given.
+
+    Raises:
+        UsageError: bad arguments, missing/foreign/empty logs, a window that selects nothing.
+        BundleError: no reference in the bundle (hint: ``imgcls drift reference``), a corrupted one.
+    """
+    from imgcls.runtime import resolve_model
+
+    if (log is None) == (images is None):
+        raise UsageError("give exactly one of --log and --images")
+    if images is not None and (since or last):
+        raise UsageError("--since and --last select rows of a --log; a folder of --images is compared whole")
+    bundle_dir = resolve_model(model)
+    reference = load_reference(bundle_dir)
+    if log is not None:
+        window = read_log(log, model_sha256=reference.bundle.digest, since=since, last=last)
+    else:
+        from imgcls.runtime import Predictor
+
+        predictor = Predictor.from_bundle(reference.bundle, precision=precision)
+        if predictor.embedding_output is None:
+            logger.warning("the model has no embedding output: re-export it to compare the embedding too")
+        window = read_images(predictor, images)  # type: ignore[arg-type]
+    summary = compare(reference, window)
+    out_dir = Path(out) if out is not None else None
+    html_path = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if html and summary["columns"]:
+            html_path = out_dir / "report.html"
+            evidently_html(reference, window, summary, html_path)
+            summary["html"] = html_path.name
+        (out_dir / "drift.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return DriftResult(summary, out_dir, html_path)

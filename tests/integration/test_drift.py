@@ -1,0 +1,252 @@
+"""`imgcls drift`: the reference made at train end, the embedding output of the exported graphs, and reports over
+a folder of images and over the prediction log of a real `imgcls serve` process (real evidently, real uvicorn)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgcls.bundle import load_bundle
+from imgcls.drift.reference import REFERENCE_FILE, load_reference
+from imgcls.serve.predlog import COLUMNS, TABLE, PredictionRecord, connect, row
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imgcls(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def test_images(exported_digits_bundle: Path) -> np.ndarray:
+    """The digits test split (16×16 gray, prepared as the bundle's dataset is), never seen by the reference."""
+    from imgcls.config import DataConfig
+    from imgcls.data.datasets import load_dataset
+    from imgcls.export import lineage_data
+
+    found = lineage_data(load_bundle(exported_digits_bundle).meta["lineage"])
+    assert found is not None
+    data, seed = found
+    return load_dataset(DataConfig.model_validate({**data, "download": False}), seed=seed).test.images
+
+
+def write_pngs(images: np.ndarray, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(images):
+        Image.fromarray(a[..., 0]).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_the_trained_bundle_carries_a_verified_reference_and_exports_an_embedding(exported_digits_bundle: Path) -> None:
+    from imgcls.runtime import Predictor
+
+    ref = load_reference(exported_digits_bundle)
+    section = ref.section
+    assert REFERENCE_FILE in ref.bundle.files  # sha256-verified, travels with push/pull
+    assert section["seed"] == 0 and section["images"] == ref.size == 160  # digits' whole val split (< 1,000)
+    names = [c["name"] for c in section["columns"]]
+    assert names[:5] == ["brightness", "contrast", "saturation", "entropy", "sharpness"]
+    assert {"pred_confidence", "pred_margin", "pred_entropy", "pred_class", "emb_0", "emb_7"} <= set(names)
+    assert section["calibration"]["nll_after"] <= section["calibration"]["nll_before"]
+    assert set(section["thresholds"]["constants"]) == set(names)
+    with np.load(ref.bundle.file(REFERENCE_FILE), allow_pickle=False) as z:
+        assert z["pca_components"].shape == (8, 64)
+    export = ref.bundle.meta["export"]
+    assert export["embedding_output"] == "embedding"
+    assert export["models"]["fp32"]["embedding_parity"]["max_abs_diff"] < 1e-3
+    for precision in ("fp32", "int8"):
+        predictor = Predictor.from_bundle(exported_digits_bundle, precision=precision)
+        with np.load(exported_digits_bundle / "samples" / "val.npz", allow_pickle=False) as z:
+            probs, emb = predictor.infer_with_embedding(z["images"][:8])
+        assert probs.shape == (8, 10) and emb is not None and emb.shape == (8, 8)
+
+
+def test_report_over_image_folders_clean_and_inverted(
+    exported_digits_bundle: Path, test_images: np.ndarray, tmp_path: Path
+) -> None:
+    clean = write_pngs(test_images, tmp_path / "clean")
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--images", str(clean), "--out",
+               str(tmp_path / "out"), "--fail-on-drift")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "no drift" in r.stdout
+    summary = json.loads((tmp_path / "out" / "drift.json").read_text())
+    assert summary["drift"] is False and summary["sample_sizes"]["current"] == len(test_images)
+    assert summary["model"]["sha256"] == load_bundle(exported_digits_bundle).digest
+    assert {"name", "method", "score", "threshold", "drifted"} <= set(summary["columns"][0])
+    lo, hi = summary["accuracy"]["interval"]
+    assert lo <= summary["accuracy"]["estimated"] <= hi and summary["accuracy"]["reference"] > 0.9
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<html" in html.lower() and "brightness" in html and len(html) > 100_000  # self-contained evidently
+
+    inverted = write_pngs(255 - test_images, tmp_path / "inverted")
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--images", str(inverted),
+               "--fail-on-drift", "--format", "json")  # fmt: skip
+    assert r.returncode == 4, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["drift"] is True and "brightness" in summary["drifted_columns"]
+    assert summary["accuracy"]["estimated"] < summary["accuracy"]["reference"] - 0.1
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--images", str(inverted))
+    assert r.returncode == 0  # without --fail-on-drift the report is the product
+    assert "brightness rose from" in r.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(bundle: Path, log: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(bundle), "--port", str(port),
+           "--log-predictions", str(log)]  # fmt: skip
+    with open(tmp_path / "serve.err", "wb") as err:
+        process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.err").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a[..., 0]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_report_over_the_log_of_a_real_server(
+    exported_digits_bundle: Path, test_images: np.ndarray, tmp_path: Path
+) -> None:
+    log = tmp_path / "predictions.sqlite"
+    with serve(exported_digits_bundle, log, tmp_path) as (process, url), httpx.Client(timeout=30) as client:
+        for a in [*test_images, *(255 - test_images[:100])]:
+            r = client.post(url + "/v1/predict", files={"file": ("d.png", png(a), "image/png")})
+            assert r.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    model = str(exported_digits_bundle)
+    r = imgcls("drift", "report", "--model", model, "--log", str(log), "--last", "100", "--format", "json")
+    summary = json.loads(r.stdout)
+    assert summary["drift"] is True and "brightness" in summary["drifted_columns"]
+    assert summary["sample_sizes"]["current"] == 100
+    assert any(c["name"] == "emb_0" for c in summary["columns"])  # the server logged the embedding output
+    # the clean traffic alone: rows before the inverted ones (same model), compared against the reference
+    conn = connect(log)
+    with conn:
+        conn.execute(f"DELETE FROM {TABLE} WHERE id > ?", (len(test_images),))
+    conn.close()
+    r = imgcls("drift", "report", "--model", model, "--log", str(log), "--fail-on-drift")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no drift" in r.stdout
+
+
+def _write_log(path: Path, sha: str, n: int, timestamp: float, other: int = 0) -> None:
+    conn = connect(path)
+    rows = []
+    for i in range(n + other):
+        rec = PredictionRecord(
+            timestamp=timestamp + i, request_id=str(i), model_name="m", model_version="v",
+            model_sha256=sha if i < n else "f" * 64, width=16, height=16, format="PNG", bytes=100, class_id=i % 10,
+            label=f"digit_{i % 10}", confidence=0.9, top_k=[{"label": "x", "class_id": 0, "probability": 0.9},
+            {"label": "y", "class_id": 1, "probability": 0.05}], latency_ms=1.0,
+        )  # fmt: skip
+        values = tuple(getattr(rec, f) for f in rec.__dataclass_fields__ if f != "stats")
+        rows.append(row(values, {"brightness": 0.3, "contrast": 0.2, "saturation": 0.0, "entropy": 3.0,
+                                 "sharpness": 0.1}))  # fmt: skip
+    with conn:
+        names = ", ".join(c for c, _, _ in COLUMNS)
+        conn.executemany(f"INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' for _ in COLUMNS)})", rows)
+    conn.close()
+
+
+def test_bad_inputs_get_a_message_and_an_exit_code(
+    exported_digits_bundle: Path, random_bundle: Path, tmp_path: Path
+) -> None:
+    model = str(exported_digits_bundle)
+    sha = load_bundle(exported_digits_bundle).digest
+
+    def report(*args: str) -> tuple[int, str]:
+        r = imgcls("drift", "report", "--model", model, *args)
+        assert "Traceback" not in r.stderr
+        return r.returncode, r.stderr
+
+    code, err = report("--log", str(tmp_path / "missing.sqlite"))
+    assert code == 2 and "does not exist" in err
+    connect(tmp_path / "empty.sqlite").close()
+    code, err = report("--log", str(tmp_path / "empty.sqlite"))
+    assert code == 2 and "holds no predictions yet" in err
+    (tmp_path / "notes.sqlite").write_text("not a database")
+    code, err = report("--log", str(tmp_path / "notes.sqlite"))
+    assert code == 2 and "is not a prediction log" in err
+    _write_log(tmp_path / "old.sqlite", sha, 5, timestamp=1_000_000.0, other=3)
+    code, err = report("--log", str(tmp_path / "old.sqlite"), "--since", "24h")
+    assert code == 2 and "--since 24h selects nothing" in err
+    code, err = report("--log", str(tmp_path / "old.sqlite"), "--since", "yesterday")
+    assert code == 2 and "is not a duration" in err
+    r = imgcls("drift", "report", "--model", model, "--log", str(tmp_path / "old.sqlite"), "--format", "json")
+    summary = json.loads(r.stdout)
+    assert r.returncode == 0 and summary["drift"] is None  # 5 rows: no verdict
+    assert summary["sample_sizes"]["other_models"] == 3
+    assert "a verdict needs at least" in r.stderr
+
+    r = imgcls("drift", "report", "--model", str(random_bundle), "--log", str(tmp_path / "old.sqlite"))
+    assert r.returncode == 2 and "has no drift reference" in r.stderr and "imgcls drift reference" in r.stderr
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported_digits_bundle, broken)
+    data = bytearray((broken / REFERENCE_FILE).read_bytes())
+    data[-100] ^= 0xFF
+    (broken / REFERENCE_FILE).unlink()
+    (broken / REFERENCE_FILE).write_bytes(bytes(data))
+    r = imgcls("drift", "report", "--model", str(broken), "--log", str(tmp_path / "old.sqlite"))
+    assert r.returncode == 2 and REFERENCE_FILE in r.stderr and "Traceback" not in r.stderr
+
+
+def test_drift_reference_remakes_the_reference_and_re_exports(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(exported_digits_bundle, bundle)
+    before = load_bundle(bundle).files[REFERENCE_FILE]
+    r = imgcls("drift", "reference", str(bundle), "--data", "digits", "--size", "1000", "--seed", "7", "-k", "4")
+    assert r.returncode == 0, r.stderr
+    assert "160 images" in r.stdout
+    ref = load_reference(bundle)
+    assert ref.section["seed"] == 7 and ref.k == 4 and ref.bundle.files[REFERENCE_FILE] != before
+    from imgcls.runtime import Predictor
+
+    with np.load(bundle / "samples" / "val.npz", allow_pickle=False) as z:
+        _, emb = Predictor.from_bundle(bundle, precision="int8").infer_with_embedding(z["images"][:2])
+    assert emb is not None and emb.shape == (2, 4)  # both exports re-made with the new projection
+    r = imgcls("drift", "reference", str(bundle), "--size", "50")
+    assert r.returncode == 2 and "between 1000 and 5000" in r.stderr
