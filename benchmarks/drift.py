@@ -97,7 +97,7 @@ def _send(client: Any, url: str, images: np.ndarray, log: Path, before: int) -> 
         time.sleep(0.05)
 
 
-def main() -> None:  # noqa: C901 - a linear script
+def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks drift")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/imgcls-drift-bench"))

@@ -206,9 +206,15 @@ def read_images(predictor: Any, folder: str | Path, batch_size: int = 64) -> Win
     """
     from imgcls.data.stats import images_stats
     from imgcls.errors import ImageError
-    from imgcls.runtime import find_images
+    from imgcls.data.decode import image_suffixes
 
-    paths = find_images([folder])
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"--images {folder} is not a folder")
+    wanted = set(image_suffixes(allow_webp=getattr(predictor, "allow_webp", False)))
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    if not paths:
+        raise UsageError(f"--images {folder}: no {'/'.join(sorted(wanted))} files in this folder")
     stats, probs, embs, skipped = [], [], [], 0
     for start in range(0, len(paths), batch_size):
         images, arrays = [], []
