@@ -204,9 +204,9 @@ def read_images(predictor: Any, folder: str | Path, batch_size: int = 64) -> Win
     Raises:
         UsageError: no images in the folder.
     """
+    from imgcls.data.decode import image_suffixes
     from imgcls.data.stats import images_stats
     from imgcls.errors import ImageError
-    from imgcls.data.decode import image_suffixes
 
     root = Path(folder)
     if not root.is_dir():
