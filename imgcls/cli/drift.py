@@ -34,7 +34,7 @@ def reference(
 ) -> None:
     """Make (or replace) the drift reference of a bundle from held-out images of its dataset."""
     from imgcls.cli._render import console
-    from imgcls.drift.reference import add_reference
+    from imgcls.drift.rebuild import add_reference
 
     section = add_reference(bundle, data=data, data_dir=data_dir, size=size, seed=seed, k=k)
     cal = section["calibration"]
