@@ -178,7 +178,8 @@ class Predictions:
         except TimeoutError:
             raise _timeout(self.state.settings.timeout_s) from None
         try:
-            probs = await served.batcher.wait(served.batcher.submit(decoded.array, deadline=deadline), deadline)
+            row = await served.batcher.wait(served.batcher.submit(decoded.array, deadline=deadline), deadline)
+            probs = served.unpack(row, decoded)
         except InferenceTimeout:
             raise _timeout(self.state.settings.timeout_s) from None
         except BatcherClosed:

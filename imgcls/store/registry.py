@@ -522,7 +522,10 @@ class Store:
             for rel in meta["files"]:
                 stat = self.backend.stat(f"{version.key}/{validate_rel_path(rel)}")
                 if stat is None:
-                    raise StoreError(f"{version}: {rel} is missing from the store", hint="the version is partial")
+                    raise StoreError(
+                        f"{version}: {rel} is missing from the store",
+                        hint="the stored version is partial; push the same bundle again to complete it",
+                    )
                 total += stat.size
             if total > limit:
                 raise UsageError(

@@ -109,9 +109,11 @@ def test_partial_version_is_refused(store_uri: str, store_bundle: Path, tmp_path
     store.backend.delete(f"{version.key}/weights.safetensors")
     with pytest.raises(StoreError) as info:
         store.pull(version, tmp_path / "out")
-    # local: "'digits/versions/<id>/weights.safetensors' is missing from store DIR"; gcs: "gs://…/<same> is missing"
-    assert re.search(r"/versions/[0-9a-f]+/weights\.safetensors'? is missing", info.value.message), info.value.message
-    assert info.value.hint == "the stored version is partial"
+    # the pull checks the stored listing against the manifest before downloading anything (both backends)
+    assert re.fullmatch(
+        r"digits:1 \([0-9a-f]{12}\): weights\.safetensors is missing from the store", info.value.message
+    ), info.value.message
+    assert info.value.hint == "the stored version is partial; push the same bundle again to complete it"
     assert not (tmp_path / "out").exists()
 
 

@@ -100,8 +100,11 @@ def test_resume_finishes_with_the_same_result_as_an_uninterrupted_run(runs):
 
 
 def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
+    # So many epochs that no machine can finish them before the signal lands (4 epochs once ended first on a
+    # fast machine: exit 0); the interrupt comes right after epoch 1, so the run stays short on every machine.
+    args = [*ARGS[: ARGS.index("--epochs") + 1], "1000", *ARGS[ARGS.index("--epochs") + 2 :]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imgcls", "train", *ARGS, "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "imgcls", "train", *args, "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -110,7 +113,7 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
     )
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("epoch 1/4 ") and "train loss" in line:
+        if line.startswith("epoch 1/1000 ") and "train loss" in line:
             proc.send_signal(signal.SIGINT)
             break
     _, err = proc.communicate(timeout=120)
