@@ -100,8 +100,8 @@ def test_resume_finishes_with_the_same_result_as_an_uninterrupted_run(runs):
 
 
 def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
-    # So many epochs that no machine can finish them before the signal lands (4 epochs once ended first on a
-    # fast machine: exit 0); the interrupt comes right after epoch 1, so the run stays short on every machine.
+    # So many epochs that no machine can finish them before the signal lands; the interrupt comes right after
+    # epoch 1, so the run stays short on every machine.
     args = [*ARGS[: ARGS.index("--epochs") + 1], "1000", *ARGS[ARGS.index("--epochs") + 2 :]]
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgcls", "train", *args, "--out", str(tmp_path / "run")],
@@ -110,6 +110,9 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
         text=True,
         cwd=tmp_path,
         env=ENV,
+        # A job started in the background by a non-interactive shell (CI) inherits SIGINT as ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the child the default a user's terminal gives it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     for line in proc.stdout:
