@@ -42,7 +42,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
+# ../shared/bench from the main checkout, ../../shared/bench from a worktree under /work/wt/NAME
+SHARED_BENCH = next(
+    (p / "shared" / "bench" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared" / "bench").is_dir()),
+    ROOT.parent / "shared" / "bench",
+)
 PYTHON = sys.executable
 ADMIN_TOKEN = "bench-token"
 
