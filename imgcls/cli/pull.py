@@ -19,6 +19,14 @@ def pull(
         ),
     ],
     to: Annotated[Path, typer.Option("--to", help="Destination folder (must not exist, or be empty).")],
+    max_bundle_mb: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Refuse, before downloading anything, a version whose files add up to more than this (MB); the "
+            "download is also stopped if it grows past it.",
+        ),
+    ] = 8192.0,
 ) -> None:
     from imgcls.cli._transfer import transfer_progress
     from imgcls.store import Store, parse_ref
@@ -27,7 +35,7 @@ def pull(
     store = Store.open(mref.store)
     version = store.resolve(mref)
     with transfer_progress("downloading") as progress:
-        dest = store.pull(version, to, progress=progress)
+        dest = store.pull(version, to, progress=progress, max_bytes=int(max_bundle_mb * 2**20))
     console.print(
         f"pulled [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}) into {dest} (verified)",
         highlight=False,

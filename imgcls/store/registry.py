@@ -58,6 +58,10 @@ PROVENANCE = ".imgcls-store.json"  # side file in cached copies: which store ver
 ID_LEN = 16  # hex digits of the digest that name a version's folder
 
 
+DEFAULT_MAX_BUNDLE_BYTES = 8 * 1024**3
+"""The largest bundle pulled when no limit is given (``imgcls pull --max-bundle-mb``): generous, but finite."""
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -452,12 +456,18 @@ class Store:
         *,
         progress: Progress | None = None,
         provenance: bool = False,
+        max_bytes: int | None = DEFAULT_MAX_BUNDLE_BYTES,
     ) -> Path:
         """Download a version into ``dest`` through a temporary folder: verified, then renamed into place.
 
         ``dest`` must not exist (or be an empty folder, or already hold this exact version: then nothing
         happens). A corrupt or partial download is refused and leaves nothing behind. With ``provenance``, a
         side file ``.imgcls-store.json`` (not part of the bundle) records the store, name and version.
+
+        A bad manifest cannot fill the disk: the stored size of every file it lists is summed before anything
+        is downloaded (over ``max_bytes``: refused), the bytes are counted while they stream (a download
+        that grows past that limit stops at once), and each file is verified against its sha256 as soon as
+        it has arrived (the first bad file stops the pull).
         """
         dest = Path(dest).absolute()
         if _holds_version(dest, version):
@@ -468,16 +478,53 @@ class Store:
                 hint="choose a new --to folder, or remove this one",
             )
         raw, meta = self.manifest(version)
+        limit = max_bytes
+        if limit is not None:
+            total = 0
+            for rel in meta["files"]:
+                stat = self.backend.stat(f"{version.key}/{validate_rel_path(rel)}")
+                if stat is None:
+                    raise StoreError(f"{version}: {rel} is missing from the store", hint="the version is partial")
+                total += stat.size
+            if total > limit:
+                raise UsageError(
+                    f"{version} is {total / 2**20:,.1f} MB, more than the limit of {limit / 2**20:,.1f} MB; "
+                    "nothing was downloaded",
+                    hint="pass a larger --max-bundle-mb if this size is expected",
+                )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
         try:
+            received = 0
             for rel in sorted(meta["files"]):
                 target = tmp / validate_rel_path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self.backend.download_file(f"{version.key}/{rel}", target, progress=progress)
+                before = received
+
+                def counted(key: str, done: int, size: int, before: int = before) -> None:
+                    nonlocal received
+                    received = before + done
+                    if limit is not None and received > limit:
+                        raise UsageError(
+                            f"{version}: the download passed the limit of {limit / 2**20:,.1f} MB and was stopped",
+                            hint="the stored objects grew since their sizes were read; pull again",
+                        )
+                    if progress:
+                        progress(key, done, size)
+
+                self.backend.download_file(f"{version.key}/{rel}", target, progress=counted)
+                try:  # verified as soon as it has arrived: a bad file stops the pull before the next one
+                    verify_files(tmp, {rel: meta["files"][rel]})
+                except BundleError as exc:
+                    raise StoreError(
+                        f"stored version {version} failed verification and was refused: "
+                        f"{exc.message.replace(str(tmp), 'the download')}",
+                        hint="the stored copy is corrupt; push the bundle again and move aliases away from this "
+                        "version",
+                        exit_code=1,
+                    ) from exc
             (tmp / MANIFEST).write_bytes(raw)
-            try:
-                verify_files(tmp, meta["files"])
+            try:  # every file was verified as it arrived
                 load_bundle(tmp, verify=False)
             except BundleError as exc:
                 raise StoreError(

@@ -245,3 +245,19 @@ def test_cli_default_store_and_file_uris(store_bundle: Path, tmp_path: Path, cli
     assert bad.returncode == 2 and "no model named 'etc'" in bad.stderr
     bad = cli("models", "alias", uri, "digits", "1", "../../x", env=env)
     assert bad.returncode == 2 and "invalid alias" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_pull_refuses_an_oversized_version_before_downloading_and_stops_at_the_first_bad_file(
+    store_uri: str, store_bundle: Path, tmp_path: Path, cli
+) -> None:
+    store = Store.open(store_uri)
+    version = store.push(store_bundle, name="digits").version
+    res = cli("pull", f"{store_uri}/digits@latest", "--to", str(tmp_path / "out"), "--max-bundle-mb", "0.001")
+    assert res.returncode == 2 and "nothing was downloaded" in res.stderr and "--max-bundle-mb" in res.stderr
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    files = sorted(json.loads((store_bundle / MANIFEST).read_text())["files"])
+    flip_stored_byte(store_uri, version.key, files[0])
+    seen: list[str] = []
+    with pytest.raises(StoreError, match="failed verification"):
+        store.pull(version, tmp_path / "bad", progress=lambda key, done, total: seen.append(key))
+    assert seen and all(key.endswith(files[0]) for key in seen)  # verified on arrival: nothing after it was fetched
