@@ -385,3 +385,25 @@ print(heavy)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_answers_match_the_pydantic_models_the_openapi_schema_is_generated_from(client: TestClient, digits) -> None:
+    from imgcls.serve import schemas
+
+    schemas.Prediction.model_validate(predict(client, digits[0][0]).json(), strict=True)
+    files = [("files", ("a.png", digits[0][0], "image/png")), ("files", ("b.png", b"junk", "image/png"))]
+    batch = client.post("/v1/predict/batch", files=files).json()
+    assert schemas.BatchPrediction.model_validate(batch).results[1].error is not None
+    schemas.PublicModelInfo.model_validate(client.get("/v1/model").json())
+    schemas.Ready.model_validate(client.get("/readyz").json())
+    schemas.Alive.model_validate(client.get("/livez").json())
+    schemas.Error.model_validate(predict(client, b"junk").json())
+    spec = client.get("/openapi.json").json()
+    ok = spec["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/Prediction"}
+    assert {"Prediction", "BatchPrediction", "Error", "PublicModelInfo", "Ready"} <= set(spec["components"]["schemas"])
+    assert spec["paths"]["/v1/predict"]["post"]["responses"]["408"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
