@@ -1,7 +1,8 @@
 """The quick start: the whole imgcls lifecycle on the embedded digits data, as a user would run it.
 
 train -> data describe -> export (+int8) -> predict held-out PNGs -> push to a local store -> promote to
-production -> serve from the store -> predict over HTTP -> stop. Artifacts land under runs/quickstart/.
+production -> serve from the store -> predict over HTTP -> drift report on the served traffic (no drift) ->
+bench the server over HTTP -> stop -> bench the engines in process -> summary. Artifacts land under runs/quickstart/.
 Run through `nox -s quickstart` (which installs everything first) or directly with an installed imgcls.
 """
 
@@ -160,6 +161,20 @@ def main() -> None:
         answer = post_image(f"http://127.0.0.1:{port}/v1/predict?top_k=3", pngs[0])
         print(f"POST /v1/predict {pngs[0].name} ->")
         print(json.dumps(answer, indent=2))
+        # the traffic the drift report below reads: every held-out digit once, through the server's own log
+        served = sum(
+            post_image(f"http://127.0.0.1:{port}/v1/predict", p)["label"] == p.stem.split("-label")[1] for p in pngs
+        )
+        print(f"served the {len(pngs)} held-out PNGs over HTTP: {served} correct")
+
+        time.sleep(1.0)  # the log writer commits within ~50 ms; the report reads the live SQLite log (WAL)
+        step("drift report on the traffic just served (reference made at training)")
+        imgcls("drift", "report", "--model", str(BUNDLE), "--log", str(RUNS / "predictions.sqlite"),
+               "--out", str(RUNS / "drift"), "--fail-on-drift")  # fmt: skip
+
+        step("bench the running server over HTTP (closed loop)")
+        imgcls("bench", "--url", f"http://127.0.0.1:{port}/v1/predict", "--image", str(pngs[0]),
+               "--concurrency", "8", "--duration-s", "3", "--json", str(RUNS / "bench-http.json"))  # fmt: skip
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -167,6 +182,10 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
     print(f"server stopped (exit {server.returncode}); its log is {log}")
+
+    step("bench the engines in process (each gated against fp32 onnxruntime first)")
+    imgcls("bench", "--model", str(BUNDLE), "--batch", "1,64", "--measure-s", "0.5", "--no-peaks",
+           "--json", str(RUNS / "bench.json"))  # fmt: skip
 
     step("summary")
     meta = json.loads((BUNDLE / "bundle.json").read_text())
@@ -177,6 +196,14 @@ def main() -> None:
         print(f"export:        {json.dumps({k: v for k, v in ex.items() if not isinstance(v, dict)})[:200]}")
     print(f"held-out PNGs: {right}/{len(rows)} correct")
     print(f"store:         {STORE}")
+    drift = json.loads((RUNS / "drift" / "drift.json").read_text())
+    print(f"drift:         {'DRIFT' if drift.get('drift') else 'none'} over the served traffic -> {RUNS / 'drift'}")
+    rows = json.loads((RUNS / "bench.json").read_text())["results"]
+    fastest = max((r for r in rows if r.get("img_per_s")), key=lambda r: r["img_per_s"])
+    print(f"bench:         fastest gated engine {fastest['engine']} {fastest['precision']} "
+          f"{fastest['img_per_s']:,.0f} img/s at batch {fastest['batch']} -> {RUNS / 'bench.json'}")  # fmt: skip
+    http = json.loads((RUNS / "bench-http.json").read_text())["results"]
+    print(f"bench --url:   {http[0]['req_per_s']:,.0f} req/s, p99 {http[0]['p99_ms']:.1f} ms over HTTP")
     print(f"done in {time.monotonic() - t0:.0f} s")
     if m.get("test_top1", 0) < 0.97:
         sys.exit(f"quickstart: digits test top-1 {m.get('test_top1')} is below the 0.97 bar")
