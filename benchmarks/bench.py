@@ -19,23 +19,20 @@ Bars: pick ≥ 2.5× onnxruntime int8 and ≥ 8× torch eager at batch 64 with a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.serve import SHARED_BENCH, free_port, process, wrk
+
 OUT = Path("runs/bench/bench")
-SHARED = Path(os.environ.get("IMGCLS_SHARED_BENCH", "/work/shared/bench"))
 
 
 def _rate(fn: Any, iters: int, batch: int) -> float:
@@ -44,43 +41,6 @@ def _rate(fn: Any, iters: int, batch: int) -> float:
     for _ in range(iters):
         fn()
     return iters * batch / (time.perf_counter() - start)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _server(cmd: list[str], port: int, ready_path: str) -> Iterator[subprocess.Popen[bytes]]:
-    import httpx
-
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited {proc.returncode}: {' '.join(cmd)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready: {' '.join(cmd)}")
-            time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _wrkload(url: str, png: Path, conns: int, seconds: int, field: str = "file") -> dict[str, Any]:
-    out = subprocess.run(["bash", str(SHARED / "wrkload.sh"), url, str(png), str(conns), str(seconds), field],
-                         capture_output=True, text=True, timeout=seconds + 60, check=True)  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -196,22 +156,23 @@ def main() -> None:
         png = args.out / "digit32.png"
         Image.fromarray(held[0]).save(png)
         secs = args.http_seconds
-        port = _port()
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1/predict"
         serve_cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(bundle_dir), "--port", str(port),
                      "--log-predictions", "off", "--no-access-log"]  # fmt: skip
-        with _server(serve_cmd, port, "/readyz"):
-            url = f"http://127.0.0.1:{port}/v1/predict"
-            http["imgcls_serve_wrk"] = _wrkload(url, png, 32, secs)
+        with process(serve_cmd, url, args.out / "servers.log"):
+            http["imgcls_serve_wrk"] = wrk(url, png, 32, secs)
             http["bench_url_python"] = run_http_bench(url, png, concurrency=[32], duration_s=secs,
                                                       client="python")["results"][0]  # fmt: skip
             http["bench_url_wrk"] = run_http_bench(url, png, concurrency=[32], duration_s=secs,
                                                    client="wrk")["results"][0]  # fmt: skip
-            http["imgcls_serve_wrk_again"] = _wrkload(url, png, 32, secs)
-        port = _port()
-        naive = [sys.executable, str(SHARED / "naive_torch.py"), "--arch", "cifar_resnet18", "--classes", "10",
+            http["imgcls_serve_wrk_again"] = wrk(url, png, 32, secs)
+        port = free_port()
+        naive_url = f"http://127.0.0.1:{port}/predict"
+        naive = [sys.executable, str(SHARED_BENCH / "naive_torch.py"), "--arch", "cifar_resnet18", "--classes", "10",
                  "--size", "32", "--port", str(port)]  # fmt: skip
-        with _server(naive, port, "/docs"):
-            http["torch_endpoint_wrk"] = _wrkload(f"http://127.0.0.1:{port}/predict", png, 32, secs)
+        with process(naive, naive_url, args.out / "servers.log"):
+            http["torch_endpoint_wrk"] = wrk(naive_url, png, 32, secs)
         wrk_rps = statistics.mean([http["imgcls_serve_wrk"]["rps"], http["imgcls_serve_wrk_again"]["rps"]])
         http["serve_vs_torch_endpoint"] = wrk_rps / http["torch_endpoint_wrk"]["rps"]
         http["bench_url_python_vs_wrk"] = http["bench_url_python"]["req_per_s"] / wrk_rps
