@@ -60,7 +60,7 @@ def main() -> None:
     from imgcls.bench.inprocess import BenchConfig, run_bench
     from imgcls.bench.pick import profile_from, write_pick
     from imgcls.bench.report import write_json
-    from imgcls.bundle import load_bundle
+    from imgcls.bundle import ExportSection, load_bundle
     from imgcls.config import DataConfig
     from imgcls.data.datasets import load_dataset
     from imgcls.export import export_bundle
@@ -70,9 +70,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     bundle_dir = args.out / "resnet18-cifar-stem-digits32"
-    if not (bundle_dir / "bundle.json").is_file() or "int8" not in (
-        load_bundle(bundle_dir).meta.get("export") or {}
-    ).get("models", {}):
+    if (
+        not (bundle_dir / "bundle.json").is_file()
+        or "int8" not in (load_bundle(bundle_dir).meta.export or ExportSection()).models
+    ):
         shutil.rmtree(bundle_dir, ignore_errors=True)
         print(f"training the CIFAR-stem ResNet-18 on digits at 32×32 RGB for {args.epochs} epochs …", flush=True)
         train_digits_bundle(bundle_dir, arch="resnet18", img_size=32, channels=3, epochs=args.epochs, lr=2e-3,
@@ -90,7 +91,8 @@ def main() -> None:
 
     # 2. side by side
     bundle = load_bundle(bundle_dir)
-    ds = load_dataset(DataConfig(**bundle.meta["lineage"]["config"]["data"]), seed=0)
+    assert bundle.meta.lineage.config is not None
+    ds = load_dataset(DataConfig(**bundle.meta.lineage.config["data"]), seed=0)
     assert ds.test is not None
     held = np.concatenate([ds.test.images, ds.val.images])
     labels = np.concatenate([ds.test.labels, ds.val.labels])

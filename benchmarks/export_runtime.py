@@ -71,7 +71,8 @@ def main() -> None:
         trained.write_text(json.dumps(summary, indent=2))
     train_summary = json.loads(trained.read_text()) if trained.is_file() else {}
 
-    section = load_bundle(bundle_dir).meta.get("export") or {}
+    existing = load_bundle(bundle_dir).meta.export
+    section = existing.to_dict() if existing is not None else {}
     if args.reexport or "int8" not in section.get("models", {}):
         start = time.perf_counter()
         section = export_bundle(bundle_dir, int8=True).section
@@ -81,7 +82,8 @@ def main() -> None:
     models = section["models"]
 
     bundle = load_bundle(bundle_dir)
-    ds = load_dataset(DataConfig(**bundle.meta["lineage"]["config"]["data"]), seed=0)
+    assert bundle.meta.lineage.config is not None
+    ds = load_dataset(DataConfig(**bundle.meta.lineage.config["data"]), seed=0)
     assert ds.test is not None
     held_out = np.concatenate([ds.test.images, ds.val.images])
     held_labels = np.concatenate([ds.test.labels, ds.val.labels])

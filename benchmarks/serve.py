@@ -399,8 +399,8 @@ def renamed(bundle: Path, dest: Path, name: str) -> Path:
 
     if not dest.exists():
         shutil.copytree(bundle, dest)
-        with edit_bundle(dest) as (_stage, meta):
-            meta["name"] = name
+        with edit_bundle(dest) as edit:
+            edit.meta.name = name
     return dest
 
 

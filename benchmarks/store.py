@@ -9,7 +9,6 @@ Both backends side by side: a local folder, and GCS through the real google-clou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -44,15 +43,15 @@ def _bundle(root: Path, mb: int) -> Path:
 
 
 def _variant(bundle: Path, i: int) -> Path:
-    from imgcls.bundle import MANIFEST, write_manifest
+    from imgcls.bundle import MANIFEST, Metrics, read_manifest, write_manifest
 
     dest = bundle.with_name(f"{bundle.name}-v{i}")
     if not dest.exists():
         shutil.copytree(bundle, dest, copy_function=os.link)
-        meta = json.loads((dest / MANIFEST).read_text())
+        meta = read_manifest(dest)
         (dest / MANIFEST).unlink()
-        meta["metrics"] = {"variant": i}
-        write_manifest(dest, meta, list(meta.pop("files")))
+        meta.metrics = Metrics.model_validate({"variant": i})
+        write_manifest(dest, meta, list(meta.files))
     return dest
 
 

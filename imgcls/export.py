@@ -32,7 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from imgcls.bundle import WEIGHTS, Bundle, atomic_write_bytes, edit_bundle, load_bundle, sha256_file
+from imgcls.bundle import (
+    WEIGHTS,
+    Bundle,
+    ExportedModel,
+    ExportSection,
+    Lineage,
+    edit_bundle,
+    load_bundle,
+    sha256_file,
+)
 from imgcls.data.transform import normalize
 from imgcls.deps import require
 from imgcls.errors import ConflictError, GateError, ImgclsError, UsageError
@@ -76,15 +85,16 @@ class ExportReport:
 # --- real images for the gates ---------------------------------------------------------------------------
 
 
-def lineage_data(lineage: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+def lineage_data(lineage: Lineage) -> tuple[Lineage, int] | None:
     """The data config and seed training used, from the lineage (``config`` = the resolved run config)."""
-    config = lineage.get("config")
-    if isinstance(config, dict) and isinstance(config.get("data"), dict):
+    config = lineage.config
+    if config is not None and isinstance(config.get("data"), dict):
         train = config.get("train")
         seed = train.get("seed", 0) if isinstance(train, dict) else 0
         return dict(config["data"]), int(seed or 0)
-    if isinstance(lineage.get("data"), dict):
-        return dict(lineage["data"]), int(lineage.get("seed", 0) or 0)
+    extra = lineage.model_extra or {}  # hand-made bundles: lineage.data + lineage.seed
+    if isinstance(extra.get("data"), dict):
+        return dict(extra["data"]), int(extra.get("seed", 0) or 0)
     return None
 
 
@@ -93,7 +103,7 @@ def _from_dataset(bundle: Bundle) -> EvalData | None:
     from imgcls.config import DataConfig
     from imgcls.data.datasets import load_dataset
 
-    lineage = bundle.meta.get("lineage") or {}
+    lineage = bundle.meta.lineage
     found = lineage_data(lineage)
     if found is None:
         return None
@@ -107,7 +117,7 @@ def _from_dataset(bundle: Bundle) -> EvalData | None:
     if ds.input.size != bundle.input.size or ds.input.channels != bundle.input.channels:
         logger.info("rebuilt dataset has another input shape than the bundle; ignoring it")
         return None
-    want = (lineage.get("dataset") or {}).get("fingerprint") if isinstance(lineage.get("dataset"), dict) else None
+    want = lineage.dataset.fingerprint if lineage.dataset is not None else None
     if want and want != ds.fingerprint:
         logger.info("rebuilt dataset differs from the one trained on (fingerprint); ignoring it")
         return None
@@ -551,31 +561,42 @@ def export_bundle(
         )
 
     proto = onnx.load_model_from_string(fp32.blob)
-    section = {
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-        "torch_version": torch.__version__,
-        "onnx_version": onnx.__version__,
-        "onnxruntime_version": onnxruntime.__version__,
-        "input_name": "images",
-        "output_name": "logits",
-        "embedding_output": None if pca is None else "embedding",
-        "dynamic_batch": True,
-        "weights_sha256": bundle.files[WEIGHTS],
-        "checked_on": {"source": data.source, "val_images": len(val_x), "parity_images": len(parity_x)},
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "models": {precision: b.entry for precision, b in built.items()},
-    }
+    section = ExportSection(
+        exporter="torch.onnx.export(dynamo=True)",
+        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        onnxruntime_version=onnxruntime.__version__,
+        input_name="images",
+        output_name="logits",
+        embedding_output=None if pca is None else "embedding",
+        dynamic_batch=True,
+        weights_sha256=bundle.files[WEIGHTS],
+        checked_on={"source": data.source, "val_images": len(val_x), "parity_images": len(parity_x)},
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        models={precision: ExportedModel.model_validate(b.entry) for precision, b in built.items()},
+    )
     written = [MODEL_FILES[p] for p in built]
-    with edit_bundle(bundle.path) as (stage, meta):
-        if sha256_file(stage / WEIGHTS) != bundle.files[WEIGHTS]:
+    with edit_bundle(bundle.path) as edit:
+        if sha256_file(edit.stage / WEIGHTS) != bundle.files[WEIGHTS]:
             raise ConflictError(f"{bundle.path} changed while it was being exported", hint="export it again")
+        kept = _untouched_precisions(edit.meta.export, edit.files, weights=bundle.files[WEIGHTS], redone=set(built))
         for precision, b in built.items():
-            atomic_write_bytes(stage / MODEL_FILES[precision], b.blob)
-        old = set(MODEL_FILES.values())
-        meta["files"] = [f for f in meta["files"] if f not in old] + written
-        meta["export"] = section
-    return ExportReport(bundle=bundle.path, section=section, files=written)
+            edit.write(MODEL_FILES[precision], b.blob)
+        for rel in set(MODEL_FILES.values()) - set(written) - {m.file for m in kept.values()}:
+            edit.remove(rel)
+        section.models = {p: section.models.get(p) or kept[p] for p in MODEL_FILES if p in section.models or p in kept}
+        edit.meta.export = section
+    return ExportReport(bundle=bundle.path, section=section.to_dict(), files=written)
+
+
+def _untouched_precisions(
+    previous: ExportSection | None, files: list[str], *, weights: str, redone: set[str]
+) -> dict[str, ExportedModel]:
+    """Precisions exported before and not redone now: kept when they were exported from these same weights."""
+    if previous is None or previous.weights_sha256 != weights:
+        return {}
+    return {p: m for p, m in previous.models.items() if p not in redone and m.file in files}
 
 
 def _calibration_images(data: EvalData, calib_size: int, seed: int) -> np.ndarray:

@@ -113,7 +113,7 @@ def show(
     if alias is None and version_sel is None:
         mref = ModelRef(store=mref.store, name=model, alias="latest")
     version = store.resolve(mref)
-    _, meta = store.manifest(version)
+    raw, meta = store.manifest(version)
     on_it = sorted(a.alias for a in store.aliases(model).values() if a.digest == version.digest)
     if as_json:
         record = {
@@ -123,23 +123,22 @@ def show(
             "created": version.created,
             "aliases": on_it,
         }
-        print(json.dumps({"version": record, "bundle": meta}, indent=2))
+        print(json.dumps({"version": record, "bundle": json.loads(raw)}, indent=2))
         return
-    spec = meta.get("input", {})
+    spec = meta.input
     lines = [
         f"[bold]{model}[/] version [bold]{version.seq}[/]  ({version.digest})",
         f"  store     {store.uri}",
         f"  created   {version.created}",
         f"  aliases   {', '.join(on_it) or '-'}",
-        f"  model     {meta.get('model', {}).get('arch', meta.get('model'))}",
-        f"  input     {spec.get('size')} x{spec.get('channels')} mean={spec.get('mean')} std={spec.get('std')}",
-        f"  classes   {len(meta.get('classes', []))}: {', '.join(map(str, meta.get('classes', [])[:10]))}"
-        + (" …" if len(meta.get("classes", [])) > 10 else ""),
-        f"  metrics   {json.dumps(meta.get('metrics', {}))}",
-        f"  lineage   {json.dumps(meta.get('lineage', {}))}",
+        f"  model     {meta.model.arch}",
+        f"  input     {list(spec.size)} x{spec.channels} mean={list(spec.mean)} std={list(spec.std)}",
+        f"  classes   {len(meta.classes)}: {', '.join(meta.classes[:10])}" + (" …" if len(meta.classes) > 10 else ""),
+        f"  metrics   {json.dumps(meta.metrics.to_dict())}",
+        f"  lineage   {json.dumps(meta.lineage.to_dict())}",
         "  files",
     ]
-    for rel, sha in meta["files"].items():
+    for rel, sha in meta.files.items():
         lines.append(f"    {rel}  {format_size(version.files.get(rel, 0))}  sha256 {sha[:16]}…")
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
 

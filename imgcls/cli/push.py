@@ -79,7 +79,7 @@ def push(
         from imgcls.store.lineage import log_reference_artifact
 
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-        lineage = dict(load_bundle(bundle, verify=False).meta.get("lineage") or {})
+        lineage = load_bundle(bundle, verify=False).meta.lineage.to_dict()
         logged = log_reference_artifact(store, result, lineage=lineage, mode=mode, project=wandb_project)
         console.print(
             f"  W&B ({logged['mode']}): artifact {logged['artifact']} in run {logged['run']}", highlight=False

@@ -216,7 +216,7 @@ def _summary(result: Any, wall: float) -> None:
 
     console.print(f"[bold green]bundle[/] {result.bundle_dir}", highlight=False)
     console.print(
-        f"{split} top-1 [bold]{m['test_top1']:.4f}[/]  top-5 {m['test_top5']:.4f}  "
+        f"{split} top-1 [bold]{m[f'{split}_top1']:.4f}[/]  top-5 {m[f'{split}_top5']:.4f}  "
         f"(val top-1 {m['val_top1']:.4f}, best epoch {result.best_epoch}/{result.epochs_run}"
         + (", stopped early" if result.stopped_early else "")
         + f")  time {clock(wall)}",

@@ -9,9 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from imgcls import __version__
-from imgcls.bundle import WEIGHTS, Bundle, InputSpec, _umask, load_bundle, write_manifest
+from imgcls.bundle import (
+    FORMAT,
+    WEIGHTS,
+    Bundle,
+    BundleMeta,
+    InputSpec,
+    Lineage,
+    Metrics,
+    ModelSection,
+    load_bundle,
+    write_manifest,
+)
 from imgcls.deps import require
 from imgcls.errors import BundleError
+from imgcls.fsio import atomic_file
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -43,11 +55,10 @@ def save_bundle(
     name: str,
     classes: list[str],
     input_spec: InputSpec,
-    model_spec: dict[str, Any],
-    metrics: dict[str, Any] | None = None,
+    model_spec: ModelSection | dict[str, Any],
+    metrics: Metrics | dict[str, Any] | None = None,
     lineage: dict[str, Any] | None = None,
     extra_files: list[str] | None = None,
-    extra_meta: dict[str, Any] | None = None,
 ) -> Bundle:
     """Write ``weights.safetensors`` + ``bundle.json`` into ``out`` (other listed files must already be there).
 
@@ -58,21 +69,17 @@ def save_bundle(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = out / f".{WEIGHTS}.tmp"
-    safetensors_torch.save_file(state, str(tmp), metadata={"format": "pt"})
-    # safetensors writes 0600: a bundle mounted into the non-root serving image could not be read
-    tmp.chmod(0o666 & ~_umask())
-    tmp.replace(out / WEIGHTS)
-    meta: dict[str, Any] = {
-        "name": name,
-        "classes": list(classes),
-        "input": input_spec.to_dict(),
-        "model": model_spec,
-        "metrics": metrics or {},
-        "lineage": {**environment_lineage(), **(lineage or {})},
-    }
-    if extra_meta:
-        meta.update(extra_meta)
+    with atomic_file(out / WEIGHTS) as tmp:
+        safetensors_torch.save_file(state, str(tmp), metadata={"format": "pt"})
+    meta = BundleMeta(
+        format=FORMAT,
+        name=name,
+        classes=list(classes),
+        input=input_spec,
+        model=model_spec if isinstance(model_spec, ModelSection) else ModelSection.model_validate(model_spec),
+        metrics=metrics if isinstance(metrics, Metrics) else Metrics.model_validate(metrics or {}),
+        lineage=Lineage.model_validate({**environment_lineage(), **(lineage or {})}),
+    )
     write_manifest(out, meta, [WEIGHTS, *(extra_files or [])])
     return load_bundle(out)
 
@@ -84,12 +91,19 @@ def load_model(bundle: Bundle | str | Path, device: str = "cpu") -> Any:
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     safetensors_torch = require("safetensors.torch", feature="loading weights")
+    weights = bundle.file(WEIGHTS)
+    section = bundle.meta.model
+    if section.arch is None or section.num_classes is None or section.in_chans is None or section.img_size is None:
+        raise BundleError(
+            f"bundle {bundle.path}: the model section lacks arch / num_classes / in_chans / img_size",
+            hint="re-create the bundle with `imgcls train`",
+        )
     model = model_from_spec(bundle.model)
-    state = safetensors_torch.load_file(str(bundle.file(WEIGHTS)), device="cpu")
+    state = safetensors_torch.load_file(str(weights), device="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BundleError(
-            f"weights in {bundle.path} do not match architecture {bundle.model['arch']!r} "
+            f"weights in {bundle.path} do not match architecture {bundle.meta.model.arch!r} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)",
             hint="the bundle's model section and weights disagree; re-train or re-pull it",
         )

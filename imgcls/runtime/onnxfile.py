@@ -106,9 +106,9 @@ def model_metadata(model_bytes: bytes) -> dict[str, str]:
 def model_file_for(bundle: Bundle, precision: str) -> str:
     """The bundle-relative ONNX file for ``precision``; BundleError with the export command when absent."""
     source = SOURCE_PRECISION.get(precision, precision)
-    export = bundle.meta.get("export") or {}
-    entry = (export.get("models") or {}).get(source) or {}
-    rel = str(entry.get("file") or MODEL_FILES[source])
+    export = bundle.meta.export
+    entry = export.models.get(source) if export is not None else None
+    rel = entry.file if entry is not None else MODEL_FILES[source]
     if not bundle.has(rel):
         flag = {"fp32": "", "int8": " --int8", "fp16": " --fp16"}[source]
         raise BundleError(

@@ -43,7 +43,7 @@ class ServingProfile(BaseModel):
 
 def serving_profile(bundle: Bundle) -> ServingProfile | None:
     """The bundle's serving profile, or None (none written, or one this version cannot read: logged)."""
-    raw = bundle.meta.get(PROFILE_KEY)
+    raw = bundle.meta.extra(PROFILE_KEY)  # not yet a typed section of BundleMeta
     if raw is None:
         return None
     try:
@@ -57,8 +57,8 @@ def write_serving_profile(path: str | Path, profile: ServingProfile) -> None:
     """Store ``profile`` in the bundle's ``bundle.json`` (an atomic edit; the manifest keeps verifying)."""
     from imgcls.bundle import edit_bundle
 
-    with edit_bundle(path) as (_stage, meta):
-        meta[PROFILE_KEY] = profile.model_dump(mode="json")
+    with edit_bundle(path) as edit:
+        setattr(edit.meta, PROFILE_KEY, profile.model_dump(mode="json"))
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,6 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         bundle = self.predictor.bundle
-        meta = bundle.meta
         self.bundle = bundle
         self.name = str(bundle.name)
         # digest of the manifest: every file's hash is inside, so it names this exact model (computed once)
@@ -147,8 +146,7 @@ class ServedModel:
         from imgcls.store import provenance
 
         pulled = provenance(bundle.path)  # a copy pulled from a model store records its version beside it
-        store = meta.get("store") if isinstance(meta.get("store"), dict) else {}
-        version = pulled["version"] if pulled else meta.get("version") or store.get("version")
+        version = pulled["version"] if pulled else None
         # the store's version when the bundle came from a store, else the first 12 hex digits of the digest
         self.version = str(version) if version is not None else self.sha256[:12]
         self.identity = {"name": self.name, "version": self.version, "sha256": self.sha256}
@@ -179,10 +177,10 @@ class ServedModel:
             **self.identity,
             "classes": list(self.predictor.classes),
             "input": self.predictor.input.to_dict(),
-            "metrics": meta.get("metrics", {}),
-            "lineage": meta.get("lineage", {}),
-            "export": meta.get("export", {}),
-            "model": meta.get("model", {}),
+            "metrics": meta.metrics.to_dict(),
+            "lineage": meta.lineage.to_dict(),
+            "export": meta.export.to_dict() if meta.export is not None else {},
+            "model": meta.model.to_dict(),
             "engine": self.predictor.engine.name,
             "engine_version": self.predictor.engine.version,
             "engine_choice": self.predictor.choice_reason,

@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.bundle import (
-    FORMAT,
     MANIFEST,
-    BundleError,
+    BundleMeta,
     canonical_json,
     load_bundle,
+    parse_manifest,
     sha256_bytes,
     validate_rel_path,
     verify_files,
 )
-from imgcls.errors import ConflictError, StoreError, UsageError
+from imgcls.errors import BundleError, ConflictError, StoreError, UsageError
 from imgcls.store.backend import Backend, PreconditionFailed, Progress
 from imgcls.store.promotion import Requirement, check_promotion
 from imgcls.store.refs import (
@@ -288,8 +288,8 @@ class Store:
             )
         return version
 
-    def manifest(self, version: Version) -> tuple[bytes, dict[str, Any]]:
-        """The stored ``bundle.json`` of a version (raw bytes and parsed), checked against its digest."""
+    def manifest(self, version: Version) -> tuple[bytes, BundleMeta]:
+        """The stored ``bundle.json`` of a version (raw bytes and typed), checked against its digest."""
         got = self.backend.read(f"{version.key}/{MANIFEST}")
         if got is None:
             raise StoreError(f"{version} has no {MANIFEST} in the store", hint="the version is partial", exit_code=1)
@@ -300,11 +300,11 @@ class Store:
                 hint="push the bundle again as a new version, and move aliases away from this one",
                 exit_code=1,
             )
-        if meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
-            raise StoreError(f"stored version {version} has an unknown bundle format {meta.get('format')!r}")
-        for rel in meta["files"]:
-            validate_rel_path(rel)
-        return got[0], meta
+        try:
+            typed = parse_manifest(meta, where=f"stored version {version}")
+        except BundleError as exc:
+            raise StoreError(exc.message, hint=exc.hint) from None
+        return got[0], typed
 
     # -- writing --------------------------------------------------------------------------------------------
     def push(
@@ -338,7 +338,7 @@ class Store:
             for a in aliases:
                 if a != "latest":
                     check_promotion(
-                        bundle.meta,
+                        bundle.meta.to_dict(),
                         require,
                         what=f"bundle {bundle.path}",
                         alias=a,
@@ -367,7 +367,7 @@ class Store:
             "seq": seq,
             "digest": digest,
             "created": _now(),
-            "metrics": bundle.metrics,
+            "metrics": bundle.metrics.to_dict(),
             "files": sizes,
             "bundle_name": bundle.name,
         }
@@ -466,7 +466,7 @@ class Store:
         if not force:
             _, meta = self.manifest(version)
             check_promotion(
-                meta,
+                meta.to_dict(),
                 require,
                 what=f"{name} version {version.seq}",
                 alias=alias,
@@ -519,7 +519,7 @@ class Store:
         limit = max_bytes
         if limit is not None:
             total = 0
-            for rel in meta["files"]:
+            for rel in meta.files:
                 stat = self.backend.stat(f"{version.key}/{validate_rel_path(rel)}")
                 if stat is None:
                     raise StoreError(
@@ -537,7 +537,7 @@ class Store:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
         try:
             received = 0
-            for rel in sorted(meta["files"]):
+            for rel in sorted(meta.files):
                 target = tmp / validate_rel_path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 before = received
@@ -555,7 +555,7 @@ class Store:
 
                 self.backend.download_file(f"{version.key}/{rel}", target, progress=counted)
                 try:  # verified as soon as it has arrived: a bad file stops the pull before the next one
-                    verify_files(tmp, {rel: meta["files"][rel]})
+                    verify_files(tmp, {rel: meta.files[rel]})
                 except BundleError as exc:
                     raise StoreError(
                         f"stored version {version} failed verification and was refused: "
@@ -602,13 +602,13 @@ class Store:
 def _holds_version(path: Path, version: Version) -> bool:
     """True if ``path`` is a complete, verified copy of ``version`` (every sha256 checked)."""
     try:
-        meta = json.loads((path / MANIFEST).read_bytes())
-    except (OSError, ValueError):
+        bundle = load_bundle(path, verify=False)
+    except BundleError:
         return False
-    if not isinstance(meta, dict) or sha256_bytes(canonical_json(meta)) != version.digest:
+    if bundle.digest != version.digest:
         return False
     try:
-        verify_files(path, meta["files"])
+        verify_files(path, bundle.meta.files)
     except BundleError as exc:
         logger.warning("%s holds %s but fails verification: %s", path, version, exc.message)
         return False
@@ -632,9 +632,9 @@ def provenance(path: str | Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("version"), int):
         return None
     try:
-        meta = json.loads((Path(path) / MANIFEST).read_bytes())
-    except (OSError, ValueError):
+        digest = load_bundle(path, verify=False).digest
+    except BundleError:
         return None
-    if not isinstance(meta, dict) or sha256_bytes(canonical_json(meta)) != record.get("digest"):
+    if digest != record.get("digest"):
         return None  # the side file does not describe this bundle
     return record

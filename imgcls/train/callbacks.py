@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgcls.bundle import BundleMeta
+
 
 @dataclass
 class FitStart:
@@ -132,7 +134,7 @@ class Callback:
     def on_fit_end(self, end: FitEnd) -> None:
         pass
 
-    def on_bundle_staged(self, stage: Path, meta: dict[str, Any]) -> None:
+    def on_bundle_staged(self, stage: Path, meta: BundleMeta) -> None:
         """The complete bundle is in ``stage`` (not yet renamed into place): e.g. upload it as an artifact."""
 
     def close(self, ok: bool) -> None:
@@ -166,7 +168,7 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.on_fit_end(end)
 
-    def on_bundle_staged(self, stage: Path, meta: dict[str, Any]) -> None:
+    def on_bundle_staged(self, stage: Path, meta: BundleMeta) -> None:
         for cb in self.callbacks:
             cb.on_bundle_staged(stage, meta)
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from imgcls.bundle import atomic_write_json, sha256_file
+from imgcls.bundle import sha256_file
 from imgcls.errors import UsageError
+from imgcls.fsio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ def evaluate(
     Example:
         model = load_model("runs/digits")
         ev = evaluate(model, ds.test.images, ds.test.labels, bundle.input, num_classes=10)
-        ev.top1  # == bundle.metrics["test_top1"]
+        ev.top1  # == bundle.metrics.test_top1
     """
     kw: dict[str, Any] = {
         "batch_size": batch_size,

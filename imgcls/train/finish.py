@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from imgcls.bundle import atomic_write_bytes, atomic_write_json, load_bundle
+from imgcls.bundle import load_bundle
 from imgcls.config import RunConfig, save_config
+from imgcls.fsio import atomic_write_bytes, atomic_write_json
 from imgcls.train.callbacks import CallbackList, FitEnd, FitResult
 from imgcls.train.checkpoint import TrainState
 from imgcls.train.rundir import (
@@ -88,17 +89,17 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         tta["val_top1_flip_tta"] = evaluate(
             model, ds.val.images, ds.val.labels, ds.input, flip_tta=True, **eval_kw
         ).top1
-        tta["test_top1_flip_tta"] = (
-            tta["val_top1_flip_tta"]
-            if eval_split_name == "val"
-            else evaluate(model, split.images, split.labels, ds.input, flip_tta=True, **eval_kw).top1
-        )
-    metrics = {
+        if eval_split_name != "val":
+            tta[f"{eval_split_name}_top1_flip_tta"] = evaluate(
+                model, split.images, split.labels, ds.input, flip_tta=True, **eval_kw
+            ).top1
+    # ``test_*`` means the test split only; without one, the final evaluation is the validation split's
+    metrics: dict[str, Any] = {
         "val_top1": val.top1,
         "val_top5": val.top5,
-        "test_top1": ev.top1,
-        "test_top5": ev.top5,
-        "test_loss": round(ev.loss, 6),
+        f"{eval_split_name}_top1": ev.top1,
+        f"{eval_split_name}_top5": ev.top5,
+        f"{eval_split_name}_loss": round(ev.loss, 6),
         "eval_split": eval_split_name,
         "eval_images": ev.count,
         "per_class_top1": ev.per_class_dict(classes),

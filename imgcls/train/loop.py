@@ -84,7 +84,7 @@ def fit(
 
     Example:
         result = fit(load_config("configs/digits.yaml"))
-        print(result.bundle_dir, result.metrics["test_top1"])
+        print(result.bundle_dir, result.metrics["test_top1"])  # "val_top1" for a dataset without a test split
     """
     dist = dist or DistEnv()
     restarted = cfg is not None and cfg.out is not None and resume is None and dist.restart_count > 0

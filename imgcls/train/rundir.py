@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from imgcls.bundle import MANIFEST, atomic_write_bytes, replace_dir
+from imgcls.bundle import MANIFEST
 from imgcls.config import RunConfig
 from imgcls.errors import UsageError
+from imgcls.fsio import atomic_write_bytes, replace_dir
 from imgcls.train.checkpoint import has_checkpoint
 
 METRICS_LOG = "metrics.jsonl"

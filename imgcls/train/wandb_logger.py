@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from imgcls.bundle import BundleMeta
 from imgcls.config import WandbConfig
 from imgcls.errors import ImgclsError, UsageError
 from imgcls.train.callbacks import Callback, EpochEnd, FitEnd, FitStart, StepEnd
@@ -184,18 +185,18 @@ class WandbLogger(Callback):
             )
         return table
 
-    def on_bundle_staged(self, stage: Path, meta: dict[str, Any]) -> None:
+    def on_bundle_staged(self, stage: Path, meta: BundleMeta) -> None:
         if self.run is None:
             return
         wandb = self.wandb
         artifact = wandb.Artifact(
-            artifact_name(str(meta["name"])),
+            artifact_name(meta.name),
             type="model",
-            description=f"imgcls bundle {meta['name']}",
+            description=f"imgcls bundle {meta.name}",
             metadata={
-                "metrics": {k: v for k, v in meta.get("metrics", {}).items() if not isinstance(v, dict)},
-                "classes": len(meta.get("classes", [])),
-                "format": meta.get("format"),
+                "metrics": {k: v for k, v in meta.metrics.to_dict().items() if not isinstance(v, dict)},
+                "classes": len(meta.classes),
+                "format": meta.format,
             },
         )
         artifact.add_dir(str(stage))

@@ -87,12 +87,12 @@ def test_cuda_bf16_channels_last_trains_and_reloads_exactly(tmp_path):
     ds = _dataset()
     result = fit(_config(tmp_path), dataset=ds)
     bundle = load_bundle(result.bundle_dir)
-    assert bundle.meta["lineage"]["training"]["device"] == "cuda"
-    assert bundle.metrics["test_top1"] > 0.9, bundle.metrics
+    assert bundle.meta.lineage.training.device == "cuda"
+    assert bundle.metrics.test_top1 > 0.9, bundle.metrics
     assert (result.bundle_dir / "confusion_matrix.png").stat().st_size > 0  # Pillow fallback without matplotlib
     model = load_model(bundle, device="cuda")
     ev = evaluate(model, ds.test.images, ds.test.labels, bundle.input, num_classes=4, device="cuda")
-    assert ev.top1 == bundle.metrics["test_top1"]
+    assert ev.top1 == bundle.metrics.test_top1
     cpu = evaluate(load_model(bundle), ds.test.images, ds.test.labels, bundle.input, num_classes=4)
     assert abs(cpu.top1 - ev.top1) <= 1 / len(ds.test)  # CPU and GPU kernels may differ on one borderline image
 

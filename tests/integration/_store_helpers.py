@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,14 +14,13 @@ BUCKET = "imgcls-test"
 
 def variant(bundle: Path, tmp_path: Path, i: int) -> Path:
     """A copy of ``bundle`` with a different manifest (metrics.variant = i): a different version."""
-    from imgcls.bundle import MANIFEST, write_manifest
+    from imgcls.bundle import read_manifest, write_manifest
 
     dest = tmp_path / f"variant-{i}"
     shutil.copytree(bundle, dest)
-    meta = json.loads((dest / MANIFEST).read_text())
-    meta["metrics"] = {**meta.get("metrics", {}), "variant": i}
-    files = list(meta.pop("files"))
-    write_manifest(dest, meta, files)
+    meta = read_manifest(dest)
+    meta.metrics = meta.metrics.model_copy(update={"variant": i})
+    write_manifest(dest, meta, list(meta.files))
     return dest
 
 

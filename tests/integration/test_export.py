@@ -40,7 +40,8 @@ def test_export_writes_verified_files_and_figures(exported_digits_bundle: Path) 
     for rel in ("model.onnx", "model.int8.onnx"):
         assert bundle.files[rel] == sha256_file(exported_digits_bundle / rel)
     assert not list(exported_digits_bundle.glob("*.data"))  # self-contained
-    export = bundle.meta["export"]
+    assert bundle.meta.export is not None
+    export = bundle.meta.export.to_dict()
     assert export["exporter"].startswith("torch.onnx.export(dynamo=True)")
     assert isinstance(export["opset"], int) and export["opset"] >= 17
     assert export["checked_on"]["source"] == "dataset digits (val split)"
@@ -86,15 +87,17 @@ def test_int8_keeps_accuracy_on_the_validation_split(exported_digits_bundle: Pat
     fp32 = Predictor.from_bundle(exported_digits_bundle, device="cpu")
     int8 = Predictor.from_bundle(exported_digits_bundle, device="cpu", precision="int8")
     top1 = {p.precision: float((p.infer_prepared(images).argmax(1) == labels).mean()) for p in (fp32, int8)}
-    export = load_bundle(exported_digits_bundle).meta["export"]["models"]
-    assert top1["fp32"] == pytest.approx(export["fp32"]["val_top1"])
-    assert top1["int8"] == pytest.approx(export["int8"]["val_top1"])
+    section = load_bundle(exported_digits_bundle).meta.export
+    assert section is not None
+    assert top1["fp32"] == pytest.approx(section.models["fp32"].val_top1)
+    assert top1["int8"] == pytest.approx(section.models["int8"].val_top1)
     assert (top1["fp32"] - top1["int8"]) * 100 <= 1.0
 
 
 def test_reexport_replaces_atomically_while_readers_load_it(exported_digits_bundle: Path, tmp_path: Path) -> None:
-    """fp16 re-export through the CLI: readers never see a half-updated bundle; the int8 file goes away."""
+    """fp16 re-export through the CLI: readers never see a half-updated bundle; the int8 model is kept."""
     bundle = copy(exported_digits_bundle, tmp_path)
+    int8_sha = load_bundle(bundle).files["model.int8.onnx"]
     failures: list[str] = []
     loads = 0
     stop = threading.Event()
@@ -121,9 +124,12 @@ def test_reexport_replaces_atomically_while_readers_load_it(exported_digits_bund
     assert not failures, failures[:3]
     assert loads > 0
     meta = load_bundle(bundle).meta
-    assert set(meta["export"]["models"]) == {"fp32", "fp16"}
-    assert "model.int8.onnx" not in meta["files"] and not (bundle / "model.int8.onnx").exists()
-    fp16 = meta["export"]["models"]["fp16"]
+    # re-export keeps the precisions it did not touch: int8 (exported from these weights) stays, verified
+    assert meta.export is not None and list(meta.export.models) == ["fp32", "int8", "fp16"]
+    assert meta.export.models["int8"].file == "model.int8.onnx" and "model.int8.onnx" in meta.files
+    assert meta.files["model.int8.onnx"] == int8_sha
+    assert Predictor.from_bundle(bundle, device="cpu", precision="int8").precision == "int8"
+    fp16 = meta.export.models["fp16"].to_dict()
     assert fp16["parity"]["batch_32"]["max_abs_logit_diff"] <= fp16["tolerance"]["max_abs_logit_diff"]
     assert fp16["parity"]["batch_32"]["top1_agreement"] >= 0.99
     assert Predictor.from_bundle(bundle, device="cpu", precision="fp16").precision == "fp16"
@@ -138,15 +144,15 @@ def _assert_unchanged(bundle: Path, manifest_before: bytes) -> None:
 
 def test_failed_int8_gate_exits_1_and_leaves_the_bundle_without_an_export(digits_bundle: Path, tmp_path: Path) -> None:
     """Calibrating on blank images (an unrepresentative calibration set) wrecks int8 accuracy: the gate stops it."""
-    from imgcls.bundle import edit_bundle
+    from imgcls.bundle import DatasetLineage, Lineage, edit_bundle
 
     bundle = copy(digits_bundle, tmp_path)
-    with edit_bundle(bundle) as (stage, meta):
-        with np.load(stage / "samples" / "train.npz") as z:
+    with edit_bundle(bundle) as edit:
+        with np.load(edit.stage / "samples" / "train.npz") as z:
             blank = np.zeros_like(z["images"][:64])
-        (stage / "samples" / "train.npz").unlink()  # a hard link to the original: replace, never modify
-        np.savez(stage / "samples" / "train.npz", images=blank, labels=np.zeros(64, np.int64))
-        meta["lineage"] = {"dataset": {"name": "digits"}}  # the dataset is "not at hand": samples are used
+        (edit.stage / "samples" / "train.npz").unlink()  # a hard link to the original: replace, never modify
+        np.savez(edit.stage / "samples" / "train.npz", images=blank, labels=np.zeros(64, np.int64))
+        edit.meta.lineage = Lineage(dataset=DatasetLineage(name="digits"))  # not at hand: samples are used
     before = (bundle / "bundle.json").read_bytes()
     out = cli("export", str(bundle), "--int8")
     assert out.returncode == 1, out.stdout + out.stderr

@@ -325,8 +325,8 @@ def test_prediction_log_rows_match_the_answers(exported_digits_bundle: Path, tmp
 
 def renamed_copy(bundle: Path, dest: Path, name: str) -> Path:
     shutil.copytree(bundle, dest)
-    with edit_bundle(dest) as (_stage, meta):
-        meta["name"] = name
+    with edit_bundle(dest) as edit:
+        edit.meta.name = name
     return dest
 
 

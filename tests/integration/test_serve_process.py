@@ -165,8 +165,8 @@ def test_sigterm_drains_in_flight_requests(exported_digits_bundle: Path, tmp_pat
 
 def renamed_copy(bundle: Path, dest: Path, name: str) -> Path:
     shutil.copytree(bundle, dest)
-    with edit_bundle(dest) as (_stage, meta):
-        meta["name"] = name
+    with edit_bundle(dest) as edit:
+        edit.meta.name = name
     return dest
 
 

@@ -61,7 +61,7 @@ def test_promote_and_roll_back(store_uri: str, store_bundle: Path, tmp_path: Pat
     assert back.previous is not None and back.previous.seq == 2 and back.version.seq == 1
     path, version = resolve_model_version(f"{store_uri}/digits@production", cache_dir=tmp_path / "cache")
     assert version is not None and version.seq == 1
-    assert load_bundle(path).metrics["variant"] == 1
+    assert load_bundle(path).metrics.extra("variant") == 1
 
 
 def test_alias_move_sends_its_precondition_and_a_stale_one_conflicts(store_uri: str, store_bundle: Path) -> None:

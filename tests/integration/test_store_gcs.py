@@ -98,15 +98,14 @@ def test_missing_credentials_exit_2_with_a_hint(tmp_path: Path, store_bundle, cl
 def test_large_file_goes_up_resumable_with_progress_and_comes_back_identical(
     gcs_emulator, gcs_uri, store_bundle, tmp_path
 ) -> None:
-    import json
 
-    from imgcls.bundle import MANIFEST, write_manifest
+    from imgcls.bundle import read_manifest, write_manifest
     from imgcls.store.gcs import RESUMABLE_CHUNK
 
     big = store_bundle / "extra.bin"
     big.write_bytes(bytes(range(256)) * ((RESUMABLE_CHUNK + 12345) // 256))
-    meta = json.loads((store_bundle / MANIFEST).read_text())
-    write_manifest(store_bundle, meta, [*meta.pop("files"), "extra.bin"])
+    meta = read_manifest(store_bundle)
+    write_manifest(store_bundle, meta, [*meta.files, "extra.bin"])
     seen: list[tuple[str, int, int]] = []
     store = Store.open(gcs_uri)
     version = store.push(store_bundle, name="digits", progress=lambda k, d, t: seen.append((k, d, t))).version

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from _store_helpers import cli_env
 
-from imgcls.bundle import MANIFEST, write_manifest
+from imgcls.bundle import read_manifest, write_manifest
 
 
 def test_push_logs_a_reference_artifact_offline(store_bundle: Path, tmp_path: Path, cli) -> None:
-    meta = json.loads((store_bundle / MANIFEST).read_text())
-    meta["lineage"]["wandb"] = {"run_id": "train123", "project": "digits-runs", "entity": ""}
-    write_manifest(store_bundle, meta, list(meta.pop("files")))
+    meta = read_manifest(store_bundle)
+    meta.lineage = meta.lineage.model_copy(
+        update={"wandb": {"run_id": "train123", "project": "digits-runs", "entity": ""}}
+    )
+    write_manifest(store_bundle, meta, list(meta.files))
     store = tmp_path / "store"
     env = cli_env(WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wb"), WANDB_SILENT="true")
     env.pop("WANDB_API_KEY", None)

@@ -33,7 +33,7 @@ def test_watcher_deploys_moves_refuses_bad_versions_and_recovers(
     refused: list[int] = []
 
     def swap(path: Path) -> None:
-        if load_bundle(path).metrics["variant"] == 4:  # this one "fails to load" in the server
+        if load_bundle(path).metrics.extra("variant") == 4:  # this one "fails to load" in the server
             raise RuntimeError("warm-up gave NaNs")
         deployed.append(path)
 
@@ -66,7 +66,7 @@ def test_watcher_deploys_moves_refuses_bad_versions_and_recovers(
 
         store.set_alias("digits", "production", "1")  # roll back
         assert watcher.poll() == versions[0]
-        assert [load_bundle(p).metrics["variant"] for p in deployed] == [2, 1]
+        assert [load_bundle(p).metrics.extra("variant") for p in deployed] == [2, 1]
         assert watcher.stats.deployed == 2
     finally:
         watcher.stop()

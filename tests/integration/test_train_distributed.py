@@ -48,7 +48,7 @@ def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_
     work = ddp_run["work"]
     assert sorted(p.name for p in work.iterdir()) == ["run"]  # no second bundle, no staging leftovers
     bundle = load_bundle(ddp_run["bundle"])  # verified
-    dist = bundle.meta["lineage"]["training"]["distributed"]
+    dist = bundle.meta.lineage.training.extra("distributed")
     assert dist["world_size"] == 2 and dist["backend"] == "gloo"
     assert dist["batch_per_process"] == 32 and dist["global_batch"] == 64
     assert dist["lr_scaling"] == "none" and dist["lr"] == dist["base_lr"] == 0.1
@@ -63,8 +63,8 @@ def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_
 def test_two_process_test_top1_is_within_one_point_of_one_process(ddp_run, digits_bundle):
     from imgcls.bundle import load_bundle
 
-    two = load_bundle(ddp_run["bundle"]).metrics["test_top1"]
-    one = load_bundle(digits_bundle).metrics["test_top1"]
+    two = load_bundle(ddp_run["bundle"]).metrics.test_top1
+    one = load_bundle(digits_bundle).metrics.test_top1
     assert abs(two - one) <= 0.01, (two, one)
     assert two >= 0.95
 
@@ -79,7 +79,7 @@ def test_the_bundles_test_top1_is_the_single_process_evaluation_of_its_weights(d
     bundle = load_bundle(ddp_run["bundle"])
     ds = load_dataset(DataConfig(name="digits", img_size=16), seed=0)
     ev = evaluate(load_model(bundle), ds.test.images, ds.test.labels, bundle.input, num_classes=10)
-    assert bundle.metrics["test_top1"] == ev.top1 and bundle.metrics["eval_images"] == ev.count == len(ds.test)
+    assert bundle.metrics.test_top1 == ev.top1 and bundle.metrics.eval_images == ev.count == len(ds.test)
 
 
 def test_sharded_evaluation_under_torchrun_equals_one_process_exactly(digits_bundle, tmp_path):
@@ -102,7 +102,7 @@ def test_sharded_evaluation_under_torchrun_equals_one_process_exactly(digits_bun
     ev = evaluate(load_model(bundle), ds.test.images, ds.test.labels, bundle.input, num_classes=10)
     assert int(got["count"]) == ev.count == 179  # no padded duplicates
     assert np.array_equal(got["predictions"], ev.predictions)  # every image, in order
-    assert float(got["top1"]) == ev.top1 == bundle.metrics["test_top1"]
+    assert float(got["top1"]) == ev.top1 == bundle.metrics.test_top1
 
 
 def _workers(pid: int) -> list[int]:
@@ -153,8 +153,8 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
     bundle = load_bundle(run)
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
-    assert bundle.meta["lineage"]["training"]["epochs_run"] == 5
-    assert bundle.meta["lineage"]["training"]["distributed"]["world_size"] == 2
+    assert bundle.meta.lineage.training.epochs_run == 5
+    assert bundle.meta.lineage.training.extra("distributed")["world_size"] == 2
 
 
 def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
@@ -168,4 +168,4 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
 
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
-    assert load_bundle(run).meta["lineage"]["training"]["epochs_run"] == 5
+    assert load_bundle(run).meta.lineage.training.epochs_run == 5

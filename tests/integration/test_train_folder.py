@@ -54,10 +54,10 @@ def test_folder_bundle_names_the_folder_classes_and_reproduces_its_test_accuracy
     assert bundle.input.channels == 1 and bundle.input.size == (8, 8)
     cfg = load_config(bundle.file("config.yaml"))
     ds = load_dataset(cfg.data, seed=cfg.train.seed)
-    assert ds.fingerprint == bundle.meta["lineage"]["dataset"]["fingerprint"]
+    assert ds.fingerprint == bundle.meta.lineage.dataset.fingerprint
     assert len(ds.test) == 36
     ev = evaluate(load_model(bundle), ds.test.images, ds.test.labels, bundle.input, num_classes=3, batch_size=64)
-    assert ev.top1 == bundle.metrics["test_top1"]
+    assert ev.top1 == bundle.metrics.test_top1
 
 
 def test_predict_over_the_test_pngs_gives_the_reported_top1(folder_run):

@@ -38,8 +38,8 @@ def test_offline_run_logs_metrics_media_and_the_bundle_artifact(tmp_path):
     from imgcls.bundle import load_bundle
 
     bundle = load_bundle(tmp_path / "run")
-    run_id = bundle.meta["lineage"]["wandb"]["run_id"]
-    assert bundle.meta["lineage"]["wandb"]["mode"] == "offline"
+    run_id = bundle.meta.lineage.extra("wandb")["run_id"]
+    assert bundle.meta.lineage.extra("wandb")["mode"] == "offline"
     assert f"W&B run {run_id}" in proc.stdout
     offline = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(offline) == 1  # WANDB_DIR is inside the run directory, nothing under ./wandb

@@ -21,7 +21,7 @@ def bundle_copy(random_bundle: Path, tmp_path: Path) -> Path:
 
 def test_a_fresh_bundle_loads_and_lists_every_file_with_its_sha256(bundle_copy: Path) -> None:
     b = load_bundle(bundle_copy)
-    assert b.meta["format"] == FORMAT
+    assert b.meta.format == FORMAT
     assert WEIGHTS in b.files and len(b.files[WEIGHTS]) == 64
     assert b.classes == [f"digit_{i}" for i in range(10)]
     assert b.input.size == (16, 16) and b.input.channels == 1
@@ -62,16 +62,15 @@ def test_a_manifest_naming_a_path_outside_the_bundle_is_refused(bundle_copy: Pat
 
 
 def test_edit_bundle_swaps_in_a_new_file_and_keeps_the_old_on_error(bundle_copy: Path) -> None:
-    with edit_bundle(bundle_copy) as (stage, meta):
-        (stage / "extra.txt").write_text("hello")
-        meta["files"].append("extra.txt")
-        meta["note"] = "edited"
+    with edit_bundle(bundle_copy) as edit:
+        edit.write("extra.txt", b"hello")
+        edit.meta.name = "edited"
     b = load_bundle(bundle_copy)
-    assert b.has("extra.txt") and b.meta["note"] == "edited"
+    assert b.has("extra.txt") and (bundle_copy / "extra.txt").read_text() == "hello" and b.name == "edited"
     before = (bundle_copy / MANIFEST).read_bytes()
-    with pytest.raises(RuntimeError), edit_bundle(bundle_copy) as (stage, meta):
-        (stage / "other.txt").write_text("x")
-        meta["files"].append("other.txt")
+    with pytest.raises(RuntimeError), edit_bundle(bundle_copy) as edit:
+        (edit.stage / "other.txt").write_text("x")
+        edit.add("other.txt")
         raise RuntimeError("boom")
     assert (bundle_copy / MANIFEST).read_bytes() == before
     assert not (bundle_copy / "other.txt").exists()
@@ -83,7 +82,7 @@ def test_bundle_files_get_the_usual_permissions_not_0600(tmp_path: Path) -> None
     """A server running as another user must be able to read a bundle written by `imgcls train`."""
     import os
 
-    from imgcls.bundle import atomic_write_bytes
+    from imgcls.fsio import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -1,0 +1,147 @@
+"""Atomic file and directory writes: the one place that writes through a temporary name and a rename.
+
+Every room that must never leave a half-written file behind uses these (the bundle, training checkpoints,
+the local model store, dataset downloads, saved weights):
+
+- :func:`atomic_file` yields a temporary path in the destination's directory; on a clean exit the file is
+  fsync'd, given the mode ``open()`` would give it (not mkstemp's 0600), renamed over the destination and
+  the directory entry is fsync'd. On an exception the temporary file is removed and the destination is
+  untouched.
+- :func:`atomic_write_bytes` / :func:`atomic_write_json` are the one-shot forms.
+- :func:`swap_dirs` swaps a fully written staging directory with a live one in one
+  ``renameat2(RENAME_EXCHANGE)`` where the kernel has it (two renames elsewhere): a reader sees the old
+  directory or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_file",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "fsync_dir",
+    "fsync_file",
+    "replace_dir",
+    "swap_dirs",
+    "umask",
+]
+
+
+def umask() -> int:
+    """The process umask (read without changing it for longer than two syscalls)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it survives a crash (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, suffix: str = ".tmp", mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; write it completely, and it replaces ``path`` atomically.
+
+    Example:
+        with atomic_file(out / "weights.safetensors") as tmp:
+            safetensors.torch.save_file(state, str(tmp))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~umask())
+        os.close(fd)
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and an fsync'd rename."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return bool(rc == 0)
+
+
+def replace_dir(stage: Path, target: Path) -> None:
+    """:func:`swap_dirs` after giving ``stage`` the usual directory mode (mkdtemp makes 0700)."""
+    os.chmod(stage, 0o755)
+    swap_dirs(stage, target)
+
+
+def swap_dirs(stage: Path, live: Path) -> None:
+    """Put the complete directory ``stage`` where ``live`` is, atomically; the old ``live`` is deleted.
+
+    ``live`` may be missing (then ``stage`` is renamed into place). With ``renameat2(RENAME_EXCHANGE)`` a
+    reader sees the old directory or the new one; without it there is a moment without the directory, but
+    never a mixed one. Both must be on the same filesystem (put ``stage`` beside ``live``).
+    """
+    stage, live = Path(stage), Path(live)
+    for root, _dirs, files in os.walk(stage):
+        for name in files:
+            p = Path(root) / name
+            if not p.is_symlink():
+                fsync_file(p)
+        fsync_dir(Path(root))
+    if not live.exists():
+        os.rename(stage, live)
+    elif _exchange(stage, live):
+        shutil.rmtree(stage, ignore_errors=True)  # stage now holds the old directory
+    else:
+        old = live.with_name(f".{live.name}.old-{os.getpid()}")
+        os.rename(live, old)
+        os.rename(stage, live)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(live.parent)

@@ -1,0 +1,122 @@
+"""The typed bundle schema: today's v1 manifests keep loading, versions are checked, unknown keys are kept."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imgcls.bundle import (
+    FORMAT,
+    MANIFEST,
+    BundleMeta,
+    ExportSection,
+    edit_bundle,
+    load_bundle,
+    parse_manifest,
+    read_manifest,
+    write_manifest,
+)
+from imgcls.errors import BundleError
+
+V1 = Path(__file__).resolve().parents[1] / "data" / "bundle_v1" / "bundle.json"
+
+
+def v1() -> dict:
+    """bundle.json exactly as imgcls wrote it before the typed schema (format imgcls.bundle/1, digits, exported)."""
+    return json.loads(V1.read_text())
+
+
+def test_the_checked_in_v1_manifest_loads_typed_and_migrated() -> None:
+    raw = v1()
+    assert raw["format"] == "imgcls.bundle/1"
+    meta = parse_manifest(raw)
+    assert isinstance(meta, BundleMeta) and meta.format == FORMAT
+    assert meta.name == "digits-resnet8" and meta.classes == [str(i) for i in range(10)]
+    assert meta.input.size == (16, 16) and meta.input.channels == 1 and meta.input.interpolation == "bilinear"
+    assert meta.model.arch == "resnet8" and meta.model.kwargs == {"width": 4}
+    assert meta.metrics.eval_split == "test" and meta.metrics.test_top1 == raw["metrics"]["test_top1"]
+    assert (
+        meta.lineage.dataset is not None
+        and meta.lineage.dataset.fingerprint == raw["lineage"]["dataset"]["fingerprint"]
+    )
+    assert meta.export is not None and meta.export.models["int8"].file == "model.int8.onnx"
+    assert meta.export.models["int8"].extra("top1_drop_points") == 0.0  # gate figures kept as extra keys
+    assert meta.files == raw["files"]
+    assert raw == v1()  # parsing never modifies its input
+
+
+def test_a_v1_manifest_round_trips_key_for_key_apart_from_the_format() -> None:
+    raw = v1()
+    out = parse_manifest(raw).to_dict()
+    assert out.pop("format") == FORMAT
+    raw.pop("format")
+    assert out == raw
+
+
+def test_v1_with_evaluation_on_the_validation_split_migrates_test_keys_to_val() -> None:
+    raw = v1()
+    raw["metrics"] |= {"eval_split": "val", "test_top1": 0.5, "test_top5": 0.9, "test_loss": 1.25}
+    del raw["metrics"]["val_top1"], raw["metrics"]["val_top5"]
+    m = parse_manifest(raw).metrics
+    assert (m.test_top1, m.test_top5, m.test_loss) == (None, None, None)  # test_* means the test split only
+    assert (m.val_top1, m.val_top5, m.val_loss) == (0.5, 0.9, 1.25)
+    assert m.top1() == 0.5
+
+
+def test_a_newer_minor_loads_with_a_warning_and_keeps_what_it_does_not_know(caplog: pytest.LogCaptureFixture) -> None:
+    raw = v1() | {"format": "imgcls.bundle/1.99", "future_section": {"a": 1}}
+    raw["metrics"]["future_metric"] = 3
+    with caplog.at_level(logging.WARNING, logger="imgcls.bundle"):
+        meta = parse_manifest(raw)
+    assert "newer than this imgcls" in caplog.text and "imgcls.bundle/1.99" in caplog.text
+    out = meta.to_dict()
+    assert out["future_section"] == {"a": 1} and out["metrics"]["future_metric"] == 3
+    assert out["format"] == "imgcls.bundle/1.99"
+
+
+@pytest.mark.parametrize(("fmt", "hint"), [("imgcls.bundle/2.0", "upgrade imgcls"), ("other/1", "re-create")])
+def test_an_unknown_major_is_refused_with_a_hint(fmt: str, hint: str) -> None:
+    with pytest.raises(BundleError, match=r"unknown bundle format") as info:
+        parse_manifest(v1() | {"format": fmt})
+    assert info.value.hint and hint in info.value.hint
+
+
+def test_a_malformed_section_is_refused_with_the_key_that_is_wrong() -> None:
+    raw = v1()
+    raw["classes"] = "0123"
+    with pytest.raises(BundleError, match=r"classes"):
+        parse_manifest(raw)
+    raw = v1()
+    del raw["model"]
+    with pytest.raises(BundleError, match=r"lacks required keys: model"):
+        parse_manifest(raw)
+    raw = v1()
+    raw["input"]["channels"] = 2
+    with pytest.raises(BundleError, match=r"input.channels must be 1 or 3"):
+        parse_manifest(raw)
+
+
+def test_write_then_read_keeps_every_typed_section(random_bundle: Path, tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    shutil.copytree(random_bundle, b)
+    meta = read_manifest(b)
+    meta.export = ExportSection(opset=20, models={"fp32": {"file": "weights.safetensors", "val_top1": 0.5}})
+    written = write_manifest(b, meta, list(meta.files))
+    again = load_bundle(b).meta
+    assert again == written and again.export is not None and again.export.models["fp32"].val_top1 == 0.5
+    assert json.loads((b / MANIFEST).read_text())["format"] == FORMAT
+
+
+def test_edit_bundle_keeps_unknown_keys_of_a_newer_writer(random_bundle: Path, tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    shutil.copytree(random_bundle, b)
+    raw = json.loads((b / MANIFEST).read_text()) | {"serving_v9": {"engine": "x"}}
+    (b / MANIFEST).write_text(json.dumps(raw))
+    with edit_bundle(b) as edit:
+        edit.meta.name = "renamed"
+    after = json.loads((b / MANIFEST).read_text())
+    assert after["name"] == "renamed" and after["serving_v9"] == {"engine": "x"}
