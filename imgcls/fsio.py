@@ -4,8 +4,8 @@ Every room that must never leave a half-written file behind uses these (the bund
 the local model store, dataset downloads, saved weights):
 
 - :func:`atomic_file` yields a temporary path in the destination's directory; on a clean exit the file is
-  fsync'd, given the mode ``open()`` would give it (not mkstemp's 0600), renamed over the destination and
-  the directory entry is fsync'd. On an exception the temporary file is removed and the destination is
+  fsync'd, given the mode ``open()`` would give it (not mkstemp's 0600) and renamed over the destination
+  (the directory itself is fsync'd by :func:`swap_dirs`, not after every file). On an exception the temporary file is removed and the destination is
   untouched.
 - :func:`atomic_write_bytes` / :func:`atomic_write_json` are the one-shot forms.
 - :func:`swap_dirs` swaps a fully written staging directory with a live one in one
@@ -84,7 +84,6 @@ def atomic_file(path: Path, *, suffix: str = ".tmp", mode: int | None = None) ->
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
