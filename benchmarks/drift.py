@@ -123,9 +123,10 @@ def main() -> None:
         export_bundle(bundle)
         print(f"trained + exported in {time.perf_counter() - started:.0f} s", flush=True)
     b = load_bundle(bundle)
-    section = b.meta["drift"]
-    print(f"bundle: test top-1 {b.metrics['test_top1']:.4f}; reference {section['images']} images; "
-          f"column alpha {section['thresholds']['column_alpha']:.4f}", flush=True)  # fmt: skip
+    section = b.meta.drift
+    assert section is not None, "imgcls train writes a drift reference"
+    print(f"bundle: test top-1 {b.metrics.test_top1:.4f}; reference {section.images} images; "
+          f"column alpha {section.thresholds.column_alpha:.4f}", flush=True)  # fmt: skip
     test = load_dataset(DataConfig.model_validate({"name": "fashion-mnist", "download": False})).test
     rng = np.random.default_rng(args.seed)
     log = args.out / "predictions.sqlite"
@@ -194,7 +195,7 @@ def main() -> None:
         "log_rows": rows,
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "windows": results,
-        "reference_accuracy": section["calibration"]["reference_accuracy"],
+        "reference_accuracy": section.calibration.reference_accuracy,
     }
     (args.out / "drift-bench.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "windows"}, indent=2))

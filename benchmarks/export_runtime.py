@@ -71,15 +71,14 @@ def main() -> None:
         trained.write_text(json.dumps(summary, indent=2))
     train_summary = json.loads(trained.read_text()) if trained.is_file() else {}
 
-    existing = load_bundle(bundle_dir).meta.export
-    section = existing.to_dict() if existing is not None else {}
-    if args.reexport or "int8" not in section.get("models", {}):
+    section = load_bundle(bundle_dir).meta.export
+    if args.reexport or section is None or "int8" not in section.models:
         start = time.perf_counter()
         section = export_bundle(bundle_dir, int8=True).section
         export_seconds: float | None = time.perf_counter() - start
     else:
         export_seconds = None  # reused the export of an earlier run
-    models = section["models"]
+    models = section.to_dict()["models"]
 
     bundle = load_bundle(bundle_dir)
     assert bundle.meta.lineage.config is not None

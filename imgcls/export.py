@@ -15,7 +15,7 @@ bundle at train time):
 
 Example:
     report = export_bundle("runs/digits-resnet8", int8=True)
-    print(report.section["models"]["int8"]["top1_drop_points"])
+    print(report.section.models["int8"].top1_drop_points)
 """
 
 from __future__ import annotations
@@ -78,14 +78,14 @@ class ExportReport:
     """What an export wrote: the bundle, the new ``export`` section and the model files."""
 
     bundle: Path
-    section: dict[str, Any]
+    section: ExportSection
     files: list[str] = field(default_factory=list)
 
 
 # --- real images for the gates ---------------------------------------------------------------------------
 
 
-def lineage_data(lineage: Lineage) -> tuple[Lineage, int] | None:
+def lineage_data(lineage: Lineage) -> tuple[dict[str, Any], int] | None:
     """The data config and seed training used, from the lineage (``config`` = the resolved run config)."""
     config = lineage.config
     if config is not None and isinstance(config.get("data"), dict):
@@ -587,7 +587,7 @@ def export_bundle(
             edit.remove(rel)
         section.models = {p: section.models.get(p) or kept[p] for p in MODEL_FILES if p in section.models or p in kept}
         edit.meta.export = section
-    return ExportReport(bundle=bundle.path, section=section.to_dict(), files=written)
+    return ExportReport(bundle=bundle.path, section=section, files=written)
 
 
 def _untouched_precisions(

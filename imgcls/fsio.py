@@ -5,8 +5,8 @@ the local model store, dataset downloads, saved weights):
 
 - :func:`atomic_file` yields a temporary path in the destination's directory; on a clean exit the file is
   fsync'd, given the mode ``open()`` would give it (not mkstemp's 0600) and renamed over the destination
-  (the directory itself is fsync'd by :func:`swap_dirs`, not after every file). On an exception the temporary file is removed and the destination is
-  untouched.
+  (the directory itself is fsync'd by :func:`swap_dirs`, not after every file). On an exception the
+  temporary file is removed and the destination is untouched.
 - :func:`atomic_write_bytes` / :func:`atomic_write_json` are the one-shot forms.
 - :func:`swap_dirs` swaps a fully written staging directory with a live one in one
   ``renameat2(RENAME_EXCHANGE)`` where the kernel has it (two renames elsewhere): a reader sees the old

@@ -49,11 +49,10 @@ def write_heldout_pngs() -> list[Path]:
     from imgcls.config import DataConfig
     from imgcls.data.datasets import load_dataset
 
-    bundle = load_bundle(BUNDLE)
-    data = bundle.meta["lineage"]["config"]["data"]
+    config = load_bundle(BUNDLE).meta.lineage.config
+    assert config is not None, "imgcls train records its config in the lineage"
     ds = load_dataset(
-        DataConfig(**{k: v for k, v in data.items() if v is not None}),
-        seed=bundle.meta["lineage"]["config"]["train"]["seed"],
+        DataConfig(**{k: v for k, v in config["data"].items() if v is not None}), seed=config["train"]["seed"]
     )
     split = ds.eval_split
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -188,12 +187,16 @@ def main() -> None:
            "--json", str(RUNS / "bench.json"))  # fmt: skip
 
     step("summary")
-    meta = json.loads((BUNDLE / "bundle.json").read_text())
-    m, ex = meta.get("metrics", {}), meta.get("export", {})
+    from imgcls.bundle import load_bundle
+
+    meta = load_bundle(BUNDLE).meta
+    m, ex = meta.metrics, meta.export
+    nan = float("nan")
     print(f"bundle:        {BUNDLE}")
-    print(f"test top-1:    {m.get('test_top1', float('nan')):.4f}   top-5: {m.get('test_top5', float('nan')):.4f}")
-    if ex:
-        print(f"export:        {json.dumps({k: v for k, v in ex.items() if not isinstance(v, dict)})[:200]}")
+    top1, top5 = (nan if v is None else v for v in (m.test_top1, m.test_top5))
+    print(f"test top-1:    {top1:.4f}   top-5: {top5:.4f}")
+    if ex is not None:
+        print(f"export:        {', '.join(f'{p} {e.file}' for p, e in ex.models.items())} (opset {ex.opset})")
     print(f"held-out PNGs: {right}/{len(rows)} correct")
     print(f"store:         {STORE}")
     drift = json.loads((RUNS / "drift" / "drift.json").read_text())

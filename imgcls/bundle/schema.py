@@ -115,7 +115,21 @@ class DatasetLineage(Section):
     skipped_files: int | None = Field(default=None, description="files the loader could not read")
 
 
+class DistributedLineage(Section):
+    """How a distributed run was laid out (``imgcls train --nproc-per-node``; world size 1 for a single process)."""
+
+    world_size: int = Field(default=1, description="processes that trained the model")
+    backend: str | None = Field(default=None, description="`nccl` (GPUs) or `gloo` (CPU); None for one process")
+    batch_per_process: int | None = Field(default=None, description="batch size of each process")
+    global_batch: int | None = Field(default=None, description="batch_per_process × world_size")
+    lr_scaling: str | None = Field(default=None, description="learning-rate scaling rule (`linear`, `sqrt`, `none`)")
+    base_lr: float | None = Field(default=None, description="the configured learning rate")
+    lr: float | None = Field(default=None, description="the peak learning rate after scaling")
+    sync_bn: bool | None = Field(default=None, description="BatchNorm synchronised across processes")
+
+
 class TrainingLineage(Section):
+    distributed: DistributedLineage | None = Field(default=None, description="the process layout of the run")
     device: str | None = None
     epochs_run: int | None = None
     best_epoch: int | None = None
@@ -143,6 +157,31 @@ class ExportedModel(Section):
 
     file: str = Field(description="bundle-relative path of the ONNX file")
     val_top1: float | None = Field(default=None, description="top-1 of the ONNX model on the validation images")
+    parity: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="batch -> `max_abs_logit_diff`, `top1_agreement` against torch"
+    )
+    tolerance: dict[str, Any] = Field(default_factory=dict, description="the gate limits this model passed")
+    top1_drop_points: float | None = Field(default=None, description="int8: top-1 points lost against fp32")
+    fp32_val_top1: float | None = Field(default=None, description="int8: the fp32 model's validation top-1")
+    quantization: dict[str, Any] | None = Field(default=None, description="int8: how it was quantized")
+    embedding_parity: dict[str, Any] | None = Field(default=None, description="the drift embedding against torch")
+    checked_on: str | None = Field(default=None, description="fp16: the provider the gate ran on")
+
+    def gate_problems(self, precision: str) -> list[str]:
+        """The gates this model's recorded figures fail (empty: it passed every gate it has figures for)."""
+        problems = []
+        limit, agree = self.tolerance.get("max_abs_logit_diff"), self.tolerance.get("min_top1_agreement")
+        for where, got in self.parity.items():
+            if limit is not None and got.get("max_abs_logit_diff", 0.0) > limit:
+                problems.append(f"its {precision} export failed the parity gate at {where}")
+            elif agree is not None and got.get("top1_agreement", 1.0) < agree:
+                problems.append(f"its {precision} export failed the top-1 agreement gate at {where}")
+        allowed = self.tolerance.get("max_top1_drop_points")
+        if self.top1_drop_points is not None and allowed is not None and self.top1_drop_points > allowed:
+            problems.append(
+                f"its {precision} model lost {self.top1_drop_points:g} top-1 points (≤ {allowed:g} allowed)"
+            )
+        return problems
 
 
 class ExportSection(Section):
@@ -156,13 +195,84 @@ class ExportSection(Section):
     input_name: str = Field(default="images", description="ONNX input name")
     output_name: str = Field(default="logits", description="ONNX output name")
     embedding_output: str | None = Field(
-        default=None, description="ONNX output with the drift embedding (PCA components), when the bundle has a reference"
+        default=None,
+        description="ONNX output with the drift embedding (PCA components), when the bundle has a reference",
     )
     dynamic_batch: bool | None = None
     weights_sha256: str | None = Field(default=None, description="sha256 of the weights exported")
     checked_on: dict[str, Any] | None = Field(default=None, description="what the gates ran on")
     created_at: str | None = None
     models: dict[str, ExportedModel] = Field(default_factory=dict, description="precision -> exported model")
+
+
+class DriftColumn(Section):
+    name: str = Field(description="column of the reference and of the prediction log")
+    method: str = Field(description="the drift test used on it")
+
+
+class DriftEmbedding(Section):
+    k: int = Field(description="PCA components of the penultimate features")
+    features: int | None = Field(default=None, description="width of the penultimate features")
+    onnx_output: str = Field(default="embedding", description="output of the exported graphs carrying them")
+    fitted_on: str | None = Field(default=None, description="the images the PCA was fitted on")
+    explained_variance_ratio: list[float] = Field(default_factory=list, description="per component")
+
+
+class DriftCalibration(Section):
+    method: str | None = Field(default=None, description="how the confidence calibration was fitted")
+    temperature: float = Field(description="softmax temperature for the label-free accuracy estimate")
+    nll_before: float | None = Field(default=None, description="NLL of the reference at T = 1")
+    nll_after: float | None = Field(default=None, description="NLL of the reference at the fitted T")
+    reference_accuracy: float = Field(description="top-1 on the reference images")
+    estimated_accuracy: float = Field(description="mean calibrated confidence on them")
+
+
+class DriftThresholds(Section):
+    rule: str | None = Field(default=None, description="how columns combine into one verdict")
+    family_alpha: float | None = Field(default=None, description="target false-alarm rate per report")
+    column_alpha: float | None = Field(default=None, description="per-column level that gives family_alpha")
+    windows: list[int] = Field(description="window sizes the reference was resampled in")
+    draws: int | None = Field(default=None, description="resampled windows per size")
+    threshold: str | None = Field(default=None, description="how a constant becomes a threshold for n rows")
+    constants: dict[str, float] = Field(description="column -> threshold constant c")
+
+
+class DriftSection(Section):
+    """Written by ``imgcls train`` / ``imgcls drift reference``: what ``imgcls drift report`` compares against."""
+
+    file: str = Field(default="drift/reference.npz", description="the reference arrays (no pickle)")
+    images: int = Field(description="reference images (a class-stratified random sample)")
+    seed: int = Field(default=0, description="seed of the sample and the resampling")
+    source: str | None = Field(default=None, description="the held-out images it was drawn from")
+    sample: str | None = Field(default=None, description="how the sample was drawn")
+    columns: list[DriftColumn] = Field(description="the compared columns")
+    outputs_from: str | None = Field(default=None, description="which model computed the reference's outputs")
+    embedding: DriftEmbedding = Field(description="the embedding projection")
+    calibration: DriftCalibration = Field(description="the confidence calibration")
+    thresholds: DriftThresholds = Field(description="false alarms calibrated by resampling the reference")
+
+
+class ServingProfile(Section):
+    """Written by ``imgcls bench --pick``: how to serve this bundle on the machine it was measured on."""
+
+    # plain strings, checked where used: a profile naming an engine a newer imgcls added must not make the
+    # whole bundle unreadable here (``imgcls.runtime.profile.serving_profile`` ignores it with a warning)
+    engine: str = Field(description="the inference engine: `onnxruntime` or `openvino`")
+    precision: str = Field(description="the precision run: `fp32`, `bf16`, `int8` or `fp16`")
+    threads: int | None = Field(default=None, ge=1, description="inference threads; None: the engine's default")
+    max_batch: int | None = Field(
+        default=None, ge=1, le=1024, description="batcher's largest batch (`--slo-p99-ms`); None: the default"
+    )
+    max_delay_ms: float | None = Field(
+        default=None, ge=0.0, description="batcher's longest wait for a batch to fill (`--slo-p99-ms`)"
+    )
+    machine: dict[str, Any] = Field(
+        default_factory=dict, description="`cpu` (model name) and `isa` (flags) of the machine measured on"
+    )
+    measured: dict[str, Any] = Field(
+        default_factory=dict, description="figures behind the choice (img/s, batch, p99, the accuracy gate)"
+    )
+    created: str = Field(default="", description="when the profile was measured (ISO 8601)")
 
 
 class BundleMeta(Section):
@@ -180,4 +290,6 @@ class BundleMeta(Section):
     metrics: Metrics = Field(default_factory=lambda: Metrics(), description="accuracy figures")
     lineage: Lineage = Field(default_factory=lambda: Lineage(), description="provenance")
     export: ExportSection | None = Field(default=None, description="ONNX models (after `imgcls export`)")
+    drift: DriftSection | None = Field(default=None, description="the drift reference (`imgcls drift reference`)")
+    serving: ServingProfile | None = Field(default=None, description="the serving profile (`imgcls bench --pick`)")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256 of every file")

@@ -37,11 +37,11 @@ def reference(
     from imgcls.drift.rebuild import add_reference
 
     section = add_reference(bundle, data=data, data_dir=data_dir, size=size, seed=seed, k=k)
-    cal = section["calibration"]
+    cal = section.calibration
     console.print(
-        f"drift reference: {section['images']} images of {section['source']} (seed {section['seed']}), "
-        f"{len(section['columns'])} columns, embedding k={section['embedding']['k']}; temperature "
-        f"{cal['temperature']:.3f}, reference accuracy {cal['reference_accuracy']:.2%}",
+        f"drift reference: {section.images} images of {section.source} (seed {section.seed}), "
+        f"{len(section.columns)} columns, embedding k={section.embedding.k}; temperature "
+        f"{cal.temperature:.3f}, reference accuracy {cal.reference_accuracy:.2%}",
         soft_wrap=True,
         highlight=False,
     )

@@ -8,9 +8,12 @@ exits 1 and leaves the bundle unchanged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from imgcls.bundle import ExportSection
 
 
 def export(
@@ -37,8 +40,8 @@ def _null() -> Any:
     return contextlib.nullcontext()
 
 
-def _source(section: dict[str, Any]) -> str:
-    checked = section.get("checked_on", {})
+def _source(section: ExportSection) -> str:
+    checked = section.checked_on or {}
     return f"{checked.get('val_images', '?')} images of {checked.get('source', '?')}"
 
 
@@ -46,19 +49,19 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
-def _table(section: dict[str, Any]) -> Any:
+def _table(section: ExportSection) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"ONNX export (opset {section.get('opset')})", title_justify="left")
+    table = Table(title=f"ONNX export (opset {section.opset})", title_justify="left")
     for col in ("model", "file", "max |Δlogit| vs torch", "top-1 agreement", "val top-1", "gate"):
         table.add_column(col)
-    for precision, entry in section["models"].items():
-        parity = entry.get("parity", {})
+    for precision, entry in section.models.items():
+        parity = entry.parity
         diffs = ", ".join(f"{p['max_abs_logit_diff']:.1e} (b{k.split('_')[-1]})" for k, p in parity.items()) or "–"
         agree = ", ".join(_pct(p["top1_agreement"]) for p in parity.values()) or "–"
         if precision == "int8":
-            gate = f"drop {entry['top1_drop_points']:.2f} ≤ {entry['tolerance']['max_top1_drop_points']} pt"
+            gate = f"drop {entry.top1_drop_points:.2f} ≤ {entry.tolerance['max_top1_drop_points']} pt"
         else:
-            gate = f"|Δ| ≤ {entry['tolerance']['max_abs_logit_diff']:.0e}"
-        table.add_row(precision, entry["file"], diffs, agree, _pct(entry.get("val_top1")), f"[green]ok[/] {gate}")
+            gate = f"|Δ| ≤ {entry.tolerance['max_abs_logit_diff']:.0e}"
+        table.add_row(precision, entry.file, diffs, agree, _pct(entry.val_top1), f"[green]ok[/] {gate}")
     return table

@@ -10,10 +10,9 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from imgcls.bundle import load_bundle
-from imgcls.drift.reference import DEFAULT_IMAGES, DEFAULT_K, REFERENCE_FILE, build_reference, set_drift_section
+from imgcls.bundle import DriftSection, load_bundle
+from imgcls.drift.reference import DEFAULT_IMAGES, DEFAULT_K, REFERENCE_FILE, build_reference
 from imgcls.errors import UsageError
 
 
@@ -25,7 +24,7 @@ def add_reference(
     size: int = DEFAULT_IMAGES,
     seed: int = 0,
     k: int = DEFAULT_K,
-) -> dict[str, Any]:
+) -> DriftSection:
     """Make (or replace) the drift reference of an existing bundle, then re-export its ONNX models so they carry
     the embedding output. Returns the new section.
 
@@ -37,14 +36,14 @@ def add_reference(
     Raises:
         UsageError: the dataset is not at hand, or its images do not fit the bundle.
     """
-    from imgcls.bundle import atomic_write_bytes, edit_bundle
+    from imgcls.bundle import edit_bundle
     from imgcls.config import DataConfig
     from imgcls.data.datasets import load_dataset
     from imgcls.export import export_bundle, lineage_data
     from imgcls.models.io import load_model
 
     bundle = load_bundle(bundle_dir)
-    found = lineage_data(bundle.meta.get("lineage") or {})
+    found = lineage_data(bundle.meta.lineage)
     cfg_data, data_seed = found if found is not None else ({}, 0)
     if data is not None:
         cfg_data = {**({} if cfg_data.get("name") != data else cfg_data), "name": data}
@@ -74,11 +73,10 @@ def add_reference(
         k=k,
         source=f"dataset {ds.name} (val split)",
     )
-    with edit_bundle(bundle.path) as (stage, meta):
-        (stage / REFERENCE_FILE).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(stage / REFERENCE_FILE, blob)
-        set_drift_section(meta, section)
-    exported = (bundle.meta.get("export") or {}).get("models") or {}
+    with edit_bundle(bundle.path) as edit:
+        edit.write(REFERENCE_FILE, blob)
+        edit.meta.drift = section
+    exported = bundle.meta.export.models if bundle.meta.export is not None else {}
     if exported:
         export_bundle(bundle.path, int8="int8" in exported, fp16="fp16" in exported)
     return section

@@ -10,7 +10,7 @@ estimate) and per-column thresholds calibrated by resampling the reference again
 
 The arrays live in ``drift/reference.npz`` (``allow_pickle=False``), listed in the bundle's files, so its
 sha256 is verified on every load and it travels with push/pull; the description is the ``drift`` section
-of bundle.json (:func:`drift_section` / :func:`set_drift_section`, the one place that reads and writes it).
+of bundle.json (the typed :class:`imgcls.bundle.DriftSection`).
 
 Example:
     section, blob = build_reference(model, spec, val_images, val_labels, pca_images=train_images)
@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from imgcls.bundle import Bundle, InputSpec, load_bundle
+from imgcls.bundle import Bundle, DriftSection, InputSpec, load_bundle
 from imgcls.data.stats import STAT_NAMES, images_stats
 from imgcls.drift import columns as C
 from imgcls.errors import BundleError, UsageError
 
 logger = logging.getLogger(__name__)
 
-SECTION = "drift"
 REFERENCE_FILE = "drift/reference.npz"
 EMBEDDING_OUTPUT = "embedding"
 MIN_IMAGES, MAX_IMAGES = 1000, 5000
@@ -42,26 +41,12 @@ DEFAULT_K = 8
 PCA_FIT_IMAGES = 5000  # training images the PCA is fitted on
 
 
-def drift_section(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The bundle's ``drift`` section (reference + calibration), or None."""
-    section = meta.get(SECTION)
-    return section if isinstance(section, dict) else None
-
-
-def set_drift_section(meta: dict[str, Any], section: dict[str, Any]) -> None:
-    """Put the ``drift`` section into a bundle manifest being written (and list its data file)."""
-    meta[SECTION] = section
-    files = meta.get("files")
-    if isinstance(files, list) and REFERENCE_FILE not in files:
-        files.append(REFERENCE_FILE)
-
-
 @dataclass
 class Reference:
     """A bundle's drift reference: the section and its (verified) arrays."""
 
     bundle: Bundle
-    section: dict[str, Any]
+    section: DriftSection
     data: dict[str, np.ndarray]
 
     @property
@@ -70,7 +55,7 @@ class Reference:
 
     @property
     def k(self) -> int:
-        return int(self.section["embedding"]["k"])
+        return self.section.embedding.k
 
     @property
     def n_classes(self) -> int:
@@ -78,7 +63,7 @@ class Reference:
 
     @property
     def temperature(self) -> float:
-        return float(self.section["calibration"]["temperature"])
+        return self.section.calibration.temperature
 
 
 def load_reference(bundle: Bundle | str | Path) -> Reference:
@@ -89,7 +74,7 @@ def load_reference(bundle: Bundle | str | Path) -> Reference:
     """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)  # verifies every sha256, the reference file included
-    section = drift_section(bundle.meta)
+    section = bundle.meta.drift
     if section is None or not bundle.has(REFERENCE_FILE):
         raise BundleError(
             f"bundle {bundle.path} has no drift reference",
@@ -106,7 +91,7 @@ def load_reference(bundle: Bundle | str | Path) -> Reference:
 
 def projection(bundle: Bundle) -> tuple[np.ndarray, np.ndarray] | None:
     """The PCA (mean, components) the exported graphs carry, or None for a bundle without a reference."""
-    if drift_section(bundle.meta) is None or not bundle.has(REFERENCE_FILE):
+    if bundle.meta.drift is None or not bundle.has(REFERENCE_FILE):
         return None
     with np.load(bundle.file(REFERENCE_FILE), allow_pickle=False) as z:
         return np.asarray(z["pca_mean"]), np.asarray(z["pca_components"])
@@ -196,7 +181,7 @@ def build_reference(
     k: int = DEFAULT_K,
     source: str = "validation split",
     device: str = "cpu",
-) -> tuple[dict[str, Any], bytes]:
+) -> tuple[DriftSection, bytes]:
     """The ``drift`` section and the bytes of ``drift/reference.npz`` for held-out prepared images.
 
     Args:
@@ -251,7 +236,7 @@ def build_reference(
     columns = [*C.numeric_columns(k), C.CLASS_COLUMN]
     thresholds = C.calibrate(data, columns, len(probs[0]), seed=seed)
     accuracy = float((outputs[C.CLASS_COLUMN] == ref_labels).mean())
-    section = {
+    section = DriftSection.model_validate({
         "file": REFERENCE_FILE,
         "images": len(pick),
         "seed": seed,
@@ -275,7 +260,7 @@ def build_reference(
             "estimated_accuracy": float(cal.max(axis=1).mean()),
         },
         "thresholds": thresholds,
-    }
+    })  # fmt: skip
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **data)  # type: ignore[arg-type]
     return section, buf.getvalue()

@@ -294,12 +294,12 @@ def _num(v: float) -> str:
 
 def compare(reference: Reference, window: Window) -> dict[str, Any]:
     """Score every column the window has, apply the calibrated thresholds; the drift.json summary (without HTML)."""
-    ref, cal = reference.data, reference.section["thresholds"]
+    ref, cal = reference.data, reference.section.thresholds
     n_ref, classes = reference.size, reference.bundle.classes
-    needed = min(MIN_ROWS, int(min(cal["windows"])))
+    needed = min(MIN_ROWS, min(cal.windows))
     columns, skipped = [], []
-    for entry in reference.section["columns"]:
-        name = entry["name"]
+    for entry in reference.section.columns:
+        name = entry.name
         cur = window.data.get(name)
         if cur is None:
             skipped.append(name)
@@ -309,7 +309,7 @@ def compare(reference: Reference, window: Window) -> dict[str, Any]:
             skipped.append(name)
             continue
         score = C.score(name, ref[name], cur, reference.n_classes)
-        thr = C.threshold(cal["constants"][name], len(cur), n_ref)
+        thr = C.threshold(cal.constants[name], len(cur), n_ref)
         drifted = bool(score >= thr)
         columns.append(
             {
@@ -344,8 +344,8 @@ def compare(reference: Reference, window: Window) -> dict[str, Any]:
         "drift": verdict,
         "columns": columns,
         "drifted_columns": [c["name"] for c in columns if c["drifted"]],
-        "rule": cal["rule"],
-        "false_alarm_target": cal["family_alpha"],
+        "rule": cal.rule,
+        "false_alarm_target": cal.family_alpha,
         "sample_sizes": {
             "reference": n_ref,
             "current": window.rows,
@@ -362,8 +362,8 @@ def compare(reference: Reference, window: Window) -> dict[str, Any]:
             "estimated": round(estimate, 4),
             "interval": [round(max(0.0, estimate - half), 4), round(min(1.0, estimate + half), 4)],
             "method": "mean temperature-calibrated confidence (CBPE-style), 95 % interval from its binomial variance",
-            "reference": reference.section["calibration"]["reference_accuracy"],
-            "reference_estimated": reference.section["calibration"]["estimated_accuracy"],
+            "reference": reference.section.calibration.reference_accuracy,
+            "reference_estimated": reference.section.calibration.estimated_accuracy,
         },
         "warnings": warnings,
     }

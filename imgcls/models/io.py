@@ -14,6 +14,7 @@ from imgcls.bundle import (
     WEIGHTS,
     Bundle,
     BundleMeta,
+    DriftSection,
     InputSpec,
     Lineage,
     Metrics,
@@ -59,10 +60,12 @@ def save_bundle(
     metrics: Metrics | dict[str, Any] | None = None,
     lineage: dict[str, Any] | None = None,
     extra_files: list[str] | None = None,
+    drift: DriftSection | None = None,
 ) -> Bundle:
     """Write ``weights.safetensors`` + ``bundle.json`` into ``out`` (other listed files must already be there).
 
-    ``extra_files`` are relative paths inside ``out`` that belong to the bundle (metrics, plots, config, ...).
+    ``extra_files`` are relative paths inside ``out`` that belong to the bundle (metrics, plots, config, ...);
+    ``drift`` is the drift reference's section (its data file among ``extra_files``).
     """
     require("torch")
     safetensors_torch = require("safetensors.torch", feature="saving a bundle")
@@ -79,6 +82,7 @@ def save_bundle(
         model=model_spec if isinstance(model_spec, ModelSection) else ModelSection.model_validate(model_spec),
         metrics=metrics if isinstance(metrics, Metrics) else Metrics.model_validate(metrics or {}),
         lineage=Lineage.model_validate({**environment_lineage(), **(lineage or {})}),
+        drift=drift,
     )
     write_manifest(out, meta, [WEIGHTS, *(extra_files or [])])
     return load_bundle(out)

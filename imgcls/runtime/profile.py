@@ -1,8 +1,9 @@
 """The bundle's serving profile (written by ``imgcls bench --pick``) and how ``engine="auto"`` follows it.
 
 The profile records the engine, precision and threads that were fastest on a machine AND passed the accuracy
-gate, with the machine they were measured on. ``auto`` uses it unless the caller asked for another precision
-or a GPU device; a profile measured on another CPU model is still used, with a warning in the log.
+gate, with the machine they were measured on: the typed ``serving`` section of the bundle
+(:class:`imgcls.bundle.ServingProfile`). ``auto`` uses it unless the caller asked for another precision or a GPU
+device; a profile measured on another CPU model is still used, with a warning in the log.
 """
 
 from __future__ import annotations
@@ -10,47 +11,30 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from imgcls.bundle import Bundle, ServingProfile
 
-from imgcls.bundle import Bundle
+__all__ = ["EngineChoice", "ServingProfile", "resolve_engine", "serving_profile", "write_serving_profile"]
 
 logger = logging.getLogger(__name__)
 
-PROFILE_KEY = "serving"
-
-
-class ServingProfile(BaseModel):
-    """How to serve this bundle on the machine it was measured on (``bundle.json`` section ``serving``)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    engine: Literal["onnxruntime", "openvino"]
-    precision: Literal["fp32", "bf16", "int8", "fp16"]
-    threads: int | None = Field(default=None, ge=1)
-    """Inference threads; None: the engine's default."""
-    max_batch: int | None = Field(default=None, ge=1, le=1024)
-    """Batcher's largest batch (set by ``--slo-p99-ms``); None: the server's default."""
-    max_delay_ms: float | None = Field(default=None, ge=0.0)
-    """Batcher's longest wait for a batch to fill (set by ``--slo-p99-ms``); None: the server's default."""
-    machine: dict[str, Any] = Field(default_factory=dict)
-    """``cpu`` (model name) and ``isa`` (flags) of the machine the choice was measured on."""
-    measured: dict[str, Any] = Field(default_factory=dict)
-    """The figures behind the choice (img/s, batch, p99, the gate's top-1 agreement and max |Δprob|)."""
-    created: str = ""
+ENGINES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 
 
 def serving_profile(bundle: Bundle) -> ServingProfile | None:
-    """The bundle's serving profile, or None (none written, or one this version cannot read: logged)."""
-    raw = bundle.meta.extra(PROFILE_KEY)  # not yet a typed section of BundleMeta
-    if raw is None:
+    """The bundle's serving profile, or None (none written, or one naming an engine this version lacks: logged)."""
+    profile = bundle.meta.serving
+    if profile is None:
         return None
-    try:
-        return ServingProfile.model_validate(raw)
-    except ValidationError as exc:
-        logger.warning("ignoring the serving profile of %s: %s", bundle.path, exc.errors()[0]["msg"])
+    if profile.engine not in ENGINES or profile.precision not in PRECISIONS:
+        logger.warning(
+            "ignoring the serving profile of %s: %s %s is not an engine and precision this imgcls runs "
+            "(upgrade imgcls, or re-run `imgcls bench --model %s --pick`)",
+            bundle.path, profile.engine, profile.precision, bundle.path,
+        )  # fmt: skip
         return None
+    return profile
 
 
 def write_serving_profile(path: str | Path, profile: ServingProfile) -> None:
@@ -58,7 +42,7 @@ def write_serving_profile(path: str | Path, profile: ServingProfile) -> None:
     from imgcls.bundle import edit_bundle
 
     with edit_bundle(path) as edit:
-        setattr(edit.meta, PROFILE_KEY, profile.model_dump(mode="json"))
+        edit.meta.serving = profile
 
 
 @dataclass(frozen=True)

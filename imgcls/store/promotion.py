@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from imgcls.bundle import BundleMeta
 from imgcls.errors import GateError, UsageError
 
 SERVED_MODEL = "model.onnx"  # what `imgcls serve` loads by default (runtime.MODEL_FILES["fp32"])
@@ -64,43 +65,30 @@ def parse_requirements(texts: Iterable[str]) -> list[Requirement]:
     return [Requirement.parse(part) for text in texts for part in text.split(",") if part.strip()]
 
 
-def serving_problems(meta: Mapping[str, Any]) -> list[str]:
-    """Why ``imgcls serve`` would refuse a bundle with this ``bundle.json`` (empty: it would serve it)."""
+def serving_problems(meta: BundleMeta) -> list[str]:
+    """Why ``imgcls serve`` would refuse a bundle with this manifest (empty: it would serve it)."""
     problems = []
-    files = meta.get("files") or {}
-    export = meta.get("export") or {}
-    if SERVED_MODEL not in files or not export:
+    if SERVED_MODEL not in meta.files or meta.export is None:
         problems.append("it has no ONNX export (model.onnx)")
-    for precision, entry in (export.get("models") or {}).items():
-        if not isinstance(entry, Mapping):
-            continue
-        tol = entry.get("tolerance") or {}
-        for where, parity in (entry.get("parity") or {}).items():
-            limit, agree = tol.get("max_abs_logit_diff"), tol.get("min_top1_agreement")
-            if limit is not None and parity.get("max_abs_logit_diff", 0.0) > limit:
-                problems.append(f"its {precision} export failed the parity gate at {where}")
-            elif agree is not None and parity.get("top1_agreement", 1.0) < agree:
-                problems.append(f"its {precision} export failed the top-1 agreement gate at {where}")
-        drop, allowed = entry.get("top1_drop_points"), tol.get("max_top1_drop_points")
-        if drop is not None and allowed is not None and drop > allowed:
-            problems.append(f"its {precision} model lost {drop:g} top-1 points (≤ {allowed:g} allowed)")
+    for precision, model in (meta.export.models if meta.export is not None else {}).items():
+        problems += model.gate_problems(precision)
     return problems
 
 
 def check_promotion(
-    meta: Mapping[str, Any], requirements: Iterable[Requirement], *, what: str, alias: str, bundle_hint: str
+    meta: BundleMeta, requirements: Iterable[Requirement], *, what: str, alias: str, bundle_hint: str
 ) -> None:
     """Raise GateError when ``what`` may not become ``alias``: serve would refuse it, or a requirement fails.
 
     Args:
-        meta: the version's ``bundle.json``.
-        requirements: ``--require`` clauses on ``meta["metrics"]``.
+        meta: the version's manifest.
+        requirements: ``--require`` clauses on its metrics.
         what: the version, for the message (``digits:3``).
         alias: the alias being moved.
         bundle_hint: how to fix a missing export (e.g. ``imgcls export runs/digits && imgcls push …``).
     """
     problems = serving_problems(meta)
-    metrics = meta.get("metrics") or {}
+    metrics = meta.metrics.to_dict()
     failed = [p for r in requirements if (p := r.problem(metrics))]
     if not problems and not failed:
         return

@@ -338,7 +338,7 @@ class Store:
             for a in aliases:
                 if a != "latest":
                     check_promotion(
-                        bundle.meta.to_dict(),
+                        bundle.meta,
                         require,
                         what=f"bundle {bundle.path}",
                         alias=a,
@@ -466,7 +466,7 @@ class Store:
         if not force:
             _, meta = self.manifest(version)
             check_promotion(
-                meta.to_dict(),
+                meta,
                 require,
                 what=f"{name} version {version.seq}",
                 alias=alias,

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from imgcls.bundle import load_bundle
+from imgcls.bundle import DriftSection, load_bundle
 from imgcls.config import RunConfig, save_config
+from imgcls.drift.reference import REFERENCE_FILE
 from imgcls.fsio import atomic_write_bytes, atomic_write_json
 from imgcls.train.callbacks import CallbackList, FitEnd, FitResult
 from imgcls.train.checkpoint import TrainState
@@ -149,7 +150,7 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         rewrite_metrics_log(stage, run.state.history)
         save_config(cfg, stage / CONFIG)
         write_samples(stage, ds, cfg.train.seed)
-        drift_meta = write_drift_reference(stage, model, ds, cfg.train.seed, run.device)
+        drift = write_drift_reference(stage, model, ds, cfg.train.seed, run.device)
         lineage = {
             "dataset": {
                 "name": ds.name,
@@ -181,8 +182,8 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
             model_spec=run.spec,
             metrics=metrics,
             lineage=lineage,
-            extra_files=[CONFIG, METRICS, METRICS_LOG, CONFUSION_PNG, *SAMPLES, *drift_meta.get("files", [])],
-            extra_meta=drift_meta.get("meta"),
+            extra_files=[CONFIG, METRICS, METRICS_LOG, CONFUSION_PNG, *SAMPLES, *([REFERENCE_FILE] if drift else [])],
+            drift=drift,
         )
         meta = load_bundle(stage).meta
         cbs.on_bundle_staged(stage, meta)
@@ -197,12 +198,12 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
     return result
 
 
-def write_drift_reference(stage: Path, model: Any, ds: Any, seed: int, device: str) -> dict[str, Any]:
+def write_drift_reference(stage: Path, model: Any, ds: Any, seed: int, device: str) -> DriftSection | None:
     """``drift/reference.npz`` + the ``drift`` section from the validation split (PCA fitted on train images).
 
-    Returns ``{"files": [...], "meta": {...}}`` for the manifest (empty when the validation split is too small).
+    Returns the section for the manifest (None when the validation split is too small).
     """
-    from imgcls.drift.reference import DEFAULT_IMAGES, REFERENCE_FILE, build_reference, set_drift_section
+    from imgcls.drift.reference import DEFAULT_IMAGES, build_reference
     from imgcls.errors import UsageError
 
     try:
@@ -212,12 +213,9 @@ def write_drift_reference(stage: Path, model: Any, ds: Any, seed: int, device: s
         )  # fmt: skip
     except UsageError as exc:
         logger.warning("no drift reference: %s", exc.message)
-        return {}
-    (stage / REFERENCE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        return None
     atomic_write_bytes(stage / REFERENCE_FILE, blob)
-    meta: dict[str, Any] = {}
-    set_drift_section(meta, section)
-    return {"files": [REFERENCE_FILE], "meta": meta}
+    return section
 
 
 def write_samples(stage: Path, ds: Any, seed: int) -> None:

@@ -190,5 +190,7 @@ def test_two_gpu_ddp_over_nccl_writes_one_bundle(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from imgcls.bundle import load_bundle
 
-    dist = load_bundle(tmp_path / "run").meta["lineage"]["training"]["distributed"]
+    training = load_bundle(tmp_path / "run").meta.lineage.training
+    assert training is not None and training.distributed is not None
+    dist = training.distributed.to_dict()
     assert dist["world_size"] == 2 and dist["backend"] == "nccl" and dist["global_batch"] == 64

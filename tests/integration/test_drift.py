@@ -42,7 +42,7 @@ def test_images(exported_digits_bundle: Path) -> np.ndarray:
     from imgcls.data.datasets import load_dataset
     from imgcls.export import lineage_data
 
-    found = lineage_data(load_bundle(exported_digits_bundle).meta["lineage"])
+    found = lineage_data(load_bundle(exported_digits_bundle).meta.lineage)
     assert found is not None
     data, seed = found
     return load_dataset(DataConfig.model_validate({**data, "download": False}), seed=seed).test.images
@@ -61,17 +61,20 @@ def test_the_trained_bundle_carries_a_verified_reference_and_exports_an_embeddin
     ref = load_reference(exported_digits_bundle)
     section = ref.section
     assert REFERENCE_FILE in ref.bundle.files  # sha256-verified, travels with push/pull
-    assert section["seed"] == 0 and section["images"] == ref.size == 160  # digits' whole val split (< 1,000)
-    names = [c["name"] for c in section["columns"]]
+    assert section.seed == 0 and section.images == ref.size == 160  # digits' whole val split (< 1,000)
+    names = [c.name for c in section.columns]
     assert names[:5] == ["brightness", "contrast", "saturation", "entropy", "sharpness"]
     assert {"pred_confidence", "pred_margin", "pred_entropy", "pred_class", "emb_0", "emb_7"} <= set(names)
-    assert section["calibration"]["nll_after"] <= section["calibration"]["nll_before"]
-    assert set(section["thresholds"]["constants"]) == set(names)
+    assert section.calibration.nll_after is not None and section.calibration.nll_before is not None
+    assert section.calibration.nll_after <= section.calibration.nll_before
+    assert set(section.thresholds.constants) == set(names)
     with np.load(ref.bundle.file(REFERENCE_FILE), allow_pickle=False) as z:
         assert z["pca_components"].shape == (8, 64)
-    export = ref.bundle.meta["export"]
-    assert export["embedding_output"] == "embedding"
-    assert export["models"]["fp32"]["embedding_parity"]["max_abs_diff"] < 1e-3
+    export = ref.bundle.meta.export
+    assert export is not None
+    assert export.embedding_output == "embedding"
+    parity = export.models["fp32"].embedding_parity
+    assert parity is not None and parity["max_abs_diff"] < 1e-3
     for precision in ("fp32", "int8"):
         predictor = Predictor.from_bundle(exported_digits_bundle, precision=precision)
         with np.load(exported_digits_bundle / "samples" / "val.npz", allow_pickle=False) as z:
@@ -242,7 +245,7 @@ def test_drift_reference_remakes_the_reference_and_re_exports(exported_digits_bu
     assert r.returncode == 0, r.stderr
     assert "160 images" in r.stdout
     ref = load_reference(bundle)
-    assert ref.section["seed"] == 7 and ref.k == 4 and ref.bundle.files[REFERENCE_FILE] != before
+    assert ref.section.seed == 7 and ref.k == 4 and ref.bundle.files[REFERENCE_FILE] != before
     from imgcls.runtime import Predictor
 
     with np.load(bundle / "samples" / "val.npz", allow_pickle=False) as z:

@@ -41,8 +41,9 @@ def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_stud
     assert first.storage == f"sqlite:///{tmp_path / 'a' / 'study.db'}"
     for t in first.trials:
         bundle = load_bundle(t.bundle_dir)  # a normal, verified bundle
-        assert bundle.metrics["val_top1"] == t.val_top1 and bundle.metrics["test_top1"] == t.test_top1
-        assert bundle.meta["lineage"]["config"]["optim"]["lr"] == pytest.approx(t.params["optim.lr"])
+        assert bundle.metrics.val_top1 == t.val_top1 and bundle.metrics.test_top1 == t.test_top1
+        assert bundle.meta.lineage.config is not None
+        assert bundle.meta.lineage.config["optim"]["lr"] == pytest.approx(t.params["optim.lr"])
     assert first.best.val_top1 == max(t.val_top1 for t in first.trials)
     # another machine (here: another out directory) on the same storage continues the same study
     second = run_sweep(CONFIG, params, trials=1, out=tmp_path / "b", storage=first.storage, overrides=TINY)
