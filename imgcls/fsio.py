@@ -79,9 +79,10 @@ def atomic_file(path: Path, *, suffix: str = ".tmp", mode: int | None = None) ->
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     tmp = Path(name)
     try:
-        os.fchmod(fd, mode if mode is not None else 0o666 & ~umask())
         os.close(fd)
         yield tmp
+        # after the writer: some (safetensors) replace the file they were given, with mode 0600
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~umask())
         fsync_file(tmp)
         os.replace(tmp, path)
     finally:

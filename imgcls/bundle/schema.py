@@ -95,6 +95,12 @@ class Metrics(Section):
     per_class_top1: dict[str, float] | None = Field(default=None, description="top-1 per class on the evaluated split")
     best_epoch: int | None = Field(default=None, description="epoch whose weights the bundle holds")
     epochs: int | None = Field(default=None, description="epochs run")
+    val_top1_flip_tta: float | None = Field(
+        default=None, description="top-1 on the validation split with flip test-time augmentation (`train.flip_tta`)"
+    )
+    test_top1_flip_tta: float | None = Field(
+        default=None, description="the same on the test split; reported beside the served model's figures"
+    )
 
     def top1(self) -> float | None:
         """Top-1 of the final evaluation, whatever split it ran on."""

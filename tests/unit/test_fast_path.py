@@ -65,10 +65,11 @@ def test_cpu_run_with_the_fast_path_options_reports_flip_tta_and_syncs_every_n_s
     cfg = load_config(ROOT / "configs" / "digits.yaml", sets, {"out": str(tmp_path / "b"), "train.epochs": 2})
     result = fit(cfg, callbacks=[Steps()])
     m = load_bundle(result.bundle_dir).metrics
-    assert 0.0 <= m["test_top1_flip_tta"] <= 1.0 and 0.0 <= m["val_top1_flip_tta"] <= 1.0
+    assert m.test_top1_flip_tta is not None and m.val_top1_flip_tta is not None
+    assert 0.0 <= m.test_top1_flip_tta <= 1.0 and 0.0 <= m.val_top1_flip_tta <= 1.0
     per_epoch = 1458 // 64  # 22 steps: a report at 5, 10, 15, 20 and the last one
     assert steps == [5, 10, 15, 20, per_epoch] * 2
-    assert m["test_top1"] > 0.5
+    assert m.test_top1 is not None and m.test_top1 > 0.5
 
 
 def test_the_optimiser_is_fused_on_cuda_only():
