@@ -113,6 +113,8 @@ class Metrics(Section):
 
 
 class DatasetLineage(Section):
+    """The dataset the model was trained on."""
+
     name: str | None = Field(default=None, description="dataset name (`digits`, `folder:/path`, ...)")
     fingerprint: str | None = Field(default=None, description="sha256 over the dataset's files and split")
     classes: int | None = Field(default=None, description="number of classes")
@@ -135,31 +137,33 @@ class DistributedLineage(Section):
 
 
 class TrainingLineage(Section):
+    """How the training run went."""
+
     distributed: DistributedLineage | None = Field(default=None, description="the process layout of the run")
-    device: str | None = None
-    epochs_run: int | None = None
-    best_epoch: int | None = None
-    global_steps: int | None = None
-    stopped_early: bool | None = None
-    seconds: float | None = None
-    seed: int | None = None
+    device: str | None = Field(default=None, description="`cpu`, `cuda`, `cuda:N`")
+    epochs_run: int | None = Field(default=None, description="epochs run (early stopping may end sooner)")
+    best_epoch: int | None = Field(default=None, description="the epoch whose weights were kept")
+    global_steps: int | None = Field(default=None, description="optimiser steps")
+    stopped_early: bool | None = Field(default=None, description="early stopping ended the run")
+    seconds: float | None = Field(default=None, description="wall time of the training loop")
+    seed: int | None = Field(default=None, description="`train.seed`")
 
 
 class Lineage(Section):
     """Where the model came from. Extra keys (``wandb``, ...) are kept."""
 
     imgcls_version: str | None = Field(default=None, description="imgcls that trained it")
-    torch_version: str | None = None
-    python_version: str | None = None
+    torch_version: str | None = Field(default=None, description="torch that trained it")
+    python_version: str | None = Field(default=None, description="Python that trained it")
     git_commit: str | None = Field(default=None, description="git commit of the working directory, when there was one")
     created_at: str | None = Field(default=None, description="ISO 8601, UTC")
-    dataset: DatasetLineage | None = None
+    dataset: DatasetLineage | None = Field(default=None, description="the training data")
     config: dict[str, Any] | None = Field(default=None, description="the full training config")
-    training: TrainingLineage | None = None
+    training: TrainingLineage | None = Field(default=None, description="the training run")
 
 
 class ExportedModel(Section):
-    """One ONNX precision in the bundle; the gate figures it passed are kept as extra keys."""
+    """One ONNX precision in the bundle, with the gate figures it passed."""
 
     file: str = Field(description="bundle-relative path of the ONNX file")
     val_top1: float | None = Field(default=None, description="top-1 of the ONNX model on the validation images")
@@ -193,30 +197,34 @@ class ExportedModel(Section):
 class ExportSection(Section):
     """Written by ``imgcls export``: one entry per precision in ``models``."""
 
-    exporter: str | None = None
-    opset: int | None = None
-    torch_version: str | None = None
-    onnx_version: str | None = None
-    onnxruntime_version: str | None = None
+    exporter: str | None = Field(default=None, description="the exporter (`torch.onnx.export(dynamo=True)`)")
+    opset: int | None = Field(default=None, description="ONNX opset of the graphs")
+    torch_version: str | None = Field(default=None, description="torch that exported them")
+    onnx_version: str | None = Field(default=None, description="onnx that exported them")
+    onnxruntime_version: str | None = Field(default=None, description="onnxruntime that ran the gates")
     input_name: str = Field(default="images", description="ONNX input name")
     output_name: str = Field(default="logits", description="ONNX output name")
     embedding_output: str | None = Field(
         default=None,
         description="ONNX output with the drift embedding (PCA components), when the bundle has a reference",
     )
-    dynamic_batch: bool | None = None
+    dynamic_batch: bool | None = Field(default=None, description="the batch dimension is dynamic")
     weights_sha256: str | None = Field(default=None, description="sha256 of the weights exported")
     checked_on: dict[str, Any] | None = Field(default=None, description="what the gates ran on")
-    created_at: str | None = None
+    created_at: str | None = Field(default=None, description="ISO 8601, UTC")
     models: dict[str, ExportedModel] = Field(default_factory=dict, description="precision -> exported model")
 
 
 class DriftColumn(Section):
+    """One compared column: image statistic, model output or embedding component."""
+
     name: str = Field(description="column of the reference and of the prediction log")
     method: str = Field(description="the drift test used on it")
 
 
 class DriftEmbedding(Section):
+    """The PCA projection of the penultimate features that the exported graphs compute."""
+
     k: int = Field(description="PCA components of the penultimate features")
     features: int | None = Field(default=None, description="width of the penultimate features")
     onnx_output: str = Field(default="embedding", description="output of the exported graphs carrying them")
@@ -225,6 +233,8 @@ class DriftEmbedding(Section):
 
 
 class DriftCalibration(Section):
+    """Temperature scaling fitted on the reference images, for the label-free accuracy estimate."""
+
     method: str | None = Field(default=None, description="how the confidence calibration was fitted")
     temperature: float = Field(description="softmax temperature for the label-free accuracy estimate")
     nll_before: float | None = Field(default=None, description="NLL of the reference at T = 1")
@@ -234,6 +244,8 @@ class DriftCalibration(Section):
 
 
 class DriftThresholds(Section):
+    """Per-column thresholds calibrated by resampling the reference against itself (docs/drift.md)."""
+
     rule: str | None = Field(default=None, description="how columns combine into one verdict")
     family_alpha: float | None = Field(default=None, description="target false-alarm rate per report")
     column_alpha: float | None = Field(default=None, description="per-column level that gives family_alpha")
