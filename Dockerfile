@@ -41,7 +41,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    IMGCLS_CACHE=/home/imgcls/.cache/imgcls/models
+    IMGCLS_CACHE=/home/imgcls/.cache/imgcls
 RUN --mount=type=secret,id=pip_cert --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin imgcls \
@@ -63,7 +63,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    IMGCLS_CACHE=/home/imgcls/.cache/imgcls/models
+    IMGCLS_CACHE=/home/imgcls/.cache/imgcls
 RUN --mount=type=secret,id=pip_cert --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && apt-get update \
@@ -87,7 +87,7 @@ FROM ${PYTHON_BASE} AS train
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     WANDB_MODE=offline \
-    IMGCLS_CACHE=/home/imgcls/.cache/imgcls/models
+    IMGCLS_CACHE=/home/imgcls/.cache/imgcls
 RUN --mount=type=secret,id=pip_cert --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin imgcls \

@@ -131,7 +131,7 @@ def diagnose(
     Args:
         environ: the environment to judge (the CLI passes ``os.environ``).
         home: the user's home (for ``~/.netrc`` and gcloud's ADC file).
-        cache_dir: the model cache whose disk is measured (default: ``$IMGCLS_CACHE`` or ~/.cache/imgcls).
+        cache_dir: the cache root whose disk is measured (default: ``$IMGCLS_CACHE`` or ~/.cache/imgcls).
         skip: check names not to run (``torch`` skips the CUDA kernel, which imports torch: ~1.5 s).
     """
     skipped = set(skip)
@@ -546,10 +546,12 @@ def check_wandb(environ: Mapping[str, str], home: Path | None) -> Check:
 
 
 def _cache_dir(environ: Mapping[str, str], home: Path | None) -> Path:
-    raw = environ.get("IMGCLS_CACHE")
-    if raw:
-        return Path(raw).expanduser()
-    return (home or Path("~").expanduser()) / ".cache" / "imgcls" / "models"
+    """The cache root of :mod:`imgcls.paths` (datasets, pulled models, the prediction log live below it)."""
+    from imgcls.paths import CACHE_ENV, cache_root
+
+    if environ.get(CACHE_ENV, "").strip() or home is None:
+        return cache_root(environ)
+    return home / ".cache" / "imgcls"
 
 
 def check_disk(cache_dir: Path) -> Check:

@@ -28,11 +28,10 @@ __all__ = ["Dataset", "Split", "channel_stats", "default_data_dir", "fingerprint
 
 
 def default_data_dir() -> Path:
-    """``$IMGCLS_CACHE/data``, else ``~/.cache/imgcls/data``: where named datasets are looked for and downloaded."""
-    import os
+    """``$IMGCLS_CACHE/data`` (:mod:`imgcls.paths`): where named datasets are looked for and downloaded."""
+    from imgcls.paths import data_dir
 
-    base = os.environ.get("IMGCLS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imgcls")
-    return Path(base) / "data"
+    return data_dir()
 
 
 def load_dataset(cfg: DataConfig, *, seed: int = 0) -> Dataset:

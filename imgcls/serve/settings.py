@@ -23,9 +23,10 @@ DEFAULT_MAX_DELAY_MS = 5.0
 
 
 def default_log_path() -> Path:
-    """The prediction log used when ``--log-predictions`` is not given: inside the imgcls cache dir."""
-    base = os.environ.get("IMGCLS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imgcls")
-    return Path(base) / "serve" / "predictions.sqlite"
+    """The prediction log used when ``--log-predictions`` is not given: ``$IMGCLS_CACHE/serve/predictions.sqlite``."""
+    from imgcls.paths import prediction_log
+
+    return prediction_log()
 
 
 def normalise_token(token: str | bytes) -> bytes:

@@ -30,7 +30,7 @@ def resolve_model(ref: str | Path, *, cache_dir: Path | None = None) -> Path:
         ref: A bundle directory, or a store reference (``gs://bucket/models/digits@production``,
             ``/srv/store/digits:3``, ``file:///srv/store/digits@latest``, ``digits@production`` in the default
             store ``$IMGCLS_STORE``).
-        cache_dir: Where pulled versions are kept (default ``$IMGCLS_CACHE`` or ``~/.cache/imgcls/models``).
+        cache_dir: Where pulled versions are kept (default ``$IMGCLS_CACHE/models``, see :mod:`imgcls.paths`).
 
     Returns:
         A directory holding the bundle. Store versions are verified (every sha256) before it is returned;

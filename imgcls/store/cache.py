@@ -8,20 +8,17 @@ import os
 import shutil
 from pathlib import Path
 
+from imgcls.paths import models_dir
 from imgcls.store.backend import Progress
 from imgcls.store.refs import ModelRef, parse_ref
 from imgcls.store.registry import ID_LEN, Store, Version
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "IMGCLS_CACHE"
-DEFAULT_CACHE = "~/.cache/imgcls/models"
-
 
 def default_cache_dir(environ: dict[str, str] | None = None) -> Path:
-    """Where pulled versions are kept: ``$IMGCLS_CACHE`` or ``~/.cache/imgcls/models``."""
-    env = os.environ if environ is None else environ
-    return Path(env.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+    """Where pulled versions are kept: ``$IMGCLS_CACHE/models`` (:mod:`imgcls.paths`)."""
+    return models_dir(environ)
 
 
 def cached_path(version: Version, cache_dir: Path) -> Path:

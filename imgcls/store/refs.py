@@ -12,7 +12,6 @@ Names, aliases and versions are validated here so that no key or local path can 
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,13 @@ from imgcls.errors import StoreError, UsageError
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SEQ_RE = re.compile(r"[1-9][0-9]{0,8}")
 DIGEST_PREFIX_RE = re.compile(r"[0-9a-f]{6,64}")
-DEFAULT_STORE = "~/.cache/imgcls/store"
-STORE_ENV = "IMGCLS_STORE"
 
 
 def default_store_uri(environ: dict[str, str] | None = None) -> str:
-    """The store used when none is named: ``$IMGCLS_STORE`` or ``~/.cache/imgcls/store``."""
-    env = os.environ if environ is None else environ
-    return env.get(STORE_ENV) or DEFAULT_STORE
+    """The store used when none is named: ``$IMGCLS_STORE``, else ``$IMGCLS_CACHE/store`` (:mod:`imgcls.paths`)."""
+    from imgcls.paths import default_store
+
+    return default_store(environ)
 
 
 def validate_name(value: str, what: str = "model name") -> str:
