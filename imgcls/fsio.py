@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ __all__ = [
     "atomic_write_json",
     "fsync_dir",
     "fsync_file",
+    "fsync_tree",
+    "link_new",
     "replace_dir",
     "swap_dirs",
     "umask",
@@ -67,8 +69,18 @@ def fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, suffix: str = ".tmp", mode: int | None = None) -> Iterator[Path]:
+def atomic_file(
+    path: Path,
+    *,
+    suffix: str = ".tmp",
+    mode: int | None = None,
+    commit: Callable[[Path, Path], None] = os.replace,
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write it completely, and it replaces ``path`` atomically.
+
+    ``commit(tmp, path)`` puts the finished, fsync'd file in place (default: :func:`os.replace`); a store that
+    must not overwrite passes :func:`link_new` (create-only), or its own compare-and-swap. Whatever it raises
+    propagates, and the temporary file is removed.
 
     Example:
         with atomic_file(out / "weights.safetensors") as tmp:
@@ -84,10 +96,15 @@ def atomic_file(path: Path, *, suffix: str = ".tmp", mode: int | None = None) ->
         # after the writer: some (safetensors) replace the file they were given, with mode 0600
         os.chmod(tmp, mode if mode is not None else 0o666 & ~umask())
         fsync_file(tmp)
-        os.replace(tmp, path)
+        commit(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def link_new(tmp: Path, path: Path) -> None:
+    """Commit for create-only writes: hard-link ``tmp`` to ``path``; FileExistsError when ``path`` exists."""
+    os.link(tmp, path)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -121,6 +138,16 @@ def replace_dir(stage: Path, target: Path) -> None:
     swap_dirs(stage, target)
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (before a staged directory is renamed into place)."""
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(folder) / name
+            if not p.is_symlink():
+                fsync_file(p)
+        fsync_dir(Path(folder))
+
+
 def swap_dirs(stage: Path, live: Path) -> None:
     """Put the complete directory ``stage`` where ``live`` is, atomically; the old ``live`` is deleted.
 
@@ -129,12 +156,7 @@ def swap_dirs(stage: Path, live: Path) -> None:
     never a mixed one. Both must be on the same filesystem (put ``stage`` beside ``live``).
     """
     stage, live = Path(stage), Path(live)
-    for root, _dirs, files in os.walk(stage):
-        for name in files:
-            p = Path(root) / name
-            if not p.is_symlink():
-                fsync_file(p)
-        fsync_dir(Path(root))
+    fsync_tree(stage)
     if not live.exists():
         os.rename(stage, live)
     elif _exchange(stage, live):

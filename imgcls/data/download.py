@@ -7,7 +7,6 @@ Only the dataset loaders call this, only for the URLs in their source tables, an
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -16,6 +15,8 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
+
+from imgcls.fsio import atomic_file, fsync_tree
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,10 @@ def fetch(url: str, dest: Path, md5: str, *, timeout: float = TIMEOUT_S) -> Path
     """
     if not url.startswith(("https://", "http://")):
         raise DownloadFailed(f"refusing to fetch {url!r}: not an http(s) URL")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     digest = hashlib.md5(usedforsecurity=False)
     logger.info("downloading %s -> %s", url, dest)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_file(dest, suffix=".part") as tmp:  # a failed or corrupt download leaves nothing behind
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:  # scheme checked above
                     while block := response.read(1 << 20):
@@ -56,10 +55,6 @@ def fetch(url: str, dest: Path, md5: str, *, timeout: float = TIMEOUT_S) -> Path
                 raise DownloadFailed(f"download of {url} failed: {reason}") from None
         if digest.hexdigest() != md5:
             raise DownloadFailed(f"{url} arrived with md5 {digest.hexdigest()}, expected {md5} (corrupt or changed)")
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return dest
 
 
@@ -90,6 +85,7 @@ def unpack_tarball(archive: Path, into: Path, *, top: str) -> Path:
             tar.extractall(staging, members=members, filter="data")
         if final.exists():
             raise DownloadFailed(f"{final} appeared while unpacking; remove it and try again")
+        fsync_tree(staging / top)
         os.replace(staging / top, final)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DownloadFailed(f"{archive} cannot be unpacked: {exc}") from None

@@ -13,12 +13,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imgcls.errors import StoreError
+from imgcls.fsio import atomic_file, link_new
 from imgcls.store.backend import (
     CHUNK,
     ObjectStat,
@@ -69,7 +69,8 @@ class LocalBackend:
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store {self.root} is not a folder", hint="pass a folder, file:///path or gs://bucket")
 
-    def _tmp(self, dest: Path) -> tuple[int, str]:
+    def _parent(self, dest: Path) -> Path:
+        """Create the folder of ``dest``, with a store error instead of an OSError."""
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
@@ -78,7 +79,7 @@ class LocalBackend:
             raise StoreError(
                 f"cannot write to {dest.parent}: permission denied", hint="choose a writable store"
             ) from exc
-        return tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        return dest
 
     @contextlib.contextmanager
     def _locked(self, dest: Path) -> Iterator[None]:
@@ -91,14 +92,12 @@ class LocalBackend:
             os.close(fd)  # closing releases the lock
 
     @staticmethod
-    def _link_into_place(tmp: str, dest: Path) -> None:
+    def _link_into_place(tmp: Path, dest: Path) -> None:
+        """Create-only commit: the object appears complete, or PreconditionFailed when it already exists."""
         try:
-            os.link(tmp, dest)
+            link_new(tmp, dest)
         except FileExistsError as exc:
             raise PreconditionFailed(str(dest)) from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     # -- objects ----------------------------------------------------------------------------------------
     def read(self, key: str) -> tuple[bytes, int] | None:
@@ -112,52 +111,43 @@ class LocalBackend:
         return data, _generation(data)
 
     def write(self, key: str, data: bytes, *, if_generation_match: int | None = None) -> int:
-        dest = self._path(key)
-        fd, tmp = self._tmp(dest)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if if_generation_match == 0:
-                self._link_into_place(tmp, dest)
-            elif if_generation_match is None:
+        dest = self._parent(self._path(key))
+
+        def swap_if_unchanged(tmp: Path, dest: Path) -> None:
+            with self._locked(dest):
+                current = self.read(key)
+                if current is None or current[1] != if_generation_match:
+                    raise PreconditionFailed(key)
                 os.replace(tmp, dest)
-            else:
-                with self._locked(dest):
-                    current = self.read(key)
-                    if current is None or current[1] != if_generation_match:
-                        raise PreconditionFailed(key)
-                    os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+
+        commit = (
+            self._link_into_place
+            if if_generation_match == 0
+            else os.replace
+            if if_generation_match is None
+            else swap_if_unchanged
+        )
+        with atomic_file(dest, commit=commit) as tmp:
+            tmp.write_bytes(data)
         return _generation(data)
 
     def upload_file(self, key: str, src: Path, *, progress: Progress | None = None) -> None:
-        dest = self._path(key)
+        dest = self._parent(self._path(key))
         total = os.path.getsize(src)
-        fd, tmp = self._tmp(dest)
         crc = done = 0
         update = _checksum()
-        try:
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        with atomic_file(dest, commit=self._link_into_place) as tmp:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
                 while block := fin.read(CHUNK):
                     fout.write(block)
                     crc = update(crc, block)
                     done += len(block)
                     if progress:
                         progress(key, done, total)
-                fout.flush()
-                os.fsync(fout.fileno())
-            if crc32c_file(Path(tmp), update) != crc:
+            if crc32c_file(tmp, update) != crc:
                 raise StoreError(
                     f"checksum mismatch writing {key!r} into {self.root}", hint="check the disk; push again"
                 )
-            self._link_into_place(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     def download_file(self, key: str, dest: Path, *, progress: Progress | None = None) -> None:
         src = self._path(key)

@@ -39,6 +39,7 @@ from imgcls.bundle import (
     verify_files,
 )
 from imgcls.errors import BundleError, ConflictError, StoreError, UsageError
+from imgcls.fsio import fsync_tree
 from imgcls.store.backend import Backend, PreconditionFailed, Progress
 from imgcls.store.promotion import Requirement, check_promotion
 from imgcls.store.refs import (
@@ -585,6 +586,7 @@ class Store:
                 }
                 (tmp / PROVENANCE).write_bytes(_dumps(record))
             os.chmod(tmp, 0o755)
+            fsync_tree(tmp)
             with contextlib.suppress(OSError):
                 dest.rmdir()  # an empty destination folder
             try:

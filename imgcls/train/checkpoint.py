@@ -23,7 +23,7 @@ import numpy as np
 
 from imgcls.bundle import sha256_file
 from imgcls.errors import UsageError
-from imgcls.fsio import atomic_write_json
+from imgcls.fsio import atomic_file, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,8 @@ def save_checkpoint(
         tensors["rng.torch_cuda"] = torch.cuda.get_rng_state().clone()
 
     name = f"epoch-{state.epoch:04d}.safetensors"
-    tmp = ckpt_dir / f".{name}.tmp"
-    safetensors_torch.save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(ckpt_dir / name)
+    with atomic_file(ckpt_dir / name) as tmp:
+        safetensors_torch.save_file(tensors, str(tmp), metadata={"format": FORMAT})
 
     np_state: Any = np.random.get_state()
     py_state = random.getstate()

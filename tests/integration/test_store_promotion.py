@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgcls.bundle import MANIFEST, write_manifest
+from imgcls.bundle import FORMAT, MANIFEST, BundleMeta, write_manifest
 from imgcls.errors import GateError, UsageError
 from imgcls.store import Store
 from imgcls.store.promotion import Requirement, parse_requirements, serving_problems
@@ -68,20 +68,36 @@ def test_cli_require_and_bad_requirements(store_bundle: Path, tmp_path: Path, cl
         Requirement.parse("top1 ~ 3")
 
 
+def _manifest(**sections: object) -> BundleMeta:
+    base = {
+        "format": FORMAT,
+        "name": "digits",
+        "classes": ["0", "1"],
+        "input": {"size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.5]},
+        "model": {"arch": "resnet8"},
+    }
+    return BundleMeta.model_validate({**base, **sections})
+
+
 def test_serving_problems_read_failed_export_gates() -> None:
-    assert serving_problems({"files": {"weights.safetensors": "x"}}) == ["it has no ONNX export (model.onnx)"]
-    meta = {
-        "files": {"model.onnx": "x", "model.int8.onnx": "y"},
-        "export": {
+    assert serving_problems(_manifest(files={"weights.safetensors": "x"})) == ["it has no ONNX export (model.onnx)"]
+    meta = _manifest(
+        files={"model.onnx": "x", "model.int8.onnx": "y"},
+        export={
             "models": {
                 "fp32": {
+                    "file": "model.onnx",
                     "parity": {"batch_32": {"max_abs_logit_diff": 0.5, "top1_agreement": 1.0}},
                     "tolerance": {"max_abs_logit_diff": 1e-3, "min_top1_agreement": 1.0},
                 },
-                "int8": {"top1_drop_points": 4.0, "tolerance": {"max_top1_drop_points": 1.0}},
+                "int8": {
+                    "file": "model.int8.onnx",
+                    "top1_drop_points": 4.0,
+                    "tolerance": {"max_top1_drop_points": 1.0},
+                },
             }
         },
-    }
+    )
     assert serving_problems(meta) == [
         "its fp32 export failed the parity gate at batch_32",
         "its int8 model lost 4 top-1 points (≤ 1 allowed)",
