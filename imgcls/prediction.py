@@ -3,7 +3,8 @@
 One image's answer is ``{"label", "class_id", "confidence", "top_k": [{"label", "class_id", "probability"}]}``,
 top-k best first, ``confidence`` the first entry's probability. :class:`Prediction` is the typed form the runtime
 returns; the server's hot path goes straight from a probability row to the dict with :func:`prediction_json`
-(no dataclasses per request). :data:`PREDICTION_SCHEMA` documents the same shape in the server's OpenAPI schema.
+(no dataclasses per request). The server's OpenAPI schema documents the same shape from
+:class:`imgcls.serve.schemas.Prediction`.
 This module needs numpy only (no torch, no onnxruntime).
 """
 
@@ -67,19 +68,3 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         """The prediction JSON, exactly as :func:`prediction_json` builds it for the server."""
         return _as_json([(t.label, t.class_id, t.probability) for t in self.top_k])
-
-
-_TOP_K_ITEM = {
-    "type": "object",
-    "properties": {"label": {"type": "string"}, "class_id": {"type": "integer"}, "probability": {"type": "number"}},
-}
-PREDICTION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "label": {"type": "string"},
-        "class_id": {"type": "integer"},
-        "confidence": {"type": "number"},
-        "top_k": {"type": "array", "items": _TOP_K_ITEM},
-    },
-}
-"""JSON schema of :func:`prediction_json`'s dict (the server adds its own keys around it)."""

@@ -161,11 +161,20 @@ def alias_(
     force: Annotated[
         bool, typer.Option("--force", help="Skip the promotion gate (a version `imgcls serve` would refuse).")
     ] = False,
+    wandb: Annotated[
+        bool,
+        typer.Option(
+            "--wandb/--no-wandb",
+            help="When the version was pushed with --wandb, give its W&B artifact the alias too (WANDB_MODE, "
+            "else online with an API key, else offline).",
+        ),
+    ] = True,
 ) -> None:
     """Point an alias at a version (promote or roll back).
 
     A version `imgcls serve` would refuse (no ONNX export, a failed export gate) or that misses a --require is
-    refused (exit 1) unless --force. Compare-and-swap: exit 3 if someone moved the alias first.
+    refused (exit 1) unless --force. Compare-and-swap: exit 3 if someone moved the alias first. A version pushed
+    with `--wandb` gets the alias on its W&B artifact as well (run it again to retry a failed W&B update).
     """
     from imgcls.store import Store
     from imgcls.store.promotion import parse_requirements
@@ -181,4 +190,30 @@ def alias_(
         console.print(
             f"{name}@{alias} -> version {move.version.seq} (was {move.previous.seq})",
             highlight=False,
+        )
+    if wandb:
+        update_wandb_aliases(store, [move])
+
+
+def update_wandb_aliases(store: Any, moves: list[Any]) -> None:
+    """Give the W&B artifact of a version pushed with ``--wandb`` its moved aliases (a warning if W&B fails: the
+    store's alias, the source of truth, has moved either way)."""
+    import os
+
+    from imgcls.cli._render import err_console
+    from imgcls.errors import ImgclsError
+    from imgcls.store.lineage import default_mode, sync_moves
+
+    mode = default_mode(os.environ)
+    try:
+        logged = sync_moves(store, moves, mode=mode)
+    except ImgclsError as exc:
+        err_console.print(f"warning: W&B not updated: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""),
+                          highlight=False, soft_wrap=True)  # fmt: skip
+        return
+    if logged is not None:
+        console.print(
+            f"  W&B ({logged['mode']}): {logged['artifact']} now has {logged['aliases']} (run {logged['run']})",
+            highlight=False,
+            soft_wrap=True,
         )

@@ -76,11 +76,15 @@ def push(
     console.print(f"  ref: {str(store.uri).rstrip('/')}/{version.name}:{version.seq}", highlight=False, soft_wrap=True)
     if wandb:
         from imgcls.bundle import load_bundle
-        from imgcls.store.lineage import log_reference_artifact
+        from imgcls.store.lineage import default_mode, log_reference_artifact
 
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = default_mode(os.environ)
         lineage = load_bundle(bundle, verify=False).meta.lineage.to_dict()
         logged = log_reference_artifact(store, result, lineage=lineage, mode=mode, project=wandb_project)
         console.print(
             f"  W&B ({logged['mode']}): artifact {logged['artifact']} in run {logged['run']}", highlight=False
         )
+    elif any(m.alias != "latest" for m in result.aliases):
+        from imgcls.cli.models import update_wandb_aliases
+
+        update_wandb_aliases(store, result.aliases)

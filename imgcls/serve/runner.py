@@ -1,6 +1,6 @@
 """Run the server on uvicorn: one process (the app built here, model loaded first) or ``--workers N``.
 
-Shutdown: SIGTERM/SIGINT start the drain of :func:`imgcls.serve.app._install_drain_handler` (``/readyz`` 503,
+Shutdown: SIGTERM/SIGINT start the drain of :func:`imgcls.serve.lifecycle._install_drain_handler` (``/readyz`` 503,
 new work refused with 503, in-flight requests finish, at most ``drain_s``; a request still sending its body
 then gets a JSON 503); then uvicorn closes the
 connections (at most ``GRACE_AFTER_DRAIN_S`` more) and the lifespan flushes the prediction log.

@@ -1,20 +1,89 @@
 """W&B lineage for a push: a reference artifact that points at the stored version (the files stay in the store).
 
+``imgcls push --wandb`` logs a ``model`` artifact named after the model, whose one entry is a reference to the
+stored version's folder (``checksum=False``: its digest is a function of that URI alone, so the same version
+always gives the same artifact digest). It gets the store's aliases and ``store-<seq>`` (W&B ignores aliases of
+the form ``v<number>``: its own version numbers, which count from 0 and are not the store's). The push leaves a
+record in the store, ``<name>/wandb/<version id>.json`` (project, entity, artifact, reference, metadata), so
+that later steps can find the artifact of a version:
+
+* an alias move (``imgcls models alias``, ``push --alias``) gives that artifact the moved alias (an alias names
+  one version of a collection: W&B takes it off the previous one). Online through the public API
+  (``api.artifact(...)``, ``aliases.append``, ``save()``); offline, where there is no API, by logging the
+  identical artifact again with the alias from a short ``alias`` run (same digest: W&B keeps the existing
+  version and gives it the alias when ``wandb sync`` uploads the run). See :func:`sync_aliases`;
+* ``serve --wandb`` links its run to the artifact of the version it serves (:func:`served_artifact`).
+
 wandb is imported lazily (the ``monitor`` extra). The caller decides the mode (``online`` / ``offline``): with no
 API key W&B would otherwise prompt or fail.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from imgcls.deps import require
 from imgcls.errors import StoreError
-from imgcls.store.registry import PushResult, Store
+from imgcls.store.registry import ID_LEN, AliasMove, PushResult, Store, Version, provenance
 
 logger = logging.getLogger(__name__)
+
+RECORD_DIR = "wandb"  # <name>/wandb/<version id>.json: the W&B artifact a push logged for that version
+
+
+def store_alias(seq: int) -> str:
+    """The W&B alias that names store version ``seq`` (``store-3``)."""
+    return f"store-{seq}"
+
+
+def default_mode(environ: Mapping[str, str] | None = None) -> str:
+    """``WANDB_MODE`` when set, else online with an API key, else offline (``push --wandb``, alias moves)."""
+    env = os.environ if environ is None else environ
+    return env.get("WANDB_MODE") or ("online" if env.get("WANDB_API_KEY") else "offline")
+
+
+def record_key(name: str, digest: str) -> str:
+    return f"{name}/{RECORD_DIR}/{digest[:ID_LEN]}.json"
+
+
+def wandb_record(store: Store, name: str, digest: str) -> dict[str, Any] | None:
+    """The W&B artifact ``push --wandb`` logged for a version (None: it was not pushed with --wandb)."""
+    got = store.backend.read(record_key(name, digest))
+    if got is None:
+        return None
+    try:
+        record = json.loads(got[0])
+    except ValueError:
+        logger.warning("%s in %s is not JSON; ignored", record_key(name, digest), store.uri)
+        return None
+    if not isinstance(record, dict) or not record.get("artifact") or not record.get("reference"):
+        return None
+    return record
+
+
+def artifact_path(record: Mapping[str, Any], alias: str) -> str:
+    """``entity/project/name:alias`` (entity or project left out when the record has none)."""
+    prefix = "/".join(str(p) for p in (record.get("entity"), record.get("project")) if p)
+    return f"{prefix + '/' if prefix else ''}{record['artifact']}:{alias}"
+
+
+def served_artifact(bundle_dir: str | Path) -> dict[str, Any] | None:
+    """What a server records about the model it serves from a store: store, version and, when that version was
+    pushed with ``--wandb``, its W&B artifact (``entity/project/name:store-<seq>``). None for a bundle that
+    did not come from a store."""
+    pulled = provenance(bundle_dir)
+    if pulled is None:
+        return None
+    out: dict[str, Any] = {"store": pulled["store"], "store_name": pulled["name"], "store_version": pulled["version"]}
+    record = wandb_record(Store.open(pulled["store"]), str(pulled["name"]), str(pulled["digest"]))
+    if record is not None:
+        out["artifact"] = artifact_path(record, store_alias(int(pulled["version"])))
+    return out
 
 
 def training_run(lineage: dict[str, Any]) -> dict[str, str] | None:
@@ -103,11 +172,98 @@ def log_reference_artifact(
                 "aliases": [m.alias for m in result.aliases],
             },
         )
-        artifact.add_reference(version_uri(store, result), name="bundle", checksum=False)
-        aliases = sorted({f"v{version.seq}", *(m.alias for m in result.aliases)})
+        reference = version_uri(store, result)
+        artifact.add_reference(reference, name="bundle", checksum=False)
+        aliases = sorted({store_alias(version.seq), *(m.alias for m in result.aliases)})
         run.log_artifact(artifact, aliases=aliases)
+        run_path = f"{run.entity or ''}/{run.project}/{run.id}".lstrip("/")
+        record = {
+            "artifact": version.name,
+            "type": "model",
+            "entity": run.entity or "",
+            "project": run.project,
+            "reference": reference,
+            "description": artifact.description,
+            "metadata": artifact.metadata,
+            "run": run_path,
+            "mode": mode,
+        }
+    finally:
+        run.finish()
+    store.backend.write(record_key(version.name, version.digest), (json.dumps(record, indent=2) + "\n").encode())
+    logger.info("logged W&B reference artifact for %s (run %s)", version, run_path)
+    return {"artifact": f"{version.name}:{store_alias(version.seq)}", "run": run_path, "mode": mode}
+
+
+def sync_aliases(
+    store: Store,
+    version: Version,
+    aliases: Iterable[str],
+    *,
+    mode: str,
+    wandb_dir: Path | None = None,
+) -> dict[str, str] | None:
+    """Give the W&B artifact of ``version`` the store's ``aliases`` (after an alias move); None when the version
+    was not pushed with ``--wandb`` (nothing to update). Idempotent: running it again changes nothing.
+
+    Online, the public API adds the aliases to the existing artifact version (``api.artifact(...)``,
+    ``aliases.append``, ``save()``): nothing else changes. Offline there is no API: the identical reference
+    artifact is logged again, with the aliases, from an ``alias`` run (same digest, so no new version);
+    ``wandb sync`` applies it. (wandb adds ``latest`` to every logged artifact, so a synced offline move also
+    points W&B's ``latest`` at that version.)
+
+    Raises:
+        StoreError: W&B could not be reached or could not start a run (the store's alias has moved regardless).
+    """
+    record = wandb_record(store, version.name, version.digest)
+    wanted = sorted({a for a in aliases if a != "latest"})  # W&B keeps its own `latest`
+    if record is None or not wanted:
+        return None
+    wandb = require("wandb", feature="W&B alias updates")
+    target = artifact_path(record, store_alias(version.seq))
+    retry = (
+        "the store's alias has moved; fix the W&B login (or set WANDB_MODE=offline) and run the same "
+        "`imgcls models alias` again to update W&B"
+    )
+    if mode == "online":
+        try:
+            artifact = wandb.Api().artifact(target, type=str(record.get("type") or "model"))
+            artifact.aliases.extend(a for a in wanted if a not in artifact.aliases)
+            artifact.save()
+        except Exception as exc:
+            raise StoreError(f"W&B could not add {', '.join(wanted)} to {target}: {exc}", hint=retry) from exc
+        logger.info("W&B: %s now has %s", target, ", ".join(wanted))
+        return {"artifact": target, "aliases": ", ".join(wanted), "run": "-", "mode": mode}
+    init: dict[str, Any] = {"project": record.get("project") or "imgcls", "job_type": "alias", "mode": mode}
+    if record.get("entity"):
+        init["entity"] = record["entity"]
+    if wandb_dir is not None:
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        init["dir"] = str(wandb_dir)
+    try:
+        run = wandb.init(**init)
+    except Exception as exc:
+        raise StoreError(f"W&B could not start a run to add {', '.join(wanted)} to {target}: {exc}",
+                         hint=retry) from exc  # fmt: skip
+    try:
+        artifact = wandb.Artifact(
+            name=str(record["artifact"]),
+            type=str(record.get("type") or "model"),
+            description=record.get("description"),
+            metadata=record.get("metadata") or {},
+        )
+        artifact.add_reference(str(record["reference"]), name="bundle", checksum=False)
+        run.log_artifact(artifact, aliases=[store_alias(version.seq), *wanted])
         run_path = f"{run.entity or ''}/{run.project}/{run.id}".lstrip("/")
     finally:
         run.finish()
-    logger.info("logged W&B reference artifact for %s (run %s)", version, run_path)
-    return {"artifact": f"{version.name}:v{version.seq}", "run": run_path, "mode": mode}
+    logger.info("W&B: %s now has %s (run %s)", target, ", ".join(wanted), run_path)
+    return {"artifact": target, "aliases": ", ".join(wanted), "run": run_path, "mode": mode}
+
+
+def sync_moves(store: Store, moves: Iterable[AliasMove], *, mode: str) -> dict[str, str] | None:
+    """:func:`sync_aliases` for the alias moves of one command (they all point at one version)."""
+    moves = [m for m in moves if m.alias != "latest"]
+    if not moves:
+        return None
+    return sync_aliases(store, moves[0].version, [m.alias for m in moves], mode=mode)

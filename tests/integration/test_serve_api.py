@@ -409,3 +409,48 @@ print(heavy)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def documented(spec: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any]:
+    """The JSON schema /openapi.json gives for this answer, resolvable on its own (its $refs point into it)."""
+    content = spec["paths"][path][method]["responses"][str(status)]["content"]["application/json"]
+    return {**content["schema"], "components": spec["components"]}
+
+
+def test_real_answers_validate_against_the_generated_openapi_schema(client: TestClient, digits, tmp_path) -> None:
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+
+    def check(response, method: str, path: str) -> dict[str, Any]:
+        body = response.json()
+        jsonschema.validate(body, documented(spec, method, path, response.status_code))
+        return body
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    check(predict(client, digits[0][0], top_k=3), "post", "/v1/predict")
+    files = [("files", ("a.png", digits[0][0], "image/png")), ("files", ("b.png", b"junk", "image/png"))]
+    batch = check(client.post("/v1/predict/batch", files=files), "post", "/v1/predict/batch")
+    assert [r["status"] for r in batch["results"]] == [200, 415]
+    public = check(client.get("/v1/model"), "get", "/v1/model")
+    full = check(client.get("/v1/model", headers=auth), "get", "/v1/model")
+    from imgcls.serve.schemas import ADMIN_ONLY
+
+    assert not ADMIN_ONLY & set(public) and set(full) >= ADMIN_ONLY  # the token shows what the public view hides
+    check(client.get("/readyz"), "get", "/readyz")
+    check(client.get("/livez"), "get", "/livez")
+    assert check(predict(client, b"junk"), "post", "/v1/predict")["error"]["code"] == "unsupported_format"
+    assert check(predict(client, digits[0][0], top_k=0), "post", "/v1/predict")["error"]["code"] == "invalid_parameter"
+    check(client.post("/v1/admin/reload", headers=auth), "post", "/v1/admin/reload")
+    check(client.post("/v1/admin/reload"), "post", "/v1/admin/reload")  # 401, documented as an Error
+    # the documentation cannot drift quietly: an undocumented field in an answer fails validation
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**public, "bundle_path": "/srv/x"}, documented(spec, "get", "/v1/model", 200))
+    ok = spec["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/Prediction"}  # generated from schemas.Prediction
+
+
+def test_favicon_is_an_icon(client: TestClient) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg") and b"</svg>" in icon.content
