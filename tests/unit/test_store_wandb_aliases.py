@@ -71,7 +71,14 @@ def test_a_served_copy_from_the_store_names_its_artifact(tmp_path: Path) -> None
     store, version = _store_with_record(tmp_path)
     bundle = tmp_path / "cache" / "digits-3"
     bundle.mkdir(parents=True)
-    meta = {"format": "x", "files": {}}
+    meta = {  # a minimal valid manifest: the side file is only believed for a bundle that loads
+        "format": "imgcls.bundle/1.1",
+        "name": "digits",
+        "classes": ["0", "1"],
+        "input": {"size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.5]},
+        "model": {"arch": "resnet8"},
+        "files": {},
+    }
     (bundle / "bundle.json").write_bytes(canonical_json(meta))
     digest = sha256_bytes(canonical_json(meta))  # the provenance side file must describe this very bundle
     store.backend.write(record_key("digits", digest), store.backend.read(record_key("digits", version.digest))[0])
