@@ -89,6 +89,19 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    log_export: Annotated[
+        str | None,
+        typer.Option(
+            "--log-export",
+            metavar="URI",
+            help="Also write the prediction log as closed segments (JSON lines, gzip; one per replica per interval) "
+            "to a folder or gs://BUCKET/PREFIX/, for `imgcls drift report --log URI` over a whole fleet.",
+            show_default=False,
+        ),
+    ] = None,
+    log_export_every: Annotated[
+        float, typer.Option("--log-export-every", metavar="SECONDS", min=1.0, help="Close a segment this often.")
+    ] = 300.0,
     wandb: Annotated[bool, typer.Option("--wandb", help="Log predictions to Weights & Biases (background).")] = False,
     wandb_project: Annotated[str, typer.Option(help="W&B project for --wandb.")] = "imgcls-serve",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (each loads the model).")] = 1,
@@ -171,6 +184,8 @@ def serve(
             max_pixels=max_pixels,
             max_decode_mpixels=max_decode_mpixels,
             log_predictions=log_path,
+            log_export=log_export,
+            log_export_every_s=log_export_every,
             wandb=wandb,
             wandb_project=wandb_project,
             workers=workers,
@@ -197,6 +212,8 @@ def serve(
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     admin = "admin endpoints on (IMGCLS_ADMIN_TOKEN)" if token else "admin endpoints off (set IMGCLS_ADMIN_TOKEN)"
     log_note = f"prediction log {log_path}" if log_path else "prediction log off"
+    if log_export:
+        log_note += f", exported to {log_export} every {log_export_every:g} s"
     if workers == 1:
         app = runner.build_app(settings)
         served = app.state.holder.current

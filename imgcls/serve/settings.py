@@ -85,6 +85,11 @@ class ServeSettings(BaseModel):
     """Most files in one ``/v1/predict/batch`` request (413)."""
     log_predictions: Path | None = None
     """SQLite prediction log; None disables it (the CLI defaults it to :func:`default_log_path`)."""
+    log_export: str | None = None
+    """Also write the prediction log as closed segments to this folder or ``gs://bucket/prefix/`` (one per
+    replica per interval; :mod:`imgcls.serve.logexport`), so one ``imgcls drift report`` reads the fleet."""
+    log_export_every_s: float = Field(default=300.0, gt=0.0, le=86_400.0)
+    """Close and publish a segment every this many seconds (and at shutdown)."""
     wandb: bool = False
     wandb_project: str = "imgcls-serve"
     workers: int = Field(default=1, ge=1, le=64)
