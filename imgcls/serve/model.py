@@ -190,6 +190,7 @@ class ServedModel:
             "ref": self.ref,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "max_batch": self.batcher.max_batch,
+            "max_delay_ms": self.batcher.max_delay_s * 1000.0,
         }
 
     def decode(self, data: bytes, *, keep_for_stats: bool) -> Decoded:
