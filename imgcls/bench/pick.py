@@ -2,7 +2,8 @@
 
 The SLO sweep starts ``imgcls serve`` on 127.0.0.1 (a temporary port, prediction log off) for each max batch ×
 max delay, loads it with the closed-loop Python client, and keeps the setting with the most req/s whose p99
-meets the SLO.
+meets the SLO (and that answered every request). When no setting meets it, nothing is written: the caller
+(``imgcls bench --pick --slo-p99-ms``) says so and exits 1 with the bundle unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,13 +55,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _last_line(log: Any) -> str:
+    log.seek(0)
+    lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Any, timeout: float = 60.0) -> None:
     import http.client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ImgclsError(f"the temporary server exited with status {proc.returncode} before it was ready")
+            raise ImgclsError(
+                f"the temporary server exited with status {proc.returncode} before it was ready: {_last_line(log)}"
+            )
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             conn.request("GET", "/readyz")
@@ -79,53 +89,59 @@ def slo_sweep(
     slo_p99_ms: float,
     concurrency: int = 32,
     duration_s: float = 5.0,
+    warmup_s: float = 1.0,
     batches: tuple[int, ...] = SLO_BATCHES,
     delays_ms: tuple[float, ...] = SLO_DELAYS_MS,
     on_row: Any = None,
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """``(best {max_batch, max_delay_ms, req_per_s, p99_ms} meeting the SLO or None, every row)``."""
+    """``(best {max_batch, max_delay_ms, req_per_s, p99_ms} meeting the SLO or None, every row)``.
+
+    Raises:
+        UsageError: a non-positive SLO, an empty or out-of-range grid.
+        ImgclsError: a temporary server that did not start.
+    """
     from imgcls.bench.http import run_http_bench
 
-    if slo_p99_ms <= 0:
-        raise UsageError(f"--slo-p99-ms must be positive, got {slo_p99_ms}")
+    check_slo_grid(slo_p99_ms, batches, delays_ms)
     rows = []
-    for max_batch in batches:
-        for delay in delays_ms:
-            if max_batch == 1 and delay:
-                continue  # a batch of one never waits
-            port = _free_port()
-            cmd = [
-                sys.executable,
-                "-m",
-                "imgcls",
-                "serve",
-                "--model",
-                str(bundle_path),
-                "--port",
-                str(port),
-                "--engine",
-                profile.engine,
-                "--precision",
-                profile.precision,
-                "--max-batch",
-                str(max_batch),
-                "--max-delay-ms",
-                str(delay),
-                "--log-predictions",
-                "off",
-                "--no-access-log",
-            ]
-            if profile.threads:
-                cmd += ["--intra-threads", str(profile.threads)]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    # a batch of one never waits: it is tried once, with no delay
+    settings = sorted({(b, 0.0 if b == 1 else float(d)) for b in batches for d in delays_ms})
+    for max_batch, delay in settings:
+        port = _free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "imgcls",
+            "serve",
+            "--model",
+            str(bundle_path),
+            "--port",
+            str(port),
+            "--engine",
+            profile.engine,
+            "--precision",
+            profile.precision,
+            "--max-batch",
+            str(max_batch),
+            "--max-delay-ms",
+            str(delay),
+            "--log-predictions",
+            "off",
+            "--no-access-log",
+        ]
+        if profile.threads:
+            cmd += ["--intra-threads", str(profile.threads)]
+        # the server's stderr goes to a file: a pipe nobody reads would block a chatty server
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=os.environ.copy())
             try:
-                _wait_ready(port, proc)
+                _wait_ready(port, proc, log)
                 report = run_http_bench(
                     f"http://127.0.0.1:{port}/v1/predict",
                     image,
                     concurrency=[concurrency],
                     duration_s=duration_s,
-                    warmup_s=1.0,
+                    warmup_s=warmup_s,
                     client="python",
                 )
             finally:
@@ -135,20 +151,34 @@ def slo_sweep(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            r = report["results"][0]
-            row = {
-                "max_batch": max_batch,
-                "max_delay_ms": delay,
-                "req_per_s": r["req_per_s"],
-                "p99_ms": r["p99_ms"],
-                "errors": r["errors"],
-                "meets_slo": r["p99_ms"] <= slo_p99_ms and not r["errors"],
-            }
-            rows.append(row)
-            if on_row:
-                on_row(row)
+        r = report["results"][0]
+        row = {
+            "max_batch": max_batch,
+            "max_delay_ms": delay,
+            "req_per_s": r["req_per_s"],
+            "p99_ms": r["p99_ms"],
+            "errors": r["errors"],
+            "meets_slo": r["p99_ms"] <= slo_p99_ms and not r["errors"],
+        }
+        rows.append(row)
+        if on_row:
+            on_row(row)
     ok = [r for r in rows if r["meets_slo"]]
     return (max(ok, key=lambda r: r["req_per_s"]) if ok else None), rows
+
+
+def check_slo_grid(slo_p99_ms: float, batches: tuple[int, ...], delays_ms: tuple[float, ...]) -> None:
+    """Refuse an SLO sweep that cannot run, before anything is measured.
+
+    Raises:
+        UsageError: a non-positive SLO, an empty grid, a max batch outside 1–1024 or a negative delay.
+    """
+    if not slo_p99_ms > 0:
+        raise UsageError(f"--slo-p99-ms must be positive, got {slo_p99_ms:g}")
+    if not batches or min(batches) < 1 or max(batches) > 1024:
+        raise UsageError(f"--slo-max-batch: sizes from 1 to 1024, got {list(batches)}")
+    if not delays_ms or min(delays_ms) < 0:
+        raise UsageError(f"--slo-max-delay-ms: delays of 0 ms or more, got {list(delays_ms)}")
 
 
 def write_pick(bundle_path: Path, profile: Any) -> None:

@@ -2,7 +2,8 @@
 
 In process: every engine × precision is first checked against fp32 onnxruntime on the bundle's real samples;
 one that fails is shown with its failure and never picked. Exit codes: 0 done, 1 a regression against
---baseline (or nothing passed the gate with --pick), 2 usage.
+--baseline, nothing passed the gate with --pick, or no batching setting met --slo-p99-ms (the bundle is then
+left unchanged: no serving profile is written), 2 usage.
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    slo_max_batch: Annotated[
+        str, typer.Option(help="With --slo-p99-ms: the max batch sizes tried, comma-separated.")
+    ] = "1,8,32",
+    slo_max_delay_ms: Annotated[
+        str, typer.Option(help="With --slo-p99-ms: the max delays tried (ms), comma-separated.")
+    ] = "0,2,5",
+    slo_seconds: Annotated[
+        float, typer.Option(min=0.2, help="With --slo-p99-ms: seconds of load (32 connections) per setting.")
+    ] = 5.0,
     concurrency: Annotated[
         str | None, typer.Option(help="--url: closed-loop connection counts, comma-separated.", show_default=False)
     ] = None,
@@ -144,6 +154,18 @@ def bench(
         _finish(report, json_path, None, baseline, regression)
         return
 
+    slo_grid: tuple[tuple[int, ...], tuple[float, ...]] | None = None
+    if slo_p99_ms is not None:
+        if not pick:
+            raise UsageError("--slo-p99-ms needs --pick (it stores the batching that meets it in the bundle)")
+        from imgcls.bench.pick import check_slo_grid
+
+        slo_grid = (
+            tuple(_ints(slo_max_batch, "--slo-max-batch") or []),
+            tuple(_floats(slo_max_delay_ms, "--slo-max-delay-ms") or []),
+        )
+        check_slo_grid(slo_p99_ms, *slo_grid)  # before minutes of measuring, not after
+
     from imgcls.bench.inprocess import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -168,35 +190,56 @@ def bench(
 
         profile = profile_from(report)
         bundle_path = Path(report["model"]["path"])
-        if slo_p99_ms is not None:
+        if slo_p99_ms is not None and slo_grid is not None:
             sample = _sample_png(bundle_path)
             best, rows = slo_sweep(
                 bundle_path,
                 profile,
                 sample,
                 slo_p99_ms=slo_p99_ms,
+                duration_s=slo_seconds,
+                batches=slo_grid[0],
+                delays_ms=slo_grid[1],
                 on_row=lambda r: err_console.print(
                     f"  max batch {r['max_batch']:>3}, max delay {r['max_delay_ms']:g} ms: {r['req_per_s']:.0f} req/s, "
-                    f"p99 {r['p99_ms']:.1f} ms{' (meets the SLO)' if r['meets_slo'] else ''}",
+                    f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors{' (meets the SLO)' if r['meets_slo'] else ''}",
                     highlight=False,
                 ),
             )
             report["slo"] = {"p99_ms": slo_p99_ms, "rows": rows, "best": best}
             if best is None:
-                err_console.print(
-                    f"[yellow]no batching setting met p99 ≤ {slo_p99_ms:g} ms; the profile keeps the "
-                    "server's default batching[/]"
+                from imgcls.errors import GateError
+
+                report["pick"] = None  # nothing was stored
+                lowest = min((r["p99_ms"] for r in rows if not r["errors"]), default=None)
+                reached = (
+                    f"the lowest p99 without errors was {lowest:.1f} ms"
+                    if lowest is not None
+                    else ("every setting had errors")
                 )
-            else:
-                profile = profile.model_copy(
-                    update={"max_batch": best["max_batch"], "max_delay_ms": best["max_delay_ms"]}
+                failure = GateError(
+                    f"no batching setting met p99 ≤ {slo_p99_ms:g} ms ({reached}); the bundle's serving profile "
+                    "was not changed",
+                    hint="raise --slo-p99-ms, or run --pick without it to store only the engine",
                 )
+                import contextlib
+
+                # the report still says what was tried; a --baseline regression (also exit 1) yields to the SLO's
+                with contextlib.suppress(typer.Exit):
+                    _finish(report, json_path, chart, baseline, regression)
+                raise failure
+            profile = profile.model_copy(update={"max_batch": best["max_batch"], "max_delay_ms": best["max_delay_ms"]})
         write_pick(bundle_path, profile)
         report["pick"] = {**report["pick"], "max_batch": profile.max_batch, "max_delay_ms": profile.max_delay_ms}
+        batching = (
+            f", max batch {profile.max_batch}, max delay {profile.max_delay_ms:g} ms"
+            if profile.max_batch is not None and profile.max_delay_ms is not None
+            else ""
+        )
         console.print(
             f"picked [bold]{profile.engine} {profile.precision}[/] × {profile.threads} threads "
-            f"({report['pick']['img_per_s']:.0f} img/s at batch {report['pick']['batch']}) → serving profile of "
-            f"{bundle_path}",
+            f"({report['pick']['img_per_s']:.0f} img/s at batch {report['pick']['batch']}){batching} → serving "
+            f"profile of {bundle_path}",
             highlight=False,
             soft_wrap=True,
         )

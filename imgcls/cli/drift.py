@@ -8,7 +8,9 @@ with --fail-on-drift (without it, drift exits 0 too: the report is the product);
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,6 +66,14 @@ def report(
     ] = False,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     precision: Annotated[str, typer.Option("--precision", help="Model run for --images: fp32, int8.")] = "fp32",
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Log the summary, the column table and the HTML report to a W&B run.")
+    ] = False,
+    wandb_mode: Annotated[
+        str | None,
+        typer.Option(help="online (needs an API key) or offline (no network); default WANDB_MODE.", show_default=False),
+    ] = None,
+    wandb_project: Annotated[str, typer.Option(help="W&B project for --wandb.")] = "imgcls-drift",
 ) -> None:
     """Compare a window of the server's prediction log (or a folder of images) with the model's drift reference."""
     from imgcls.cli._render import console, err_console
@@ -72,7 +82,27 @@ def report(
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}", hint="use table or json")
-    result = drift_report(model, log=log, images=images, since=since, last=last, out=out, precision=precision)
+    mode = None
+    if wandb:
+        from imgcls.drift.wandb_report import resolve_mode
+
+        mode = resolve_mode(wandb_mode)  # before the report: a missing key fails fast
+    elif wandb_mode is not None:
+        raise UsageError("--wandb-mode applies to --wandb", hint="add --wandb")
+    with contextlib.ExitStack() as stack:
+        html_dir = out
+        if wandb and out is None:  # the run gets the HTML even when no --out keeps it
+            html_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgcls-drift-")))
+        result = drift_report(model, log=log, images=images, since=since, last=last, out=html_dir, precision=precision)
+        if out is None:  # (the temporary HTML is gone after the run)
+            result.out = None
+            result.summary.pop("html", None)
+        if mode is not None:
+            from imgcls.drift.wandb_report import log_report
+
+            run = log_report(result.summary, result.html, mode=mode, project=wandb_project, directory=out)
+            where = run["url"] or f"{run['dir']} (offline: `wandb sync` it)"
+            err_console.print(f"W&B run {run['id']}: {where}", highlight=False, soft_wrap=True)
     s = result.summary
     for w in s["warnings"]:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)

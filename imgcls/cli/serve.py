@@ -4,139 +4,92 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from imgcls.cli._render import STATE, err_console
 
+# Every option's help, default and range come from its ServeSettings field (its docstring, default and bounds):
+# this module restates none of them. Importing the settings (pydantic) costs `imgcls serve` only: `imgcls --help`
+# never imports this module (imgcls.cli.LazyGroup).
+from imgcls.serve.settings import ServeSettings
+
+FIELDS = ServeSettings.model_fields
+# flag names that are not "--" + the field name with dashes
+FLAG_NAMES = {"watch_s": "--watch", "log_export_every_s": "--log-export-every"}
+
+
+def flag_name(field: str) -> str:
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def default(field: str) -> Any:
+    """The field's default: the flag's."""
+    return FIELDS[field].default
+
+
+def option(field: str, *decls: str, **kwargs: Any) -> Any:
+    """The ``typer.Option`` of ServeSettings ``field``: its docstring as help, its closed bounds as the range.
+
+    An open bound (``gt``/``lt``) has no click range type: the help says it and the settings enforce it
+    (the error names the flag).
+    """
+    info = FIELDS[field]
+    help_text = " ".join((info.description or "").split())
+    low: Any = None
+    high: Any = None
+    open_bounds = []
+    for rule in info.metadata:  # pydantic's annotated_types bounds: Ge(ge=...), Le(le=...), Gt(gt=...), Lt(lt=...)
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+        if getattr(rule, "gt", None) is not None:
+            open_bounds.append(f"> {rule.gt:g}")
+        if getattr(rule, "lt", None) is not None:
+            open_bounds.append(f"< {rule.lt:g}")
+    if open_bounds:
+        help_text += f" Must be {' and '.join(open_bounds)}."
+    if info.default is None:
+        kwargs.setdefault("show_default", False)  # the help says what None means
+    return typer.Option(*decls, help=help_text, min=low, max=high, **kwargs)
+
 
 def serve(
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Bundle directory (exported with `imgcls export`) or store reference URI/NAME@ALIAS or "
-            "URI/NAME:VERSION.",
-            show_default=False,
-        ),
-    ],
-    host: Annotated[
-        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=65535,
-            envvar="PORT",
-            help="Port to listen on; $PORT sets it when --port is not given (the Cloud Run contract).",
-        ),
-    ] = 8000,
-    device: Annotated[
-        str, typer.Option(help="auto, cpu, cuda or tensorrt (cuda/tensorrt fail unless they really load).")
-    ] = "auto",
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="auto (the bundle's serving profile from `imgcls bench --pick`, else onnxruntime), "
-            "onnxruntime or openvino."
-        ),
-    ] = "auto",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="fp32, bf16 (openvino), int8 or fp16 (default: the serving profile's, else fp32).", show_default=False
-        ),
-    ] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Serve the static-int8 model (imgcls export --int8).")] = False,
-    max_batch: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=1024,
-            help="Most images per inference call (default: the profile's, else 32).",
-            show_default=False,
-        ),
-    ] = None,
-    max_delay_ms: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=10_000.0,
-            help="Longest wait for a batch to fill after its first image (default: the profile's, else 5 ms).",
-            show_default=False,
-        ),
-    ] = None,
-    max_queue: Annotated[int, typer.Option(min=1, help="Images admitted at once; beyond, 503 + Retry-After.")] = 256,
-    timeout_s: Annotated[float, typer.Option(min=0.001, help="Per-request limit; beyond, 504.")] = 10.0,
-    max_upload_mb: Annotated[
-        float, typer.Option(min=0.001, help="Largest request body (413), checked while it streams.")
-    ] = 10.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, width × height (413).")] = 40_000_000,
-    max_decode_mpixels: Annotated[
-        float,
-        typer.Option(
-            min=0.001,
-            help="Millions of pixels decoded at once by uploads over 2 MP (they take turns; small ones never wait).",
-        ),
-    ] = 48.0,
-    log_predictions: Annotated[
-        str | None,
-        typer.Option(
-            help="SQLite prediction log (default: ~/.cache/imgcls/serve/predictions.sqlite; 'off' disables it).",
-            show_default=False,
-        ),
-    ] = None,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Log predictions to Weights & Biases (background).")] = False,
-    wandb_project: Annotated[str, typer.Option(help="W&B project for --wandb.")] = "imgcls-serve",
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (each loads the model).")] = 1,
-    drain_s: Annotated[float, typer.Option(min=0.0, help="On SIGTERM: longest wait for in-flight requests.")] = 8.0,
-    decode_threads: Annotated[
-        int | None,
-        typer.Option(min=1, max=64, help="Threads decoding uploads (default: half the cores).", show_default=False),
-    ] = None,
-    intra_threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="onnxruntime intra-op threads (default: one per core).", show_default=False),
-    ] = None,
-    access_log: Annotated[bool, typer.Option(help="One JSON log line per request on stderr.")] = True,
-    read_timeout_s: Annotated[
-        float,
-        typer.Option(
-            min=0.001, max=3600.0, help="Longest a client may take to send the request head, then its body (JSON 408)."
-        ),
-    ] = 10.0,
-    max_connections: Annotated[
-        int, typer.Option(min=1, help="Most open connections per process; beyond, 503 and close.")
-    ] = 1000,
-    max_header_bytes: Annotated[
-        int, typer.Option(min=1024, max=1024 * 1024, help="Largest request head (request line + headers); beyond, 431.")
-    ] = 32 * 1024,
-    keep_alive_s: Annotated[
-        float, typer.Option(min=0.001, max=600.0, help="Close a kept-alive connection idle this long.")
-    ] = 5.0,
-    allow_models: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-models",
-            metavar="LOCATION",
-            help="A store URI or directory an admin reload may load models from (repeatable; default: the store or "
-            "directory --model is in).",
-            show_default=False,
-        ),
-    ] = None,
-    watch: Annotated[
-        float | None,
-        typer.Option(
-            "--watch",
-            metavar="SECONDS",
-            help="Poll the --model store alias (URI/NAME@ALIAS) every SECONDS; a move is pulled, verified and "
-            "swapped in without a restart (a bad version is refused, the old one keeps serving).",
-            show_default=False,
-        ),
-    ] = None,
+    model: Annotated[str, option("model", "--model", "-m", show_default=False)],
+    host: Annotated[str, option("host")] = default("host"),
+    port: Annotated[int, option("port", envvar="PORT")] = default("port"),
+    device: Annotated[str, option("device")] = default("device"),
+    engine: Annotated[str, option("engine")] = default("engine"),
+    precision: Annotated[str | None, option("precision")] = default("precision"),
+    int8: Annotated[bool, option("int8", "--int8")] = default("int8"),
+    max_batch: Annotated[int | None, option("max_batch")] = default("max_batch"),
+    max_delay_ms: Annotated[float | None, option("max_delay_ms")] = default("max_delay_ms"),
+    max_queue: Annotated[int, option("max_queue")] = default("max_queue"),
+    timeout_s: Annotated[float, option("timeout_s")] = default("timeout_s"),
+    max_upload_mb: Annotated[float, option("max_upload_mb")] = default("max_upload_mb"),
+    max_pixels: Annotated[int, option("max_pixels")] = default("max_pixels"),
+    max_decode_mpixels: Annotated[float, option("max_decode_mpixels")] = default("max_decode_mpixels"),
+    max_files: Annotated[int, option("max_files")] = default("max_files"),
+    log_predictions: Annotated[str | None, option("log_predictions")] = None,
+    log_export: Annotated[str | None, option("log_export", "--log-export", metavar="URI")] = default("log_export"),
+    log_export_every: Annotated[float, option("log_export_every_s", "--log-export-every", metavar="SECONDS")] = default(
+        "log_export_every_s"
+    ),
+    wandb: Annotated[bool, option("wandb", "--wandb")] = default("wandb"),
+    wandb_project: Annotated[str, option("wandb_project")] = default("wandb_project"),
+    workers: Annotated[int, option("workers")] = default("workers"),
+    drain_s: Annotated[float, option("drain_s")] = default("drain_s"),
+    decode_threads: Annotated[int | None, option("decode_threads")] = default("decode_threads"),
+    intra_threads: Annotated[int | None, option("intra_threads")] = default("intra_threads"),
+    access_log: Annotated[bool, option("access_log")] = default("access_log"),
+    read_timeout_s: Annotated[float, option("read_timeout_s")] = default("read_timeout_s"),
+    max_connections: Annotated[int, option("max_connections")] = default("max_connections"),
+    max_header_bytes: Annotated[int, option("max_header_bytes")] = default("max_header_bytes"),
+    keep_alive_s: Annotated[float, option("keep_alive_s")] = default("keep_alive_s"),
+    allow_models: Annotated[list[str] | None, option("allow_models", "--allow-models", metavar="LOCATION")] = default(
+        "allow_models"
+    ),
+    watch: Annotated[float | None, option("watch_s", "--watch", metavar="SECONDS")] = default("watch_s"),
 ) -> None:
     """Serve a model over HTTP: onnxruntime with dynamic batching, limits, metrics, a prediction log and a web page."""
     import os
@@ -145,7 +98,7 @@ def serve(
 
     from imgcls.errors import UsageError
     from imgcls.serve.logs import configure_logging
-    from imgcls.serve.settings import ADMIN_TOKEN_ENV, ServeSettings, default_log_path, token_from_env
+    from imgcls.serve.settings import ADMIN_TOKEN_ENV, default_log_path, token_from_env
 
     if log_predictions is None:
         log_path: Path | None = default_log_path()
@@ -170,7 +123,10 @@ def serve(
             max_upload_mb=max_upload_mb,
             max_pixels=max_pixels,
             max_decode_mpixels=max_decode_mpixels,
+            max_files=max_files,
             log_predictions=log_path,
+            log_export=log_export,
+            log_export_every_s=log_export_every,
             wandb=wandb,
             wandb_project=wandb_project,
             workers=workers,
@@ -188,7 +144,7 @@ def serve(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-") if first.get("loc") else "a flag"
+        flag = flag_name(str(first["loc"][0])) if first.get("loc") else "a flag"
         raise UsageError(f"{flag}: {first['msg']}", hint="see `imgcls serve --help`") from None
 
     configure_logging(logging.DEBUG if STATE.verbose else logging.INFO)
@@ -197,6 +153,8 @@ def serve(
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     admin = "admin endpoints on (IMGCLS_ADMIN_TOKEN)" if token else "admin endpoints off (set IMGCLS_ADMIN_TOKEN)"
     log_note = f"prediction log {log_path}" if log_path else "prediction log off"
+    if log_export:
+        log_note += f", exported to {log_export} every {log_export_every:g} s"
     if workers == 1:
         app = runner.build_app(settings)
         served = app.state.holder.current

@@ -1,7 +1,15 @@
 """Per-image statistics: ONE function, used for the training reference, the prediction log and drift.
 
-All values are computed on a copy downscaled to at most 128 px on its long side, so the cost is bounded
-and the statistics of a 4000 px upload and of its thumbnail agree.
+All values are computed on a copy downscaled to at most 128 px on its long side (:func:`stats_thumbnail`), so
+the cost is bounded and the statistics of a 4000 px image and of its thumbnail agree.
+
+What the statistics describe: the drift reference, the server's prediction log and ``imgcls drift report
+--images`` all give these functions the MODEL'S INPUT — the image decoded and prepared by the bundle's
+evaluation transform (``Predictor.prepare``: resized/cropped to the model's size, in its channels) — not the
+file as uploaded. The three then compute the same numbers for the same image (no train/serve skew), the
+numbers describe what the model sees, and the server never decodes an upload twice. The server makes the
+thumbnail (:func:`stats_thumbnail`) in its decoding thread and its log writer computes the statistics of
+that thumbnail: ``images_stats([x]) == images_stats([stats_thumbnail(x)])``.
 """
 
 from __future__ import annotations
@@ -59,12 +67,23 @@ def images_stats(images: Sequence[Image.Image | np.ndarray]) -> list[ImageStats]
     return out  # type: ignore[return-value]  # every slot filled above
 
 
+def stats_thumbnail(img: Image.Image | np.ndarray) -> np.ndarray:
+    """The pixels the statistics are computed from: ``uint8`` ``(H, W, 3)`` RGB, at most 128 px a side.
+
+    ``img`` is a decoded image (any mode) or ``uint8`` pixels ``(H, W, 3)``, ``(H, W, 1)`` or ``(H, W)`` (grey
+    is replicated, as Pillow converts L to RGB). :func:`images_stats` of the result equals that of ``img``.
+    """
+    return _rgb_array(img)
+
+
 def _rgb_array(img: Image.Image | np.ndarray) -> np.ndarray:
     from imgcls.data.transform import to_mode
 
     if isinstance(img, np.ndarray):
+        if img.dtype == np.uint8 and (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1)):
+            img = np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"image_stats takes uint8 (H, W, 3) RGB arrays, got {img.dtype} {img.shape}")
+            raise ValueError(f"image_stats takes uint8 (H, W, 3|1) arrays, got {img.dtype} {img.shape}")
         if max(img.shape[:2]) <= _MAX_SIDE:
             return img
         img = Image.fromarray(img)

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 DRIFT_EXIT_CODE = 4  # `imgcls drift report --fail-on-drift` when drift is found (0: none; 2: usage/bad input)
 MIN_ROWS = 100  # fewer rows in the window: a warning and no verdict
 LOG_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-SEGMENT_SUFFIXES = (".jsonl",)
+SEGMENT_SUFFIXES = (".jsonl", ".jsonl.gz")
 _LOG_COLUMNS = (
     "timestamp", "model_name", "model_version", "model_sha256", *STAT_NAMES, "class_id", "confidence", "top_k",
     "margin", "pred_entropy", "embedding",
@@ -72,21 +72,55 @@ class Window:
 # --- reading the traffic ----------------------------------------------------------------------------------
 
 
-def _log_files(location: Path) -> list[Path]:
+def _is_segment(name: str) -> bool:
+    return not name.startswith(".") and name.endswith(SEGMENT_SUFFIXES)
+
+
+def _is_log(p: Path) -> bool:
+    return p.is_file() and (p.suffix in LOG_SUFFIXES or _is_segment(p.name))
+
+
+def _log_files(location: Path, cutoff: float | None = None) -> list[str]:
+    from imgcls.serve.logexport import segment_span
+
     if location.is_dir():
-        found = sorted(p for p in location.rglob("*") if p.is_file() and p.suffix in LOG_SUFFIXES + SEGMENT_SUFFIXES)
-        if not found:
+        logs = [p for p in sorted(location.rglob("*")) if _is_log(p)]
+        if not logs:
             raise UsageError(
-                f"--log {location}: no prediction logs in this folder (*.sqlite or *.jsonl segments)",
+                f"--log {location}: no prediction logs in this folder (*.sqlite or *.jsonl[.gz] segments)",
                 hint="point --log at the file `imgcls serve --log-predictions` writes, or at a --log-export folder",
             )
-        return found
+        spans = [segment_span(p.name) if cutoff is not None else None for p in logs]
+        # a segment whose name says it ended before --since is not read at all
+        return [str(p) for p, span in zip(logs, spans, strict=True) if span is None or span[1] >= (cutoff or 0.0)]
     if not location.exists():
         raise UsageError(
             f"--log {location} does not exist",
             hint="the server writes ~/.cache/imgcls/serve/predictions.sqlite unless given --log-predictions",
         )
-    return [location]
+    return [str(location)]
+
+
+def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
+    from imgcls.errors import ImgclsError
+    from imgcls.serve.logexport import list_segments, segment_span, split_gcs
+
+    bucket, _ = split_gcs(uri)
+    if not bucket:
+        raise UsageError(f"--log {uri}: no bucket", hint="use gs://BUCKET/PREFIX/ (the serve --log-export URI)")
+    try:
+        every = list_segments(uri)
+    except ImgclsError:
+        raise
+    except Exception as exc:  # the client's own error (a missing bucket, credentials), in one line
+        raise UsageError(f"--log {uri}: cannot list the segments ({type(exc).__name__}: {exc})") from None
+    if not every:
+        raise UsageError(
+            f"--log {uri}: no prediction-log segments under this prefix",
+            hint="point --log at the URI given to `imgcls serve --log-export` (segments appear every interval)",
+        )
+    spans = [segment_span(name) if cutoff is not None else None for name, _ in every]
+    return [loc for (_, loc), span in zip(every, spans, strict=True) if span is None or span[1] >= (cutoff or 0.0)]
 
 
 def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
@@ -111,19 +145,25 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
-def _segment_rows(path: Path) -> list[dict[str, Any]]:
+def _segment_rows(location: str) -> list[dict[str, Any]]:
+    from imgcls.serve.logexport import read_segment_bytes
+
+    name = location.rsplit("/", 1)[-1]
+    try:
+        data = read_segment_bytes(location)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise UsageError(f"--log {name}: not a prediction-log segment (cannot read it: {exc})") from None
     rows = []
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except ValueError:
-                raise UsageError(f"--log {path}: line {n} is not JSON; this is not a prediction-log segment") from None
-            if not isinstance(r, dict) or "model_sha256" not in r:
-                raise UsageError(f"--log {path}: line {n} is not a prediction record")
-            rows.append(r)
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            raise UsageError(f"--log {name}: line {n} is not JSON; this is not a prediction-log segment") from None
+        if not isinstance(r, dict) or not {"timestamp", "model_sha256", "class_id", "confidence"} <= set(r):
+            raise UsageError(f"--log {name}: line {n} is not a prediction record")
+        rows.append(r)
     return rows
 
 
@@ -137,10 +177,21 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     if last is not None and last < 1:
         raise UsageError(f"--last {last}: give a positive number of rows")
     cutoff = time.time() - parse_since(since) if since else None
-    path = Path(str(location)).expanduser()
+    path: Path | str
+    if str(location).startswith("gs://"):
+        path = str(location)
+        files = _gcs_segments(path, cutoff)
+    else:
+        path = Path(str(location)).expanduser()
+        files = _log_files(path, cutoff)
+    if not files:
+        raise UsageError(
+            f"--since {since} selects nothing: every segment of --log {path} ended earlier",
+            hint="widen --since, or use --last N",
+        )
     rows: list[dict[str, Any]] = []
-    for f in _log_files(path):
-        rows.extend(_segment_rows(f) if f.suffix in SEGMENT_SUFFIXES else _sqlite_rows(f))
+    for f in files:
+        rows.extend(_segment_rows(f) if _is_segment(f.rsplit("/", 1)[-1]) else _sqlite_rows(Path(f)))
     if not rows:
         raise UsageError(f"--log {path} holds no predictions yet", hint="send the server some traffic first")
     rows.sort(key=lambda r: r["timestamp"])
@@ -199,7 +250,8 @@ def _window_of_rows(rows: list[dict[str, Any]], source: str, others: dict[str, i
 
 
 def read_images(predictor: Any, folder: str | Path, batch_size: int = 64) -> Window:
-    """The window of a folder of images: decoded and predicted by the runtime, statistics by the server's function.
+    """The window of a folder of images: decoded, prepared and predicted by the runtime; the statistics of the
+    prepared model input, by the server's function (the definition of :mod:`imgcls.data.stats`).
 
     Raises:
         UsageError: no images in the folder.
@@ -217,17 +269,15 @@ def read_images(predictor: Any, folder: str | Path, batch_size: int = 64) -> Win
         raise UsageError(f"--images {folder}: no {'/'.join(sorted(wanted))} files in this folder")
     stats, probs, embs, skipped = [], [], [], 0
     for start in range(0, len(paths), batch_size):
-        images, arrays = [], []
+        arrays = []
         for path in paths[start : start + batch_size]:
             try:
-                img = predictor.decode(path)
-                arrays.append(predictor.prepare(img))
-                images.append(img)
+                arrays.append(predictor.prepare(predictor.decode(path)))
             except ImageError:
                 skipped += 1
-        if not images:
+        if not arrays:
             continue
-        stats.extend(images_stats(images))
+        stats.extend(images_stats(arrays))  # of the model's input, as the reference and the server compute them
         pr, emb = predictor.infer_with_embedding(np.stack(arrays))
         probs.append(pr)
         if emb is not None:

@@ -35,12 +35,15 @@ def make_lifespan(state: ServerState, on_close: Callable[[], None]) -> Callable[
         try:
             if holder.current is None:
                 holder.install(await asyncio.to_thread(holder.loader, settings.model))
-            if settings.log_predictions is not None:
+            if settings.log_predictions is not None or settings.log_export is not None:
+                count_restart = metrics.track_prediction_log(lambda: bool(state.predlog and state.predlog.writer_up))
                 state.predlog = await asyncio.to_thread(
                     PredictionLog,
                     settings.log_predictions,
-                    max_pixels=settings.max_pixels,
+                    export=settings.log_export,
+                    export_every_s=settings.log_export_every_s,
                     on_drop=metrics.log_dropped.inc,
+                    on_restart=count_restart,
                 )
             if settings.wandb:
                 state.wandb = await asyncio.to_thread(_start_wandb, settings, holder.current)

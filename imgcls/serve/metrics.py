@@ -55,7 +55,7 @@ class Metrics:
         self.reloads = Counter("imgcls_model_reloads", "Model reloads by result.", ["result"], registry=r)
         self.log_dropped = Counter(
             "imgcls_prediction_log_dropped",
-            "Prediction-log records dropped because the writer fell behind.",
+            "Prediction-log records lost: the writer fell behind, died before committing them or could not store them.",
             registry=r,
         )
         self._requests: dict[tuple[str, int], Any] = {}
@@ -127,6 +127,25 @@ class Metrics:
         wanted.labels(alias).set_function(lambda: seq("wanted"))
         served.labels(alias).set_function(lambda: seq("served"))
         in_sync.labels(alias).set_function(lambda: 1.0 if status().get("in_sync") else 0.0)
+
+    def track_prediction_log(self, writer_up: Callable[[], bool]) -> Callable[[], None]:
+        """Export the prediction-log writer's liveness; returns the callback that counts a writer restart.
+
+        Alert on ``imgcls_prediction_log_writer_up == 0`` for longer than a minute (a writer crash-looping) and on
+        a rising ``imgcls_prediction_log_dropped_total``.
+        """
+        up = Gauge(
+            "imgcls_prediction_log_writer_up",
+            "1 while the prediction log's writer process runs, 0 while it is dead and being restarted.",
+            registry=self.registry,
+        )
+        up.set_function(lambda: 1.0 if writer_up() else 0.0)
+        restarts = Counter(
+            "imgcls_prediction_log_writer_restarts",
+            "Prediction-log writer processes restarted after dying (kill -9, OOM kill, a crash).",
+            registry=self.registry,
+        )
+        return restarts.inc
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

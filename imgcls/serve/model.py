@@ -23,16 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from imgcls.data.stats import ImageStats, image_stats
+from imgcls.data.stats import ImageStats, stats_thumbnail
 from imgcls.errors import ConflictError, ImgclsError, UsageError
 from imgcls.serve.batcher import Batcher
-from imgcls.serve.predlog import DEFER_BYTES, RAW_MODES, RAW_PIXELS
 from imgcls.serve.settings import DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY_MS, ServeSettings
 
 logger = logging.getLogger(__name__)
 
-STATS_DEFER_PIXELS = 1_000_000
-"""Above this, an upload's statistics come from a reduced copy here (never a full decode in the log's writer)."""
 LARGE_DECODE_PIXELS = 2_000_000
 """Uploads whose decode would cost more pixels than this take the large-image lane (:class:`PixelBudget`)."""
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
@@ -48,7 +45,7 @@ class Decoded:
     height: int
     format: str | None
     nbytes: int
-    stats_source: Any = None  # what the log's writer computes the statistics from (see PredictionLog.append)
+    stats_source: Any = None  # the thumbnail of ``array`` the log's writer computes the statistics from
     stats: ImageStats | None = None
     embedding: list[float] | None = None  # the model's embedding output, set with the answer (drift)
 
@@ -191,6 +188,7 @@ class ServedModel:
             "ref": self.ref,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "max_batch": self.batcher.max_batch,
+            "max_delay_ms": self.batcher.max_delay_s * 1000.0,
         }
 
     def decode(self, data: bytes, *, keep_for_stats: bool) -> Decoded:
@@ -203,19 +201,8 @@ class ServedModel:
         width, height = image.info.get("original_size") or image.size  # a JPEG may be decoded at reduced scale
         array = self.predictor.prepare(image)
         decoded = Decoded(array, width, height, sniff_format(data), len(data))
-        if keep_for_stats:
-            pixels = image.size[0] * image.size[1]
-            if image.mode in RAW_MODES and pixels <= RAW_PIXELS:
-                decoded.stats_source = (image.mode, image.size, image.tobytes())  # the decoded pixels themselves
-            elif len(data) <= DEFER_BYTES and width * height <= STATS_DEFER_PIXELS:
-                decoded.stats_source = data  # the log's writer decodes it again, with the same decoder
-            elif pixels > STATS_DEFER_PIXELS:  # the statistics look at 128 px a side: reduce first, in its mode
-                side = 4 * 128
-                scale = side / max(image.size)
-                small = image.resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))))
-                decoded.stats = image_stats(small)
-            else:
-                decoded.stats = image_stats(image)  # large uploads: small next to decoding them; bounded queue
+        if keep_for_stats:  # the statistics describe the model's input, as the drift reference's do
+            decoded.stats_source = stats_thumbnail(array)
         return decoded
 
     def close(self) -> None:

@@ -1,33 +1,45 @@
-"""The prediction log: every prediction appended to SQLite (WAL mode), written by a separate writer process.
+"""The prediction log: every prediction appended to SQLite (WAL mode) and/or exported as segments
+(``--log-export``, :mod:`imgcls.serve.logexport`), written by a separate writer process.
 
-The request path only puts a record on an in-memory queue (no I/O, no statistics). A sender thread ships
-the records in small batches over a pipe (a JSON header and raw bytes: no pickle) to a writer process
-(``python -m imgcls.serve.predlog``), which computes the per-image statistics a batch at a time with
-:func:`imgcls.data.stats.images_stats` — the computation of ``image_stats``, the one the drift reference
-uses — and appends the rows. The statistics need the decoded image: small decoded images travel
-as raw pixels, other uploads up to ``DEFER_BYTES`` as their encoded bytes (the writer decodes them again
-with the same decoder: same pixels, same statistics); larger uploads have their statistics computed by the
-server's decoding thread instead. Doing the statistics in another process keeps their CPU time off the
-server's GIL, which is what limits a Python server's request rate.
+The request path only puts a record on an in-memory queue (no I/O). The image statistics are those of the
+MODEL'S INPUT (the upload decoded and prepared by the bundle's transform, the definition the drift reference
+uses; see :mod:`imgcls.data.stats`): the server's decoding thread makes its thumbnail
+(:func:`~imgcls.data.stats.stats_thumbnail`, at most 128 px a side, usually the model's own size) and the record
+carries those pixels. A sender thread ships the records in batches bounded by count and by bytes
+(``max_batch_items``, ``max_batch_bytes``) over a pipe (a JSON header and raw bytes: no pickle) to a writer
+process (``python -m imgcls.serve.predlog``), which computes the statistics a batch at a time with
+:func:`~imgcls.data.stats.images_stats` and appends the rows. The writer never decodes an upload, so its memory
+is bounded by the batch (at most ``max_batch_bytes`` of thumbnails) whatever is uploaded, and the statistics'
+CPU time stays off the server's GIL.
 
-Durability and the loss window: the sender ships a batch at least every ``send_s`` (50 ms); the writer
-commits each batch in WAL mode with ``synchronous=NORMAL``. A clean shutdown (SIGTERM, Ctrl-C) flushes
-everything. A crash of the server process (SIGKILL, OOM kill) loses the records not yet shipped — at most
-the last ~50 ms of predictions plus what was queued behind a slow disk; the writer notices the closed pipe,
-commits what it received and exits. A power loss can also lose the last committed transactions
-(``synchronous=NORMAL``), never corrupt the database. When the writer falls ``max_pending`` records (or
-``max_pending_bytes``) behind, new records are dropped, counted in ``imgcls_prediction_log_dropped_total``
-and logged, so a slow disk never grows the server's memory or slows its answers. No image bytes are stored.
+Supervision and the loss window: the writer acknowledges every batch once it is committed (and spooled for
+the export). A writer that dies (``kill -9``, OOM kill, a crash) is noticed by the sender at once (its pipe
+closes), the records it had been sent but had not acknowledged are counted as lost, and a new writer is
+started (after 0.5 s, doubling up to 30 s while writers keep dying within 10 s of their start). While no
+writer runs, records wait in the queue and are dropped, and counted, once it is full. So every record that
+does not reach the log is counted in ``imgcls_prediction_log_dropped_total`` (a full queue, a dead writer,
+repeated SQLite errors); ``imgcls_prediction_log_writer_up`` is 0 while no writer runs and
+``imgcls_prediction_log_writer_restarts_total`` counts the restarts. The sender ships a batch at least every
+``send_s`` (50 ms); the writer commits each batch in WAL mode with ``synchronous=NORMAL``. A clean shutdown
+(SIGTERM, Ctrl-C) flushes everything. A crash of the server process itself loses the records not yet shipped
+(at most the last ~50 ms of predictions plus what was queued behind a slow disk), uncounted since the counter
+dies with it; the writer notices the closed pipe, commits what it received and exits. A power loss can also
+lose the last committed transactions (``synchronous=NORMAL``), never corrupt the database. When the writer
+falls ``max_pending`` records (or ``max_pending_bytes``) behind, new records are dropped and counted, so a
+slow disk never grows the server's memory or slows its answers. No image bytes are stored.
 
 Table ``predictions`` (one row per predicted image): see :data:`COLUMNS`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
+import os
 import queue
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -42,7 +54,6 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats, images_stats
-from imgcls.serve.queues import take_batch
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +85,13 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 # columns added after the first release: ``connect`` adds them to an older log (ALTER TABLE ADD COLUMN)
 _ADDED_COLUMNS = ("margin", "pred_entropy", "embedding")
-DEFER_BYTES = 256 * 1024  # uploads up to this size are decoded again by the writer for their statistics
-RAW_MODES = frozenset({"L", "LA", "RGB", "RGBA"})  # decoded images in these modes travel as raw pixels ...
-RAW_PIXELS = 128 * 128  # ... up to this size (image_stats works on at most 128 px a side anyway)
-StatsSource = bytes | tuple[str, tuple[int, int], bytes]  # an encoded upload, or (mode, size, raw pixels)
+StatsSource = np.ndarray  # the thumbnail the statistics are computed from: uint8 (H, W, 3), <= 128 px a side
 Item = tuple[Sequence[Any], Sequence[float] | None, StatsSource | None]  # record values, statistics, source
-_FRAME = struct.Struct("<I")  # frame: total length, header length, JSON header, the sources' bytes
+_FRAME = struct.Struct("<I")  # frame: total length, header length, JSON header, the thumbnails' bytes
+_ACK = struct.Struct("<II")  # the writer's answer to each frame: records committed, records lost
+RESTART_FIRST_S = 0.5  # the first restart of a dead writer waits this long; doubling while writers die young
+RESTART_MAX_S = 30.0
+YOUNG_S = 10.0  # a writer that dies within this of its start counts towards the backoff
 
 
 @dataclass
@@ -171,50 +183,127 @@ def read_predictions(path: Path, limit: int | None = None) -> list[dict[str, Any
     return rows
 
 
+def export_row(table_row: tuple[Any, ...]) -> dict[str, Any]:
+    """A table row as the JSON object of an exported segment (``top_k`` and ``embedding`` as lists)."""
+    out = dict(zip((name for name, _, _ in COLUMNS), table_row, strict=True))
+    out["top_k"] = json.loads(out["top_k"])
+    if out["embedding"] is not None:
+        out["embedding"] = json.loads(out["embedding"])
+    return out
+
+
+def new_replica_id() -> str:
+    """This server process's name in exported segment names: host, pid and 4 random hex digits."""
+    host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
 _STOP = object()
+_WAKE = object()  # put on the queue by an ack reader that saw its writer die: the sender restarts it at once
+
+
+class _Writer:
+    """One writer process and the thread reading its acknowledgements."""
+
+    def __init__(self, cmd: list[str], on_lost: Callable[[int], None]) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.shipped = 0  # records in frames fully written to the pipe
+        self.acked = 0  # records the writer answered for (committed or lost)
+        self.lock = threading.Lock()
+        self.on_lost = on_lost
+        self.on_exit: Callable[[], None] | None = None
+        self.reader = threading.Thread(target=self._read_acks, name="imgcls-prediction-log-acks", daemon=True)
+        self.reader.start()
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and self.reader.is_alive()
+
+    def _read_acks(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            data = out.read(_ACK.size)
+            if len(data) < _ACK.size:
+                break
+            committed, lost = _ACK.unpack(data)
+            with self.lock:
+                self.acked += committed + lost
+            if lost:
+                self.on_lost(lost)
+        if self.on_exit is not None:
+            self.on_exit()
+
+    def unanswered(self) -> int:
+        """After the process ended and its acks were read: records sent to it and never committed."""
+        self.reader.join(10)
+        with self.lock:
+            return max(0, self.shipped - self.acked)
 
 
 class PredictionLog:
-    """Ships :class:`PredictionRecord` s to the writer process; never blocks or raises on the request path.
+    """Ships :class:`PredictionRecord` s to a supervised writer process; never blocks or raises on the request path.
 
     Example:
         log = PredictionLog(Path("predictions.sqlite"))
-        log.append(record, upload_bytes)   # statistics computed by the writer from the upload
-        log.close()                        # flushes, waits for the writer
+        log.append(record, stats_thumbnail(model_input))   # statistics computed by the writer from the thumbnail
+        log.close()                                        # flushes, waits for the writer
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         *,
-        max_pixels: int | None = None,
+        export: str | None = None,
+        export_every_s: float = 300.0,
+        replica: str | None = None,
         send_s: float = 0.05,
         max_pending: int = 4096,
         max_pending_bytes: int = 64 << 20,
-        on_drop: Callable[[], None] | None = None,
+        max_batch_items: int = 512,
+        max_batch_bytes: int = 4 << 20,
+        on_drop: Callable[[int], Any] | None = None,
+        on_restart: Callable[[], Any] | None = None,
+        max_pixels: int | None = None,  # accepted for older callers; the writer decodes nothing any more
     ) -> None:
-        self.path = Path(path)
+        if path is None and export is None:
+            raise ValueError("a prediction log needs an SQLite path, an export URI or both")
+        self.path = Path(path) if path is not None else None
+        self.export = export
+        self.replica = replica or new_replica_id()
         self.send_s = send_s
         self.on_drop = on_drop
+        self.on_restart = on_restart
         self.max_pending_bytes = max_pending_bytes
+        self.max_batch_items = max_batch_items
+        self.max_batch_bytes = max_batch_bytes
         self.sent = 0
         self.dropped = 0
+        self.restarts = 0
         self._pending_bytes = 0
         self._bytes_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
-        connect(self.path).close()  # fail at startup, not in the writer, when the path is unusable
-        cmd = [sys.executable, "-m", "imgcls.serve.predlog", str(self.path), str(max_pixels or 0)]
-        self._writer = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        self._closing = threading.Event()
+        self._carry: Item | None = None  # taken off the queue past a batch's byte budget: the next batch's first
+        self._quick_deaths = 0
+        if self.path is not None:
+            connect(self.path).close()  # fail at startup, not in the writer, when the path is unusable
+        self._export_every_s = export_every_s
+        self._writer: _Writer | None = self._start_writer(0)
         self._thread = threading.Thread(target=self._send_loop, name="imgcls-prediction-log", daemon=True)
         self._thread.start()
 
-    def append(
-        self, record: PredictionRecord, source: bytes | tuple[str, tuple[int, int], bytes] | None = None
-    ) -> None:
-        """Queue one record. The writer computes its statistics (unless ``record.stats`` is set) from ``source``:
-        the encoded upload (decoded again), or ``(mode, (width, height), raw pixels)`` of the decoded image.
-        """
-        size = _size(source)
+    # -- the request path ---------------------------------------------------------------------------------
+
+    def append(self, record: PredictionRecord, source: StatsSource | None = None) -> None:
+        """Queue one record. The writer computes its statistics (unless ``record.stats`` is set) from ``source``,
+        the thumbnail of the model's input (:func:`imgcls.data.stats.stats_thumbnail`)."""
+        size = 0 if source is None else source.nbytes
         if self._pending_bytes + size <= self.max_pending_bytes:
             stats = astuple(record.stats) if record.stats is not None else None
             values = tuple(getattr(record, name) for name in _RECORD_FIELDS)
@@ -226,49 +315,178 @@ class PredictionLog:
                 return
             except queue.Full:
                 pass
-        self.dropped += 1
-        if self.on_drop is not None:
-            self.on_drop()
-        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-            logger.warning("prediction log %s is behind: %d records dropped so far", self.path, self.dropped)
+        self._drop(1, "the writer is behind")
+
+    @property
+    def writer_up(self) -> bool:
+        """Whether a writer process is running now (``imgcls_prediction_log_writer_up``)."""
+        w = self._writer
+        return w is not None and w.alive()
+
+    @property
+    def writer_pid(self) -> int | None:
+        w = self._writer
+        return w.pid if w is not None and w.alive() else None
 
     def close(self, timeout: float = 30.0) -> None:
         """Ship everything queued, let the writer commit it and exit."""
+        self._closing.set()
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
+        w = self._writer
+        if w is None:
+            return
         try:
-            self._writer.wait(timeout)
+            w.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             logger.error("the prediction log writer did not finish in %.0f s; killing it", timeout)
-            self._writer.kill()
+            w.proc.kill()
+            w.proc.wait(10)
+        lost = w.unanswered()
+        if lost:
+            self._drop(lost, "the writer stopped before committing them")
+
+    # -- the sender thread --------------------------------------------------------------------------------
+
+    def _drop(self, n: int, why: str) -> None:
+        with self._drop_lock:
+            before = self.dropped
+            self.dropped += n
+        if self.on_drop is not None:
+            self.on_drop(n)
+        if before == 0 or before // 1000 != self.dropped // 1000 or n > 1 or self.dropped in (10, 100):
+            logger.warning("prediction log: %d record(s) dropped (%s); %d so far", n, why, self.dropped)
+
+    def _start_writer(self, generation: int) -> _Writer:
+        cmd = [sys.executable, "-m", "imgcls.serve.predlog", "--db", str(self.path or "")]
+        if self.export is not None:
+            cmd += ["--export", self.export, "--every", str(self._export_every_s), "--replica", self.replica]
+            cmd += ["--generation", str(generation)]
+        w = _Writer(cmd, lambda n: self._drop(n, "the writer could not store them"))
+
+        def wake() -> None:
+            if not self._closing.is_set():
+                with contextlib.suppress(queue.Full):
+                    self._queue.put_nowait(_WAKE)
+
+        w.on_exit = wake
+        return w
+
+    def _replace_dead_writer(self) -> _Writer:
+        """Count what the dead writer lost, wait out the backoff, start a new one."""
+        dead = self._writer
+        assert dead is not None
+        dead.proc.wait()
+        lost = dead.unanswered()
+        code = dead.proc.returncode
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        young = time.monotonic() - dead.started < YOUNG_S
+        self._quick_deaths = self._quick_deaths + 1 if young else 0
+        delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** max(0, self._quick_deaths - 1))
+        logger.error(
+            "the prediction log writer (pid %d) died (%s); %d record(s) it had not committed are lost; "
+            "restarting it in %.1f s",
+            dead.pid, how, lost, delay,
+        )  # fmt: skip
+        if lost:
+            self._drop(lost, "the writer died")
+        self._writer = None
+        self._closing.wait(delay)  # a closing log restarts at once, to flush what is queued
+        self.restarts += 1
+        self._writer = self._start_writer(self.restarts)
+        if self.on_restart is not None:
+            self.on_restart()
+        return self._writer
+
+    def _take(self, block: bool = True) -> tuple[list[Item], bool]:
+        """The next batch: at most ``max_batch_items`` records and ``max_batch_bytes`` of thumbnails (a single
+        larger record goes alone), gathered for at most ``send_s`` after its first record; and whether the stop
+        sentinel came."""
+        batch: list[Item] = []
+        size = 0
+        if self._carry is not None:
+            batch.append(self._carry)
+            size = _size(self._carry[2])
+            self._carry = None
+        deadline = time.monotonic() + self.send_s
+        while len(batch) < self.max_batch_items and size < self.max_batch_bytes:
+            try:
+                if not batch and block:
+                    item = self._queue.get()
+                    deadline = time.monotonic() + self.send_s
+                else:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            if item is _WAKE:
+                if not batch:
+                    break  # back to the loop, which replaces the dead writer
+                continue
+            s = _size(item[2])
+            if batch and size + s > self.max_batch_bytes:
+                self._carry = item
+                break
+            batch.append(item)
+            size += s
+        return batch, False
 
     def _send_loop(self) -> None:
-        pipe = self._writer.stdin
-        assert pipe is not None
-        stop = False
-        try:
-            while not stop:
-                batch, stop = take_batch(self._queue, _STOP, self.send_s, max_items=512)
-                size = sum(_size(source) for _, _, source in batch)
-                if size:
-                    with self._bytes_lock:
-                        self._pending_bytes -= size
+        stopping = False
+        while True:
+            try:
+                w = self._writer
+                if w is not None and not w.alive():
+                    self._replace_dead_writer()
+                if stopping and self._carry is None:
+                    break
+                batch, stop = self._take(block=not stopping)
+                stopping = stopping or stop
                 if batch:
-                    pipe.write(encode_frame(batch))
-                    pipe.flush()
-                    self.sent += len(batch)
-        except (BrokenPipeError, OSError) as exc:
-            logger.error("the prediction log writer is gone (%s); predictions are no longer logged", exc)
-        finally:
-            with contextlib.suppress(OSError):
-                pipe.close()
+                    self._ship(batch)
+            except Exception:  # the sender must outlive any bug: a dead sender would log nothing, silently
+                logger.exception("prediction log sender error")
+                time.sleep(0.1)
+        if self._writer is not None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self._writer.proc.stdin is not None
+                self._writer.proc.stdin.close()
+
+    def _ship(self, batch: list[Item]) -> None:
+        size = sum(_size(source) for _, _, source in batch)
+        if size:
+            with self._bytes_lock:
+                self._pending_bytes -= size
+        frame = encode_frame(batch)
+        for _ in range(2):  # the writer it was meant for, then (once) its replacement
+            w = self._writer
+            if w is None:
+                break
+            if not w.alive():
+                w = self._replace_dead_writer()
+            try:
+                assert w.proc.stdin is not None
+                w.proc.stdin.write(frame)
+                w.proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                # the writer died before reading this frame whole, so it commits none of it: ship it to the next
+                try:
+                    w.proc.wait(5)
+                except subprocess.TimeoutExpired:  # a writer that closed its input but lives on: replace it
+                    w.proc.kill()
+                    w.proc.wait(5)
+                continue
+            with w.lock:
+                w.shipped += len(batch)
+            self.sent += len(batch)
+            return
+        self._drop(len(batch), "no writer is running")
 
 
 def _size(source: Any) -> int:
-    if source is None:
-        return 0
-    return len(source) if isinstance(source, bytes) else len(source[2])
+    return 0 if source is None else int(source.nbytes)
 
 
 # --- the writer process ----------------------------------------------------------------------------------
@@ -276,23 +494,27 @@ def _size(source: Any) -> int:
 
 def encode_frame(batch: list[Item]) -> bytes:
     """One frame for the writer: JSON for the records (no pickle, even between our own processes), then the
-    sources' bytes back to back; the header gives each source's length (and mode and size for raw pixels)."""
+    thumbnails' pixels back to back; the header gives each thumbnail's height and width."""
     head: list[Any] = []
     blobs: list[bytes] = []
     for values, stats, source in batch:
-        if source is None:
-            described: list[Any] | None = None
-        elif isinstance(source, bytes):
-            described = [len(source)]
-            blobs.append(source)
-        else:
-            mode, size, raw = source
-            described = [len(raw), mode, list(size)]
-            blobs.append(raw)
-        head.append([values, stats, described])
+        described: list[int] | None = None
+        if source is not None:
+            thumb = np.ascontiguousarray(source, dtype=np.uint8)
+            if thumb.ndim != 3 or thumb.shape[2] != 3:
+                thumb = np.ascontiguousarray(_as_rgb(thumb))
+            described = [int(thumb.shape[0]), int(thumb.shape[1])]
+            blobs.append(thumb.tobytes())
+        head.append([list(values), None if stats is None else list(stats), described])
     header = json.dumps(head, separators=(",", ":")).encode()
     body_size = _FRAME.size + len(header) + sum(len(b) for b in blobs)
     return b"".join([_FRAME.pack(body_size), _FRAME.pack(len(header)), header, *blobs])
+
+
+def _as_rgb(a: np.ndarray) -> np.ndarray:
+    from imgcls.data.stats import stats_thumbnail
+
+    return stats_thumbnail(a)
 
 
 def _decode_body(body: bytes) -> list[Item]:
@@ -302,9 +524,10 @@ def _decode_body(body: bytes) -> list[Item]:
     for values, stats, described in json.loads(body[_FRAME.size : offset]):
         source: StatsSource | None = None
         if described is not None:
-            data = body[offset : offset + described[0]]
-            offset += described[0]
-            source = data if len(described) == 1 else (described[1], (described[2][0], described[2][1]), data)
+            h, w = described
+            n = h * w * 3
+            source = np.frombuffer(body, dtype=np.uint8, count=n, offset=offset).reshape(h, w, 3)
+            offset += n
         batch.append((values, stats, source))
     return batch
 
@@ -321,39 +544,20 @@ def _read_frames(stream: BinaryIO) -> Iterator[list[Item]]:
         yield _decode_body(body)
 
 
-def _image_of(source: StatsSource, max_pixels: int) -> Any:
-    from PIL import Image
-
-    from imgcls.data.decode import DEFAULT_MAX_PIXELS, decode_image
-
-    try:
-        if isinstance(source, bytes):
-            return decode_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-        mode, size, raw = source
-        if mode == "RGB":  # the pixels as they are: no Pillow round trip
-            return np.frombuffer(raw, dtype=np.uint8).reshape(size[1], size[0], 3)
-        return Image.frombytes(mode, size, raw)
-    except Exception:  # the server decoded it, so this does not happen; a row without statistics if it does
-        logger.exception("statistics failed for a logged upload")
-        return None
-
-
 def _stats_or_none(image: Any) -> ImageStats | None:
     try:
         return image_stats(image)
     except Exception:
-        logger.exception("statistics failed for a logged upload")
+        logger.exception("statistics failed for a logged image")
         return None
 
 
-def _batch_stats(batch: list[Item], max_pixels: int) -> list[dict[str, float] | None]:
-    """Each record's statistics: the ones the server computed, else :func:`images_stats` of its source."""
+def _batch_stats(batch: list[Item]) -> list[dict[str, float] | None]:
+    """Each record's statistics: the ones the server computed, else :func:`images_stats` of its thumbnail."""
     out: list[dict[str, float] | None] = [
         dict(zip(STAT_NAMES, stats, strict=True)) if stats is not None else None for _, stats, _ in batch
     ]
-    todo = [(i, _image_of(source, max_pixels)) for i, (_, stats, source) in enumerate(batch)
-            if stats is None and source is not None]  # fmt: skip
-    todo = [(i, image) for i, image in todo if image is not None]
+    todo = [(i, source) for i, (_, stats, source) in enumerate(batch) if stats is None and source is not None]
     images = [image for _, image in todo]
     try:
         computed: list[ImageStats | None] = list(images_stats(images))
@@ -364,30 +568,64 @@ def _batch_stats(batch: list[Item], max_pixels: int) -> list[dict[str, float] | 
     return out
 
 
-def writer_main(path: Path, max_pixels: int, stream: BinaryIO) -> int:
-    """Append the frames arriving on ``stream`` to the log until it closes (the server stopped or died)."""
-    conn = connect(path)
+def _commit(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> bool:
+    for attempt in range(5):
+        try:
+            with conn:
+                conn.executemany(sql, rows)
+            return True
+        except sqlite3.Error as exc:
+            logger.warning("prediction log write failed (%s), attempt %d", exc, attempt + 1)
+            time.sleep(0.2 * (attempt + 1))
+    logger.error("prediction log: %d records lost after repeated write failures", len(rows))
+    return False
+
+
+def writer_main(path: Path | None, stream: BinaryIO, acks: BinaryIO | None = None, exporter: Any = None) -> int:
+    """Append the frames arriving on ``stream`` to the log (and the export) until it closes (the server stopped
+    or died), answering each frame on ``acks`` with the records committed and lost."""
+    conn = connect(path) if path is not None else None
     placeholders = ", ".join("?" for _ in COLUMNS)
     sql = f"INSERT INTO {TABLE} ({', '.join(name for name, _, _ in COLUMNS)}) VALUES ({placeholders})"
     try:
         for batch in _read_frames(stream):
-            stats = _batch_stats(batch, max_pixels)
+            stats = _batch_stats(batch)
             rows = [row(tuple(values), named) for (values, _, _), named in zip(batch, stats, strict=True)]
-            for attempt in range(5):
+            ok = _commit(conn, sql, rows) if conn is not None else True
+            if exporter is not None:
                 try:
-                    with conn:
-                        conn.executemany(sql, rows)
-                    break
-                except sqlite3.Error as exc:
-                    logger.warning("prediction log write failed (%s), attempt %d", exc, attempt + 1)
-                    time.sleep(0.2 * (attempt + 1))
-            else:
-                logger.error("prediction log: %d records lost after repeated write failures", len(rows))
+                    exporter.add([export_row(r) for r in rows])
+                    ok = True if conn is None else ok
+                except OSError as exc:
+                    logger.error("log export spool: %d records not exported (%s)", len(rows), exc)
+                    ok = ok if conn is not None else False
+            if acks is not None:
+                acks.write(_ACK.pack(len(rows), 0) if ok else _ACK.pack(0, len(rows)))
+                acks.flush()
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
+        if exporter is not None:
+            exporter.close()
     return 0
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgcls.serve.predlog")
+    parser.add_argument("--db", default="")
+    parser.add_argument("--export")
+    parser.add_argument("--every", type=float, default=300.0)
+    parser.add_argument("--replica", default="replica")
+    parser.add_argument("--generation", type=int, default=0)
+    args = parser.parse_args(argv)
+    exporter = None
+    if args.export:
+        from imgcls.serve.logexport import SegmentExporter
+
+        exporter = SegmentExporter(args.export, replica=args.replica, generation=args.generation, every_s=args.every)
+    return writer_main(Path(args.db) if args.db else None, sys.stdin.buffer, sys.stdout.buffer, exporter)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s imgcls.serve.predlog: %(message)s")
-    sys.exit(writer_main(Path(sys.argv[1]), int(sys.argv[2]), sys.stdin.buffer))
+    sys.exit(_main(sys.argv[1:]))

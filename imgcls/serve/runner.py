@@ -44,6 +44,10 @@ def check_environment(settings: ServeSettings) -> None:
                 f"--log-predictions {settings.log_predictions}: cannot open the SQLite log ({exc})",
                 hint="pass a writable path, or --log-predictions off",
             ) from None
+    if settings.log_export is not None:
+        from imgcls.serve.logexport import check_export_uri
+
+        check_export_uri(settings.log_export)
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: the server is reachable from other machines", settings.host)
 

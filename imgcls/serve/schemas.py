@@ -130,6 +130,7 @@ class ModelInfo(Answer):
     ref: str | None = Field(default=None, description="admin: the server-side reference it was loaded from")
     loaded_at: str | None = Field(default=None, description="admin")
     max_batch: int | None = Field(default=None, description="admin")
+    max_delay_ms: float | None = Field(default=None, description="admin")
 
 
 ADMIN_ONLY = frozenset(f for f, info in ModelInfo.model_fields.items() if (info.description or "").startswith("admin"))

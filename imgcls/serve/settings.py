@@ -51,68 +51,84 @@ def token_from_env(value: str | None) -> SecretStr | None:
 
 
 class ServeSettings(BaseModel):
-    """Everything ``imgcls serve`` can be told. Units are in the field names."""
+    """Everything ``imgcls serve`` can be told. Units are in the field names.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Each field's docstring is its ``imgcls serve --help`` line, and its default and range are the flag's
+    (:mod:`imgcls.cli.serve` derives its options from these fields): one source of truth.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     model: str
-    """Bundle directory or store reference (``URI/NAME@ALIAS``, ``URI/NAME:VERSION``)."""
+    """Bundle directory (exported with `imgcls export`) or store reference URI/NAME@ALIAS or URI/NAME:VERSION."""
     host: str = "127.0.0.1"
+    """Address to bind; 0.0.0.0 exposes the server to the network."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """Port to listen on; $PORT sets it when --port is not given (the Cloud Run contract)."""
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    """auto, cpu, cuda or tensorrt (cuda/tensorrt fail unless they really load)."""
     engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
-    """``auto``: the bundle's serving profile (``imgcls bench --pick``) when there is one, else onnxruntime."""
+    """auto (the bundle's serving profile from `imgcls bench --pick`, else onnxruntime), onnxruntime or openvino."""
     int8: bool = False
-    """Serve the bundle's static-int8 ONNX model (``imgcls export --int8``); the same as ``precision="int8"``."""
+    """Serve the static-int8 model (imgcls export --int8); the same as --precision int8."""
     precision: Literal["fp32", "bf16", "int8", "fp16"] | None = None
-    """None: the serving profile's precision with ``engine="auto"``, else fp32."""
+    """fp32, bf16 (openvino), int8 or fp16 (default: the serving profile's, else fp32)."""
     max_batch: int | None = Field(default=None, ge=1, le=1024)
-    """Most images the batcher sends to the engine at once (None: the serving profile's, else 32)."""
+    """Most images per inference call (default: the profile's, else 32)."""
     max_delay_ms: float | None = Field(default=None, ge=0.0, le=10_000.0)
-    """How long the batcher waits for more images after the first one of a batch arrived (None: the serving
-    profile's, else 5 ms)."""
+    """Longest wait for a batch to fill after its first image (default: the profile's, else 5 ms)."""
     max_queue: int = Field(default=256, ge=1)
-    """Most images admitted (decoding, queued or in inference) before new ones get 503."""
+    """Images admitted at once (decoding, queued or in inference); beyond, 503 + Retry-After."""
     timeout_s: float = Field(default=10.0, gt=0.0)
-    """Per-request limit from admission to the answer; past it the request gets 504."""
+    """Per-request limit from admission to the answer; beyond, 504."""
     max_upload_mb: float = Field(default=10.0, gt=0.0)
-    """Largest request body, enforced while it streams (413)."""
+    """Largest request body (413), checked while it streams."""
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
-    """Largest decoded image, width × height (413): the decompression-bomb guard."""
+    """Largest image, width × height (413): the decompression-bomb guard."""
+    # Default: one 40 MP image at a time.
     max_decode_mpixels: float = Field(default=48.0, gt=0.0)
-    """Millions of pixels being decoded at once, across the server, by uploads over 2 MP (which wait their turn
-    in one large-image lane; smaller ones never wait for them). Default: one 40 MP image at a time."""
+    """Millions of pixels decoded at once by uploads over 2 MP (they take turns; small ones never wait)."""
     max_files: int = Field(default=64, ge=1)
-    """Most files in one ``/v1/predict/batch`` request (413)."""
+    """Most files in one /v1/predict/batch request (413)."""
+    # The CLI defaults it to default_log_path() and takes 'off'; None here disables it.
     log_predictions: Path | None = None
-    """SQLite prediction log; None disables it (the CLI defaults it to :func:`default_log_path`)."""
+    """SQLite prediction log (default: ~/.cache/imgcls/serve/predictions.sqlite; 'off' disables it)."""
+    log_export: str | None = None
+    """Also write the prediction log as closed segments (JSON lines, gzip; one per replica per interval) to a folder
+    or gs://BUCKET/PREFIX/, for `imgcls drift report --log URI` over a whole fleet."""
+    log_export_every_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    """Close and publish a segment this often, in seconds (and at shutdown)."""
     wandb: bool = False
+    """Log predictions to Weights & Biases (background)."""
     wandb_project: str = "imgcls-serve"
+    """W&B project for --wandb."""
     workers: int = Field(default=1, ge=1, le=64)
+    """Server processes (each loads the model)."""
     drain_s: float = Field(default=8.0, ge=0.0)
-    """On SIGTERM: the longest the server waits for in-flight requests before it exits."""
+    """On SIGTERM: longest wait for in-flight requests."""
+    # Decoding holds the GIL for part of its work: on two cores a second decoding thread cost ~15 % more CPU per
+    # request for small images (docs/benchmarks.md).
     decode_threads: int | None = Field(default=None, ge=1, le=64)
-    """Threads that decode and resize uploads (off the event loop); default: half the cores, at least one.
-
-    Decoding holds the GIL for part of its work: on two cores a second decoding thread cost ~15 % more CPU
-    per request for small images (docs/benchmarks.md)."""
+    """Threads decoding uploads, off the event loop (default: half the cores, at least one)."""
     intra_threads: int | None = Field(default=None, ge=1)
     """onnxruntime intra-op threads (default: one per core)."""
     access_log: bool = True
-    """One structured log line per request."""
+    """One JSON log line per request on stderr."""
     watch_s: float | None = Field(default=None, gt=0.0)
-    """Poll the model's store alias every this many seconds and swap in each new version (``--watch``)."""
+    """Poll the --model store alias (URI/NAME@ALIAS) every SECONDS; a move is pulled, verified and swapped in
+    without a restart (a bad version is refused, the old one keeps serving)."""
     read_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
-    """Longest a client may take to send a request's head, and again its body (then a JSON 408)."""
+    """Longest a client may take to send the request head, then its body (JSON 408)."""
     max_connections: int = Field(default=1000, ge=1)
-    """Most open connections per process; beyond, a new one is answered 503 and closed."""
+    """Most open connections per process; beyond, 503 and close."""
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
-    """Largest request head (request line + headers); beyond, a JSON 431."""
+    """Largest request head (request line + headers); beyond, 431."""
     keep_alive_s: float = Field(default=5.0, gt=0.0, le=600.0)
-    """An idle kept-alive connection is closed after this long."""
+    """Close a kept-alive connection idle this long."""
+    # None: imgcls.serve.model.default_allowed
     allow_models: tuple[str, ...] | None = None
-    """Where an admin reload may load a model from: directories and store URIs (prefixes). None: the store or
-    directory the server started from (:func:`imgcls.serve.model.default_allowed`)."""
+    """A store URI or directory an admin reload may load models from (repeatable; default: the store or directory
+    --model is in)."""
     admin_token: SecretStr | None = Field(default=None, exclude=True)
     """Bearer token for ``/v1/admin/*``; None disables the admin endpoints. Never serialised."""
 

@@ -118,3 +118,61 @@ def test_serve_uses_the_profile_and_bench_url_loads_it(profiled_bundle: Path, di
     with serve(profiled_bundle, tmp_path, "--engine", "onnxruntime", "--max-batch", "2") as url:
         info = httpx.get(url + "/v1/model", headers=ADMIN).json()  # flags override the profile
         assert (info["engine"], info["precision"], info["max_batch"]) == ("onnxruntime", "fp32", 2)
+
+
+def _bench_pick(bundle: Path, tmp_path: Path, *slo: str) -> subprocess.CompletedProcess[str]:
+    """`imgcls bench --model B --pick --slo-p99-ms …` as a user runs it (a real process; it starts real servers)."""
+    cmd = [sys.executable, "-m", "imgcls", "bench", "--model", str(bundle), "--engine", "onnxruntime",
+           "--precision", "fp32", "--batch", "4", "--threads", "1", "--measure-s", "0.05", "--no-peaks",
+           "--pick", "--json", str(tmp_path / "pick.json"), "--slo-seconds", "1", *slo]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_pick_with_an_slo_stores_the_batching_that_meets_it_and_serve_uses_it(
+    exported_digits_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported_digits_bundle, bundle)
+    # a generous SLO (a minute): every setting that answers all its requests meets it
+    done = _bench_pick(bundle, tmp_path, "--slo-p99-ms", "60000", "--slo-max-batch", "2,4",
+                       "--slo-max-delay-ms", "3")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "pick.json").read_text())
+    rows = report["slo"]["rows"]
+    assert [(r["max_batch"], r["max_delay_ms"]) for r in rows] == [(2, 3.0), (4, 3.0)]  # the grid asked for
+    assert all(r["errors"] == 0 and r["req_per_s"] > 0 and r["meets_slo"] for r in rows)
+    best = report["slo"]["best"]
+    assert best in rows and best["req_per_s"] == max(r["req_per_s"] for r in rows)
+
+    from imgcls.bundle import load_bundle
+    from imgcls.runtime.profile import serving_profile
+
+    profile = serving_profile(load_bundle(bundle))  # the bundle still verifies after the edit
+    assert profile is not None and (profile.engine, profile.precision, profile.threads) == ("onnxruntime", "fp32", 1)
+    assert (profile.max_batch, profile.max_delay_ms) == (best["max_batch"], best["max_delay_ms"])
+    assert (report["pick"]["max_batch"], report["pick"]["max_delay_ms"]) == (best["max_batch"], 3.0)
+
+    with serve(bundle, tmp_path) as url:  # no batching flags: the profile's
+        info = httpx.get(url + "/v1/model", headers=ADMIN).json()
+        assert (info["max_batch"], info["max_delay_ms"]) == (best["max_batch"], 3.0)
+        assert info["engine_choice"].startswith("serving profile")
+
+
+def test_pick_with_an_slo_nothing_meets_leaves_the_bundle_unchanged(
+    exported_digits_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported_digits_bundle, bundle)
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
+    done = _bench_pick(bundle, tmp_path, "--slo-p99-ms", "0.001", "--slo-max-batch", "1")  # no HTTP answer is that fast
+    assert done.returncode == 1, done.stderr  # documented: 1 = no batching setting met the SLO
+    message = " ".join(done.stderr.split())
+    assert "no batching setting met p99 ≤ 0.001 ms" in message and "was not changed" in message
+    assert "raise --slo-p99-ms" in message and "Traceback" not in done.stderr
+    assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()} == before  # no profile, not half of one
+    report = json.loads((tmp_path / "pick.json").read_text())  # the report still says what was tried
+    assert report["pick"] is None and report["slo"]["best"] is None
+    assert [(r["max_batch"], r["meets_slo"]) for r in report["slo"]["rows"]] == [(1, False)]
+
+    usage = _bench_pick(bundle, tmp_path, "--slo-p99-ms", "-5")
+    assert usage.returncode == 2 and "--slo-p99-ms must be positive" in usage.stderr  # refused before measuring

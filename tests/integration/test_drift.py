@@ -253,3 +253,43 @@ def test_drift_reference_remakes_the_reference_and_re_exports(exported_digits_bu
     assert emb is not None and emb.shape == (2, 4)  # both exports re-made with the new projection
     r = imgcls("drift", "reference", str(bundle), "--size", "50")
     assert r.returncode == 2 and "between 1000 and 5000" in r.stderr
+
+
+def test_report_logs_its_summary_and_html_to_an_offline_wandb_run(
+    exported_digits_bundle: Path, test_images: np.ndarray, tmp_path: Path
+) -> None:
+    pytest.importorskip("wandb")
+    inverted = write_pngs(255 - test_images, tmp_path / "inverted")
+    out = tmp_path / "out"
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--images", str(inverted), "--out", str(out),
+               "--wandb", "--wandb-mode", "offline", "--format", "json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["drift"] is True
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    assert "W&B run" in r.stderr and run_dir.name.split("-")[-1] in r.stderr
+    records = next(run_dir.glob("run-*.wandb")).read_bytes()
+    for text in ("drifted_columns", "accuracy/estimated", "rows/current", "drift/columns", "drift/report"):
+        assert text.encode() in records, text
+    assert ", ".join(summary["drifted_columns"]).encode() in records  # the drifted columns, by name
+    assert f"{summary['accuracy']['estimated']}".encode()[:6] in records
+    (html,) = run_dir.glob("files/media/html/drift/report_*.html")
+    assert html.read_text() == (out / "report.html").read_text()  # the evidently report itself
+    table = next(run_dir.glob("files/media/table/drift/columns_*.table.json"))
+    rows = json.loads(table.read_text())["data"]
+    assert {row[0] for row in rows if row[4]} == set(summary["drifted_columns"])
+
+
+def test_report_wandb_online_without_a_key_refuses_before_reporting(
+    exported_digits_bundle: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("wandb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(ROOT))
+    r = subprocess.run(
+        [sys.executable, "-m", "imgcls", "drift", "report", "--model", str(exported_digits_bundle), "--log",
+         str(tmp_path / "missing.sqlite"), "--wandb"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2 and "API key" in r.stderr and "--wandb-mode offline" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "wandb").exists()

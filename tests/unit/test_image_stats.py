@@ -67,6 +67,21 @@ def test_an_rgb_array_gives_the_statistics_of_its_image_and_other_arrays_are_ref
     got = images_stats([small, Image.fromarray(small), large])
     assert got[0] == got[1] == image_stats(Image.fromarray(small))
     assert got[2] == image_stats(Image.fromarray(large))
-    for bad in (small.astype(np.float32), small[:, :, 0], rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)):
+    for bad in (small.astype(np.float32), rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)):
         with pytest.raises(ValueError, match="uint8"):
             images_stats([bad])
+
+
+def test_the_thumbnail_the_server_ships_has_the_statistics_of_the_image() -> None:
+    """The server sends its log writer stats_thumbnail(model input); the writer's statistics of it must be the
+    reference's statistics of the same prepared image (grey (H, W, 1) inputs included), whatever its size."""
+    from imgcls.data.stats import stats_thumbnail
+
+    rng = np.random.default_rng(4)
+    grey = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    big = rng.integers(0, 256, (224, 300, 3), dtype=np.uint8)
+    for img in (grey, grey[:, :, 0], big, Image.fromarray(big)):
+        thumb = stats_thumbnail(img)
+        assert thumb.dtype == np.uint8 and thumb.shape[2] == 3 and max(thumb.shape[:2]) <= 128
+        assert images_stats([thumb]) == images_stats([img])
+    assert image_stats(grey) == image_stats(Image.fromarray(grey[:, :, 0]))  # grey replicated as Pillow does

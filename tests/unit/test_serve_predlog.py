@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import io
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from imgcls.data.decode import decode_image
-from imgcls.data.stats import image_stats
+from imgcls.data.stats import image_stats, images_stats, stats_thumbnail
+from imgcls.drift.reference import rgb
 from imgcls.errors import UsageError
 from imgcls.serve.predlog import COLUMNS, TABLE, PredictionLog, PredictionRecord, read_predictions
 from imgcls.serve.settings import SETTINGS_ENV, ServeSettings, settings_from_env, settings_to_env
@@ -40,32 +41,37 @@ def record(i: int, stats=None) -> PredictionRecord:
     )
 
 
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+def wait_for(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
 
 
-def test_rows_hold_the_prediction_and_the_image_statistics_of_the_one_function(tmp_path: Path) -> None:
+def test_rows_hold_the_prediction_and_the_statistics_of_the_model_input(tmp_path: Path) -> None:
+    """The server ships stats_thumbnail(model input); each row holds images_stats of that input, exactly as the
+    drift reference computes it (grey, colour and larger-than-thumbnail inputs alike)."""
     path = tmp_path / "log" / "predictions.sqlite"
     log = PredictionLog(path)
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (10, 20 + i, 3), dtype=np.uint8)) for i in range(5)]
-    images.append(Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).convert("P"))  # a palette PNG
-    for i, img in enumerate(images):
-        log.append(record(i), png(img))
+    inputs = [rng.integers(0, 256, (10, 20 + i, 3), dtype=np.uint8) for i in range(4)]
+    inputs += [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)]
+    for i, a in enumerate(inputs):
+        log.append(record(i), stats_thumbnail(a))
     log.close()
     rows = read_predictions(path)
     assert [r["request_id"] for r in rows] == [f"req-{i}" for i in range(6)]
-    for row, img in zip(rows, images, strict=True):
-        expected = image_stats(decode_image(png(img))).as_dict()  # what the server decoded
-        assert {k: row[k] for k in expected} == pytest.approx(expected)
-        assert row["top_k"][0]["label"] == row["label"]
+    for r, a in zip(rows, inputs, strict=True):
+        expected = images_stats(rgb(a[None]))[0].as_dict()  # the reference's own call
+        assert {k: r[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert r["top_k"][0]["label"] == r["label"]
     assert (rows[0]["width"], rows[0]["height"], rows[0]["format"], rows[0]["bytes"]) == (20, 10, "PNG", 123)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = [r[1] for r in conn.execute(f"PRAGMA table_info({TABLE})")]
     assert names == ["id", *(name for name, _, _ in COLUMNS)]
+    assert log.dropped == 0 and log.restarts == 0
 
 
 def test_precomputed_statistics_are_kept_and_no_image_bytes_are_stored(tmp_path: Path) -> None:
@@ -83,20 +89,65 @@ def test_precomputed_statistics_are_kept_and_no_image_bytes_are_stored(tmp_path:
 
 def test_a_writer_that_falls_behind_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:
     dropped: list[int] = []
-    log = PredictionLog(
-        tmp_path / "p.sqlite", max_pending=2, max_pending_bytes=10_000, on_drop=lambda: dropped.append(1)
-    )
+    log = PredictionLog(tmp_path / "p.sqlite", max_pending=2, max_pending_bytes=10_000, on_drop=dropped.append)
     conn = sqlite3.connect(tmp_path / "p.sqlite", timeout=0)
     conn.execute("BEGIN EXCLUSIVE")  # the writer blocks on the lock, so the pipe and then the queue fill up
-    big = b"\x00" * 6000
+    big = np.zeros((40, 50, 3), dtype=np.uint8)  # 6,000 bytes
     for i in range(3000):
         log.append(record(i), big if i % 2 else None)
     assert log.dropped > 0
-    assert len(dropped) == log.dropped
+    assert sum(dropped) == log.dropped
     conn.rollback()
     conn.close()
     log.close()
     assert len(read_predictions(tmp_path / "p.sqlite")) == 3000 - log.dropped
+
+
+def test_batches_are_bounded_by_bytes_as_well_as_by_count(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.sqlite", max_batch_bytes=100_000, send_s=0.5)
+    conn = sqlite3.connect(tmp_path / "p.sqlite", timeout=0)
+    conn.execute("BEGIN EXCLUSIVE")  # hold the writer so the records queue up and leave in full batches
+    thumb = np.full((128, 128, 3), 7, dtype=np.uint8)  # 49,152 bytes: two fit in 100,000
+    sizes: list[int] = []
+    real = log._ship
+    log._ship = lambda batch: (sizes.append(len(batch)), real(batch))  # type: ignore[method-assign]
+    for i in range(9):
+        log.append(record(i), thumb)
+    time.sleep(0.2)
+    conn.rollback()
+    conn.close()
+    log.close()
+    assert sum(sizes) == 9 and max(sizes) == 2  # 9 records of 49 KB: never more than 100 KB in one frame
+    assert len(read_predictions(tmp_path / "p.sqlite")) == 9
+
+
+def test_a_killed_writer_is_restarted_and_what_it_lost_is_counted(tmp_path: Path) -> None:
+    """kill -9 of the writer: the log notices, counts the records the dead writer had not committed, starts a
+    new writer, and later records are logged again; records + drops add up to every record appended."""
+    path = tmp_path / "p.sqlite"
+    restarts: list[int] = []
+    log = PredictionLog(path, on_restart=lambda: restarts.append(1))
+    for i in range(5):
+        log.append(record(i), None)
+    wait_for(lambda: len(read_predictions(path)) == 5)
+    pid = log.writer_pid
+    assert pid is not None and log.writer_up
+    conn = sqlite3.connect(path, timeout=0)
+    conn.execute("BEGIN EXCLUSIVE")  # the writer holds the next records uncommitted when it is killed
+    for i in range(5, 15):
+        log.append(record(i), None)
+    wait_for(lambda: log.sent == 15)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: log.restarts == 1 and log.writer_up and log.writer_pid != pid)
+    conn.rollback()
+    conn.close()
+    assert restarts == [1]
+    for i in range(15, 20):
+        log.append(record(i), None)
+    log.close()
+    ids = [r["request_id"] for r in read_predictions(path)]
+    assert ids[:5] == [f"req-{i}" for i in range(5)] and ids[-5:] == [f"req-{i}" for i in range(15, 20)]
+    assert log.dropped == 10 and len(ids) == 20 - log.dropped  # the 10 the writer held, nothing else
 
 
 def test_the_writer_commits_what_it_received_when_the_server_dies(tmp_path: Path) -> None:
@@ -104,12 +155,11 @@ def test_the_writer_commits_what_it_received_when_the_server_dies(tmp_path: Path
     log = PredictionLog(path)
     for i in range(3):
         log.append(record(i), None)
-    deadline = time.monotonic() + 10
-    while log.sent < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert log._writer.stdin is not None
-    log._writer.stdin.close()  # what the kernel does when the server process is killed
-    assert log._writer.wait(10) == 0
+    wait_for(lambda: log.sent >= 3)
+    w = log._writer
+    assert w is not None and w.proc.stdin is not None
+    w.proc.stdin.close()  # what the kernel does when the server process is killed
+    assert w.proc.wait(10) == 0
     assert len(read_predictions(path)) == 3
 
 
@@ -154,27 +204,27 @@ def test_settings_travel_to_workers_without_the_admin_token() -> None:
     assert ServeSettings(model="m").host == "127.0.0.1"
 
 
-def test_raw_pixel_batches_and_odd_labels_round_trip_through_the_writer(tmp_path: Path) -> None:
-    """Many same-sized images (statistics computed a chunk at a time), raw pixels and encoded uploads mixed, and
-    labels JSON must escape: every row holds its own image's statistics and the exact prediction."""
+def test_thumbnail_batches_and_odd_labels_round_trip_through_the_writer(tmp_path: Path) -> None:
+    """Many same-sized thumbnails (statistics computed a chunk at a time) and labels JSON must escape: every row
+    holds its own image's statistics and the exact prediction."""
     path = tmp_path / "predictions.sqlite"
     log = PredictionLog(path)
     rng = np.random.default_rng(1)
-    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(40)]
-    images[7] = Image.new("RGB", (32, 32), (200, 30, 30))  # a flat one among the noisy ones
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(40)]
+    images[7] = np.asarray(Image.new("RGB", (32, 32), (200, 30, 30)))  # a flat one among the noisy ones
     label = 'chat "noir" \\ é 猫\n'
     for i, img in enumerate(images):
         rec = record(i)
         rec.label, rec.top_k = label, [{"label": label, "class_id": 1, "probability": 0.25 + i / 1000}]
-        log.append(rec, png(img) if i % 3 == 0 else (img.mode, img.size, img.tobytes()))
+        log.append(rec, img)
     log.close()
     rows = read_predictions(path)
     assert len(rows) == len(images)
-    for i, (row, img) in enumerate(zip(rows, images, strict=True)):
-        assert row["label"] == label and row["top_k"][0]["label"] == label
-        assert row["top_k"][0]["probability"] == 0.25 + i / 1000
+    for i, (r, img) in enumerate(zip(rows, images, strict=True)):
+        assert r["label"] == label and r["top_k"][0]["label"] == label
+        assert r["top_k"][0]["probability"] == 0.25 + i / 1000
         expected = image_stats(img).as_dict()
-        assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert {k: r[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
     assert rows[7]["contrast"] == pytest.approx(0.0, abs=1e-6) and rows[7]["entropy"] == 0.0
     assert rows[8]["entropy"] > 7.0  # uniform noise: close to 8 bits
 
@@ -184,22 +234,21 @@ def test_a_batch_whose_statistics_fail_falls_back_to_one_image_at_a_time(monkeyp
     one that fails loses its statistics."""
     from imgcls.serve import predlog
 
-    good = Image.new("RGB", (8, 8), (0, 0, 255))
-    bad = Image.new("RGB", (9, 9))
+    good = np.asarray(Image.new("RGB", (8, 8), (0, 0, 255)))
+    bad = np.zeros((9, 9, 3), dtype=np.uint8)
 
     def batched(images):
         raise MemoryError("simulated")
 
-    def single(image):  # raw RGB pixels reach the statistics as (H, W, 3) arrays
-        if (image.shape[:2] if isinstance(image, np.ndarray) else image.size) == (9, 9):
+    def single(image):
+        if image.shape[:2] == (9, 9):
             raise ValueError("simulated")
         return image_stats(image)
 
     monkeypatch.setattr(predlog, "images_stats", batched)
     monkeypatch.setattr(predlog, "image_stats", single)
-    raw = [("RGB", img.size, img.tobytes()) for img in (good, bad)]
-    batch = [((), None, raw[0]), ((), (0.1, 0.2, 0.3, 0.4, 0.5), None), ((), None, raw[1]), ((), None, None)]
-    out = predlog._batch_stats(batch, 0)
+    batch = [((), None, good), ((), (0.1, 0.2, 0.3, 0.4, 0.5), None), ((), None, bad), ((), None, None)]
+    out = predlog._batch_stats(batch)
     assert out[0] == image_stats(good).as_dict() and out[0]["saturation"] == pytest.approx(1.0)
     assert out[1] == {"brightness": 0.1, "contrast": 0.2, "saturation": 0.3, "entropy": 0.4, "sharpness": 0.5}
     assert out[2] is None and out[3] is None

@@ -1,0 +1,326 @@
+"""``imgcls serve --log-export URI``: the prediction log as closed segments in a folder or ``gs://bucket/prefix/``.
+
+Several replicas (``--workers N``, several hosts, Cloud Run instances) each write their own segments under one
+prefix, so ``imgcls drift report --log URI`` reads the whole fleet. A segment is one replica's predictions of
+one interval (``--log-export-every``, default 300 s), gzip-compressed JSON lines (one object per prediction,
+the columns of :data:`imgcls.serve.predlog.COLUMNS`, ``top_k`` and ``embedding`` as lists). Its name is
+
+    ``<first>-<last>_<replica>_<generation>-<sequence>.jsonl.gz``, e.g.
+    ``20261202T051500Z-20261202T052000Z_host-4711-3fa2_0-000012.jsonl.gz``
+
+(UTC times of its first and last prediction, rounded down and up to the second; the replica id; the writer's
+generation, i.e. its restarts; a sequence number). Names are create-only and a segment is never rewritten: a
+folder gets it written to a hidden temporary file and hard-linked into place (``os.link`` fails on an existing
+name), GCS gets it with ``if_generation_match=0``; a taken name (which only a clash of replica ids could make)
+moves on to the next sequence number. So a reader never sees a half-written segment.
+
+Loss window: the writer process appends each committed batch to a local spool file (flushed, not fsynced)
+before acknowledging it, and closes a segment every interval and when the server stops. A writer killed
+(``kill -9``) leaves its spool; the writer started in its place publishes it first. What a crash of the whole
+host can lose is the spool's unflushed tail; a segment that cannot be uploaded stays in the spool and is
+retried at the next interval (and logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import gzip
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_SUFFIX = ".jsonl.gz"
+DEFAULT_EVERY_S = 300.0
+_NAME = re.compile(r"^(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)_([A-Za-z0-9.-]+)_(\d+)-(\d+)\.jsonl\.gz$")
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def is_gcs(uri: str) -> bool:
+    return str(uri).startswith("gs://")
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> ``("bucket", "a/b/")`` (the prefix ends with a slash, or is empty)."""
+    rest = str(uri)[len("gs://") :]
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    return bucket, (prefix + "/" if prefix else "")
+
+
+def _stamp(t: float, up: bool = False) -> str:
+    t = math.ceil(t) if up else math.floor(t)
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime(_STAMP)
+
+
+def segment_name(first: float, last: float, replica: str, generation: int, seq: int) -> str:
+    return f"{_stamp(first)}-{_stamp(last, up=True)}_{replica}_{generation}-{seq:06d}{SEGMENT_SUFFIX}"
+
+
+def segment_span(name: str) -> tuple[float, float] | None:
+    """The (first, last) times a segment's name promises (None: not a segment name)."""
+    m = _NAME.match(name.rsplit("/", 1)[-1])
+    if not m:
+        return None
+
+    def parse(s: str) -> float:
+        return _dt.datetime.strptime(s, _STAMP).replace(tzinfo=_dt.timezone.utc).timestamp()
+
+    return parse(m.group(1)), parse(m.group(2))
+
+
+def check_export_uri(uri: str) -> None:
+    """Refuse at start-up what would fail in the writer: an unwritable folder, a missing bucket.
+
+    Raises:
+        UsageError / StoreError: with a hint naming the fix.
+    """
+    from imgcls.errors import UsageError
+
+    if is_gcs(uri):
+        from imgcls.store.gcs import make_client
+
+        bucket, _ = split_gcs(uri)
+        if not bucket:
+            raise UsageError(f"--log-export {uri}: no bucket", hint="use gs://BUCKET/PREFIX/")
+        client = make_client()
+        try:
+            exists = client.bucket(bucket).exists()
+        except Exception as exc:  # network or permission: the message of the client, not a traceback
+            raise UsageError(f"--log-export {uri}: cannot reach the bucket ({type(exc).__name__}: {exc})") from None
+        if not exists:
+            raise UsageError(
+                f"--log-export {uri}: bucket gs://{bucket} does not exist or is not visible to these credentials",
+                hint=f"create it (`gcloud storage buckets create gs://{bucket}`) or fix the URI",
+            )
+        return
+    folder = Path(uri).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".imgcls-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--log-export {uri}: cannot write segments there ({exc.strerror or exc})",
+            hint="pass a writable folder or gs://BUCKET/PREFIX/",
+        ) from None
+
+
+@dataclass
+class _Spool:
+    path: Path
+    seq: int
+    first: float
+    last: float
+    rows: int
+    opened: float
+
+
+class SegmentExporter:
+    """Runs in the log's writer process: ``add`` committed rows, segments close every ``every_s`` (a timer
+    thread publishes them, so an upload never delays the SQLite commits) and on :meth:`close`."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        replica: str,
+        generation: int = 0,
+        every_s: float = DEFAULT_EVERY_S,
+        spool: Path | None = None,
+    ) -> None:
+        self.uri = uri
+        self.replica = replica
+        self.generation = generation
+        self.every_s = every_s
+        self.spool_dir = spool or Path(tempfile.gettempdir()) / "imgcls-log-export" / replica
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.published: list[str] = []
+        self._seq = 0
+        self._current: _Spool | None = None
+        self._file: Any = None
+        self._lock = threading.Lock()  # the spool being appended
+        self._publish_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._client: Any = None
+        self._recover()
+        self._timer = threading.Thread(target=self._tick, name="imgcls-log-export", daemon=True)
+        self._timer.start()
+
+    # -- the writer side --------------------------------------------------------------------------------
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows (dicts of the log's columns) to the open segment, flushed to the OS before returning."""
+        if not rows:
+            return
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+        with self._lock:
+            if self._current is None:
+                path = self.spool_dir / f"{self.generation}-{self._seq:06d}.part"
+                self._file = path.open("ab")
+                self._current = _Spool(path, self._seq, rows[0]["timestamp"], rows[0]["timestamp"], 0, time.time())
+                self._seq += 1
+            self._file.write(data)
+            self._file.flush()
+            cur = self._current
+            cur.first = min(cur.first, min(r["timestamp"] for r in rows))
+            cur.last = max(cur.last, max(r["timestamp"] for r in rows))
+            cur.rows += len(rows)
+
+    def close(self) -> None:
+        """Close and publish the open segment (and retry any left in the spool)."""
+        self._closing.set()
+        self._timer.join(30)
+        self._rotate()
+        self._publish_spooled()
+
+    # -- closing and publishing ---------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        while not self._closing.wait(min(1.0, self.every_s)):
+            with self._lock:
+                due = self._current is not None and time.time() - self._current.opened >= self.every_s
+            if due:
+                self._rotate()
+                self._publish_spooled()
+
+    def _rotate(self) -> None:
+        with self._lock:
+            if self._current is None:
+                return
+            self._file.close()
+            done = self._current
+            self._current = self._file = None
+        done.path.rename(done.path.with_suffix(".closed"))
+
+    def _recover(self) -> None:
+        """A killed predecessor's spool: its open segment (torn last line dropped) becomes a closed one."""
+        for part in sorted(self.spool_dir.glob("*.part")):
+            try:
+                _drop_torn_tail(part)
+                part.rename(part.with_suffix(".closed"))
+                logger.warning("log export: recovered a segment a stopped writer left in its spool")
+            except OSError as exc:
+                logger.error("log export: cannot recover a spooled segment (%s)", exc)
+        self._publish_spooled()
+
+    def _publish_spooled(self) -> None:
+        with self._publish_lock:
+            for closed in sorted(self.spool_dir.glob("*.closed")):
+                try:
+                    self._publish(closed)
+                except Exception as exc:  # kept in the spool; retried at the next interval
+                    logger.error("log export to %s failed (%s: %s); will retry", self.uri, type(exc).__name__, exc)
+                    return
+
+    def _publish(self, closed: Path) -> None:
+        rows = [json.loads(line) for line in closed.read_bytes().splitlines() if line.strip()]
+        if not rows:
+            closed.unlink()
+            return
+        first = min(r["timestamp"] for r in rows)
+        last = max(r["timestamp"] for r in rows)
+        gen, _, seq = closed.stem.partition("-")
+        generation, number = int(gen), int(seq)
+        gz = closed.with_suffix(".gz")
+        with closed.open("rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        for _ in range(1000):  # a taken name moves on to the next sequence number
+            name = segment_name(first, last, self.replica, generation, number)
+            if self._create(gz, name):
+                break
+            number += 1
+        else:
+            raise FileExistsError(f"no free segment name for {closed.name}")
+        self.published.append(name)
+        gz.unlink()
+        closed.unlink()
+
+    def _create(self, gz: Path, name: str) -> bool:
+        """Create ``name`` from the file ``gz``; False when the name is taken (never overwrites)."""
+        if is_gcs(self.uri):
+            from google.api_core.exceptions import PreconditionFailed
+
+            from imgcls.store.gcs import make_client
+
+            if self._client is None:
+                self._client = make_client()
+            bucket, prefix = split_gcs(self.uri)
+            blob = self._client.bucket(bucket).blob(prefix + name)
+            try:
+                blob.upload_from_filename(str(gz), content_type="application/gzip", if_generation_match=0)
+            except PreconditionFailed:
+                return False
+            return True
+        folder = Path(self.uri).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        shutil.copyfile(gz, tmp)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, folder / name)  # atomic and create-only: fails if the name exists
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return True
+
+
+def _drop_torn_tail(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with path.open("r+b") as f:
+            f.truncate(keep)
+
+
+# --- reading (``imgcls drift report --log``) ------------------------------------------------------------
+
+
+def list_segments(uri: str, *, since: float | None = None) -> list[tuple[str, str]]:
+    """``(name, location)`` of the segments under a folder or ``gs://`` prefix whose span reaches ``since``."""
+    out: list[tuple[str, str]] = []
+    if is_gcs(uri):
+        from imgcls.store.gcs import make_client
+
+        bucket, prefix = split_gcs(uri)
+        for blob in make_client().list_blobs(bucket, prefix=prefix):
+            name = blob.name[len(prefix) :]
+            if name.endswith(SEGMENT_SUFFIX) and "/" not in name:
+                out.append((name, f"gs://{bucket}/{blob.name}"))
+    else:
+        folder = Path(uri).expanduser()
+        out = [(p.name, str(p)) for p in sorted(folder.rglob("*" + SEGMENT_SUFFIX)) if not p.name.startswith(".")]
+    if since is not None:
+        kept = []
+        for name, loc in out:
+            span = segment_span(name)
+            if span is None or span[1] >= since:
+                kept.append((name, loc))
+        out = kept
+    return sorted(out)
+
+
+def read_segment_bytes(location: str) -> bytes:
+    """The uncompressed bytes of one segment (a path or ``gs://`` object)."""
+    if is_gcs(location):
+        from imgcls.store.gcs import make_client
+
+        bucket, _, key = location[len("gs://") :].partition("/")
+        data = make_client().bucket(bucket).blob(key).download_as_bytes()
+    else:
+        data = Path(location).read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
