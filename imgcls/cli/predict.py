@@ -68,17 +68,16 @@ def predict(
         int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).")
     ] = 40_000_000,
     allow_webp: Annotated[
-        bool, typer.Option("--webp", help="Also accept WebP images (directories then include *.webp).")
-    ] = False,
+        bool, typer.Option("--webp/--no-webp", help="Decode WebP images (JPEG and PNG always).")
+    ] = True,
 ) -> None:
     from imgcls.cli._files import find_images
-    from imgcls.data.decode import image_suffixes
     from imgcls.errors import UsageError
     from imgcls.runtime import Predictor, resolve_model
 
     if int8 + fp16 + (precision is not None) > 1:
         raise UsageError("--int8, --fp16 and --precision exclude each other", hint="pick one precision")
-    files = find_images(paths, suffixes=image_suffixes(allow_webp=allow_webp))
+    files = find_images(paths)
     predictor = Predictor.from_bundle(
         resolve_model(model),
         engine=engine.value,

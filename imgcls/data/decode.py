@@ -1,12 +1,12 @@
 """Safe image decoding shared by training data, predict and serve.
 
-The bytes decide the format (never the file name); only JPEG and PNG (WebP optionally) are opened; EXIF
+The bytes decide the format (never the file name); only JPEG, PNG and WebP (unless turned off) are opened; EXIF
 orientation is applied; the pixel count is capped and Pillow's decompression-bomb warning is an error.
 Every failure is an :class:`~imgcls.errors.ImageError` with a code the server maps to an HTTP status:
 
 * ``not_found`` — no such file, a directory, or not a regular file (a FIFO, ``/dev/zero``);
 * ``too_large`` — a file of more than ``max_bytes``;
-* ``unsupported_format`` — not JPEG/PNG (WebP) by content: GIF, BMP, TIFF, text, …;
+* ``unsupported_format`` — not JPEG/PNG/WebP by content: GIF, BMP, TIFF, text, …;
 * ``too_many_pixels`` — width × height above ``max_pixels`` (decompression bombs);
 * ``corrupt_image`` — empty, truncated or otherwise undecodable.
 
@@ -40,7 +40,7 @@ FORMATS = ("JPEG", "PNG")
 SUFFIXES = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
 
 
-def image_suffixes(*, allow_webp: bool = False) -> tuple[str, ...]:
+def image_suffixes(*, allow_webp: bool = True) -> tuple[str, ...]:
     """The file suffixes of the formats :func:`decode_image` opens (with ``allow_webp``, WebP's too)."""
     formats = (*FORMATS, "WEBP") if allow_webp else FORMATS
     return tuple(suffix for name in formats for suffix in SUFFIXES[name])
@@ -100,7 +100,7 @@ def decode_image(
     source: bytes | str | Path,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    allow_webp: bool = False,
+    allow_webp: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
     name: str | None = None,
     draft: tuple[int, int] | None = None,
@@ -110,7 +110,7 @@ def decode_image(
     Args:
         source: the encoded bytes, or a path to read them from.
         max_pixels: width × height above which the image is refused (a decompression bomb guard).
-        allow_webp: also accept WebP.
+        allow_webp: accept WebP too (the default, as for the folder datasets; same pixel limit).
         max_bytes: largest file read from a path.
         name: how messages call the image (default: the path, or "upload" for bytes).
         draft: ``(width, height)``: decode a JPEG at the smallest reduced scale (1/2, 1/4, 1/8 — libjpeg's DCT
@@ -136,7 +136,7 @@ def decode_image(
         name = name or "upload"
         data = bytes(source)
     if not data:
-        raise ImageError(f"{name}: empty file", hint="send a JPEG or PNG image", code="corrupt_image")
+        raise ImageError(f"{name}: empty file", hint="send a JPEG, PNG or WebP image", code="corrupt_image")
     _allow_pixels(max_pixels)
     formats = (*FORMATS, "WEBP") if allow_webp else FORMATS
     with warnings.catch_warnings():

@@ -66,7 +66,7 @@ class Predictor:
         model_file: str,
         model_bytes: bytes | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        allow_webp: bool = False,
+        allow_webp: bool = True,
     ) -> None:
         self.bundle = bundle
         self.classes = bundle.classes
@@ -97,7 +97,7 @@ class Predictor:
         intra_threads: int | None = None,
         inter_threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        allow_webp: bool = False,
+        allow_webp: bool = True,
         spin: bool = True,
     ) -> Predictor:
         """Verify the bundle and compile its ONNX model for ``precision`` on ``engine``.
@@ -113,7 +113,7 @@ class Predictor:
             intra_threads: inference threads (default: the profile's with ``auto``, else the engine's own).
             inter_threads: onnxruntime threads across independent operators (default: onnxruntime's).
             max_pixels: largest image (width × height) :meth:`decode` accepts.
-            allow_webp: also decode WebP.
+            allow_webp: decode WebP too (the default; JPEG and PNG always).
             spin: let idle inference threads spin-wait for the next call (fastest for back-to-back batches;
                 a server turns it off so the spinning does not take CPU from its decoding and HTTP threads).
 

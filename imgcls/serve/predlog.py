@@ -67,7 +67,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("model_sha256", "TEXT NOT NULL", "sha256 of the bundle manifest (identifies every file)"),
     ("width", "INTEGER", "original width in pixels"),
     ("height", "INTEGER", "original height in pixels"),
-    ("format", "TEXT", "decoded format: JPEG or PNG"),
+    ("format", "TEXT", "decoded format: JPEG, PNG or WEBP"),
     ("bytes", "INTEGER", "size of the uploaded file"),
     ("brightness", "REAL", "mean luma 0..1 (imgcls.data.stats.image_stats)"),
     ("contrast", "REAL", "std of luma"),

@@ -320,7 +320,7 @@ def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str,
     @app.post(
         "/v1/predict",
         summary="Classify one image",
-        description="Multipart field `file`: one JPEG or PNG (judged by content).",
+        description="Multipart field `file`: one JPEG, PNG or WebP (judged by content).",
         openapi_extra=schemas.multipart(schemas.PredictForm),
         responses={200: {"model": schemas.Prediction}, **schemas.errors(400, 408, 413, 415, 422, 503, 504)},
         response_class=Response,

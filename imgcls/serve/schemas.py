@@ -160,7 +160,7 @@ class Reloaded(Answer):
 
 
 class PredictForm(BaseModel):
-    file: bytes = Field(json_schema_extra={"format": "binary"}, description="one JPEG or PNG (judged by content)")
+    file: bytes = Field(json_schema_extra={"format": "binary"}, description="one JPEG, PNG or WebP (judged by content)")
 
 
 class BatchForm(BaseModel):

@@ -44,7 +44,7 @@ def test_split_pngs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = out / ("a" if i % 2 else "b")
         folder.mkdir(exist_ok=True)
         Image.fromarray(img[..., 0], "L").save(folder / f"{label}_{i:04d}.png")
-    (out / "a" / "README.txt").write_text("not an image: a directory walk skips it")
+    (out / "a" / ".notes.txt").write_text("hidden: a directory walk leaves it out")
     return out
 
 
@@ -204,3 +204,31 @@ def test_predict_resolves_a_store_reference(exported_digits_bundle: Path, few: P
     out = predict(str(few), "--model", ref, "-f", "json", env={"IMGCLS_CACHE": str(tmp_path / "cache")})
     assert out.returncode == 1, out.stderr  # the fake PNG
     assert len([r for r in json_lines(out.stdout) if "label" in r]) == 3
+
+
+def test_a_folder_of_photos_gives_one_line_per_file_webp_included(exported_digits_bundle: Path, tmp_path: Path):
+    """Real photos (scikit-learn's sample images) as JPEG, PNG and WebP, a note and a hidden file: every visible
+    file gets exactly one line; the note gets an error line naming why, and the exit code says one failed."""
+    from sklearn.datasets import load_sample_images
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, pixels in zip(("china", "flower"), load_sample_images().images, strict=True):
+        img = Image.fromarray(pixels)
+        img.save(photos / f"{name}.jpg", quality=90)
+        img.save(photos / f"{name}.png")
+        img.save(photos / f"{name}.webp", quality=80)
+    (photos / "notes.txt").write_text("shot on a phone\n")
+    (photos / ".DS_Store").write_bytes(b"\0\1")
+    out = predict(str(photos), "--model", str(exported_digits_bundle), "-f", "json")
+    assert out.returncode == 1, out.stderr
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    assert sorted(rows) == sorted(
+        ["china.jpg", "china.png", "china.webp", "flower.jpg", "flower.png", "flower.webp", "notes.txt"]
+    )
+    assert all("label" in rows[n] for n in rows if n != "notes.txt")  # WebP decodes by default
+    assert rows["notes.txt"]["error"]["code"] == "unsupported_format"
+    assert "1 of 7 file(s) could not be predicted" in out.stderr
+    no_webp = predict(str(photos), "--model", str(exported_digits_bundle), "-f", "json", "--no-webp")
+    refused = [r for r in map(json.loads, no_webp.stdout.splitlines()) if "error" in r]
+    assert no_webp.returncode == 1 and len(refused) == 3  # the two WebP files and the note, each with a line

@@ -454,3 +454,19 @@ def test_favicon_is_an_icon(client: TestClient) -> None:
     icon = client.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.content.startswith(b"<svg") and b"</svg>" in icon.content
+
+
+def test_webp_uploads_are_decoded_by_default(client: TestClient, exported_digits_bundle: Path) -> None:
+    """WebP is served as predict and the folder datasets decode it (same pixel limit); GIF stays a 415."""
+    with np.load(exported_digits_bundle / "samples" / "val.npz", allow_pickle=False) as d:
+        digit = d["images"][0][..., 0]
+    as_png, as_webp = io.BytesIO(), io.BytesIO()
+    Image.fromarray(digit, "L").save(as_png, format="PNG")
+    Image.fromarray(digit, "L").save(as_webp, format="WEBP", lossless=True)
+    got = client.post("/v1/predict", files={"file": ("d.webp", as_webp.getvalue(), "image/webp")})
+    assert got.status_code == 200, got.text
+    assert got.json()["class_id"] == predict(client, as_png.getvalue()).json()["class_id"]
+    gif = io.BytesIO()
+    Image.fromarray(digit, "L").save(gif, format="GIF")
+    refused = client.post("/v1/predict", files={"file": ("d.gif", gif.getvalue(), "image/gif")})
+    assert refused.status_code == 415 and "WEBP" in refused.json()["error"]["message"]

@@ -107,10 +107,10 @@ def test_text_and_random_bytes_are_unsupported() -> None:
     assert code_of(b"<svg xmlns='http://www.w3.org/2000/svg'/>") == "unsupported_format"
 
 
-def test_webp_is_refused_unless_allowed() -> None:
+def test_webp_decodes_by_default_and_can_be_turned_off() -> None:
     webp = encode(noise(), "WEBP")
-    assert code_of(webp) == "unsupported_format"
-    assert decode_image(webp, allow_webp=True).size == (40, 30)
+    assert decode_image(webp).size == (40, 30)
+    assert code_of(webp, allow_webp=False) == "unsupported_format"
 
 
 # --- EXIF orientation --------------------------------------------------------------------------------------
