@@ -124,7 +124,6 @@ def _start_wandb(settings: ServeSettings, served: ServedModel | None, metrics: A
         },
         model=model_event(served) if served else None,
         flush_s=settings.wandb_every_s,
-        max_pixels=settings.max_pixels,
         on_drop=metrics.wandb_dropped.inc,
     )
     logger_.start()

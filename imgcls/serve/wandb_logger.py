@@ -121,7 +121,7 @@ class WandbRecord:
     margin: float | None = None
     pred_entropy: float | None = None
     stats: ImageStats | None = None
-    stats_source: Any = None  # as for the prediction log: the encoded upload, or (mode, size, raw pixels)
+    stats_source: np.ndarray | None = None  # as for the prediction log: the thumbnail of the model input
 
 
 @dataclass
@@ -158,44 +158,22 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
 
 
-def record_stats(records: list[WandbRecord], max_pixels: int | None = None) -> list[dict[str, float] | None]:
-    """Each record's image statistics: the server's, else :func:`images_stats` of its source (as the log's
+def record_stats(records: list[WandbRecord]) -> list[dict[str, float] | None]:
+    """Each record's image statistics: the server's, else :func:`images_stats` of its thumbnail (as the log's
     writer computes them, so W&B and SQLite agree); None where neither is known."""
     from imgcls.data.stats import images_stats
 
     out: list[dict[str, float] | None] = [r.stats.as_dict() if r.stats is not None else None for r in records]
-    todo: list[tuple[int, Any]] = []
-    for i, r in enumerate(records):
-        if r.stats is None and r.stats_source is not None:
-            image = _image_of(r.stats_source, max_pixels)
-            if image is not None:
-                todo.append((i, image))
+    todo = [(i, r.stats_source) for i, r in enumerate(records) if r.stats is None and r.stats_source is not None]
     if todo:
         try:
-            computed = images_stats([image for _, image in todo])
+            computed = images_stats([thumb for _, thumb in todo])
         except Exception:  # an odd image costs its row the statistics, never the others
             logger.warning("image statistics for W&B failed", exc_info=True)
             return out
         for (i, _), stats in zip(todo, computed, strict=True):
             out[i] = stats.as_dict()
     return out
-
-
-def _image_of(source: Any, max_pixels: int | None) -> Any:
-    from PIL import Image
-
-    from imgcls.data.decode import DEFAULT_MAX_PIXELS, decode_image
-
-    try:
-        if isinstance(source, bytes):
-            return decode_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-        mode, size, raw = source
-        if mode == "RGB":
-            return np.frombuffer(raw, dtype=np.uint8).reshape(size[1], size[0], 3)
-        return Image.frombytes(mode, size, raw)
-    except Exception:
-        logger.warning("could not decode an upload again for its W&B statistics", exc_info=True)
-        return None
 
 
 class WandbLogger:
@@ -210,7 +188,6 @@ class WandbLogger:
         flush_s: seconds between ``wandb.log`` calls: the interval of the ``window/…`` figures.
         max_pending: events kept while the thread is behind; beyond, new ones are dropped (and counted).
         max_rows_per_flush: rows added to the tables per interval (the rest only count in the figures).
-        max_pixels: the server's decode limit, for statistics computed from an upload's bytes.
         on_drop: called for each dropped event (the ``/metrics`` counter).
         wandb_dir: where the run's files go (default: wandb's, ``./wandb`` or ``$WANDB_DIR``).
     """
@@ -226,7 +203,6 @@ class WandbLogger:
         flush_s: float = 5.0,
         max_pending: int = 10_000,
         max_rows_per_flush: int = 256,
-        max_pixels: int | None = None,
         on_drop: Callable[[], None] | None = None,
         wandb_dir: str | None = None,
     ) -> None:
@@ -236,7 +212,6 @@ class WandbLogger:
         self.config = dict(config)
         self.flush_s = flush_s
         self.max_rows_per_flush = max_rows_per_flush
-        self.max_pixels = max_pixels
         self.on_drop = on_drop
         self.wandb_dir = wandb_dir
         self.logged = 0
@@ -440,7 +415,7 @@ class WandbLogger:
         return out
 
     def _add_rows(self, wandb: Any, records: list[WandbRecord], predictions: Any, raw: Any) -> None:
-        stats = record_stats(records, self.max_pixels)
+        stats = record_stats(records)
         for rec, st in zip(records, stats, strict=True):
             assert rec.thumbnail is not None and rec.probabilities is not None
             thumb = rec.thumbnail[:, :, 0] if rec.thumbnail.ndim == 3 and rec.thumbnail.shape[2] == 1 else rec.thumbnail

@@ -16,7 +16,7 @@ def _record(i: int) -> WandbRecord:
     return WandbRecord(
         request_id=str(i), width=8, height=8, thumbnail=np.zeros((8, 8, 1), np.uint8), class_id=0,
         confidence=0.9, label="a", probabilities=np.array([0.9, 0.1], np.float32), latency_ms=1.0,
-        stats_source=b"x" * 1000,
+        stats_source=np.zeros((8, 8, 3), np.uint8),
     )  # fmt: skip
 
 
