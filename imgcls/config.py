@@ -110,6 +110,9 @@ class DistributedConfig(_Strict):
     """SyncBatchNorm (batch statistics over all processes); otherwise running statistics are averaged per epoch."""
     timeout_s: float = Field(default=300.0, gt=0.0)
     """A collective that waits longer than this (a hung or dead peer) ends the job with an error."""
+    join_timeout_s: float = Field(default=600.0, gt=0.0)
+    """How long a worker waits for all the others to start (imports and data on a loaded machine, a late node)
+    before the job fails; the group is then formed at once, so its connections only need ``timeout_s``."""
 
 
 class WandbConfig(_Strict):

@@ -17,7 +17,12 @@ from imgcls.serve.settings import ServeSettings
 
 FIELDS = ServeSettings.model_fields
 # flag names that are not "--" + the field name with dashes
-FLAG_NAMES = {"watch_s": "--watch", "log_export_every_s": "--log-export-every"}
+FLAG_NAMES = {
+    "watch_s": "--watch",
+    "log_export_every_s": "--log-export-every",
+    "wandb_every_s": "--wandb-every",
+    "wandb_drift_every_s": "--wandb-drift-every",
+}
 
 
 def flag_name(field: str) -> str:
@@ -77,6 +82,13 @@ def serve(
     ),
     wandb: Annotated[bool, option("wandb", "--wandb")] = default("wandb"),
     wandb_project: Annotated[str, option("wandb_project")] = default("wandb_project"),
+    wandb_mode: Annotated[str | None, option("wandb_mode")] = default("wandb_mode"),
+    wandb_every: Annotated[float, option("wandb_every_s", "--wandb-every", metavar="SECONDS")] = default(
+        "wandb_every_s"
+    ),
+    wandb_drift_every: Annotated[
+        str | None, option("wandb_drift_every_s", "--wandb-drift-every", metavar="DURATION")
+    ] = default("wandb_drift_every_s"),
     workers: Annotated[int, option("workers")] = default("workers"),
     drain_s: Annotated[float, option("drain_s")] = default("drain_s"),
     decode_threads: Annotated[int | None, option("decode_threads")] = default("decode_threads"),
@@ -129,6 +141,9 @@ def serve(
             log_export_every_s=log_export_every,
             wandb=wandb,
             wandb_project=wandb_project,
+            wandb_mode=wandb_mode,  # type: ignore[arg-type]
+            wandb_every_s=wandb_every,
+            wandb_drift_every_s=wandb_drift_every,  # type: ignore[arg-type]  # a duration: parsed by the settings
             workers=workers,
             drain_s=drain_s,
             decode_threads=decode_threads,
@@ -144,8 +159,10 @@ def serve(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        flag = flag_name(str(first["loc"][0])) if first.get("loc") else "a flag"
-        raise UsageError(f"{flag}: {first['msg']}", hint="see `imgcls serve --help`") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first.get("loc"):  # a rule across flags names them itself
+            raise UsageError(message, hint="see `imgcls serve --help`") from None
+        raise UsageError(f"{flag_name(str(first['loc'][0]))}: {message}", hint="see `imgcls serve --help`") from None
 
     configure_logging(logging.DEBUG if STATE.verbose else logging.INFO)
     from imgcls.serve import runner

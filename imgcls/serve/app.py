@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imgcls import __version__
 from imgcls.serve.errors import ApiError
 from imgcls.serve.gateway import JSON, Gateway
-from imgcls.serve.lifecycle import make_lifespan
+from imgcls.serve.lifecycle import make_lifespan, model_event
 from imgcls.serve.metrics import Metrics
 from imgcls.serve.model import ModelHolder, ServedModel, allowed_roots, load_served
 from imgcls.serve.routes import Predictions, add_routes
@@ -90,6 +90,8 @@ def create_app(
     def on_change(model: ServedModel) -> None:
         metrics.set_model(model.name, model.version, model.sha256, model.predictor.provider)
         metrics.track_queue_depth(lambda: float(model.batcher.admitted))
+        if state.wandb is not None:  # a reload: the W&B run records the new model (and links its artifact)
+            state.wandb.model_changed(model_event(model))
 
     holder = ModelHolder(settings, loader=loader or default_loader, on_change=on_change)
     if settings.watch_s is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -105,6 +106,8 @@ class Gateway:
         closing = st.draining
         extra = [(b"x-request-id", request_id.encode())]
 
+        error_code: list[str | None] = [None]
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 started[0] = True
@@ -113,6 +116,8 @@ class Gateway:
                 if closing or st.draining:
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
+            elif status[0] >= 400 and error_code[0] is None and st.wandb is not None:
+                error_code[0] = _error_code(message.get("body", b""))
             await send(message)
 
         counted = endpoint not in PROBES
@@ -152,6 +157,8 @@ class Gateway:
                 st.metrics.upload_bytes.observe(received[0])
             if st.access is not None:
                 st.access.log(request_id, scope["method"], path, status[0], round(seconds * 1000, 3), received[0])
+            if st.wandb is not None and started[0] and status[0] >= 400:
+                st.wandb.error(endpoint, status[0], error_code[0] or "http_error")
 
     async def _read_body(self, receive: Receive, received: list[int]) -> bytes:
         """The whole body, within ``read_timeout_s`` (408) and ``max_upload_bytes`` (413)."""
@@ -218,6 +225,14 @@ class Gateway:
         if content_length > self.limit:
             return too_large(self.limit, content_length)
         return None
+
+
+def _error_code(body: bytes) -> str:
+    """The ``error.code`` of one of our JSON error bodies (errors only: off the 200 path)."""
+    try:
+        return str(json.loads(body)["error"]["code"])[:64]
+    except (ValueError, KeyError, TypeError):
+        return "http_error"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

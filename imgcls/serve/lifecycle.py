@@ -32,6 +32,7 @@ def make_lifespan(state: ServerState, on_close: Callable[[], None]) -> Callable[
         restore = _install_drain_handler(state)
         state.access = AccessLog() if settings.access_log else None
         watcher: Any = None
+        drift_monitor: Any = None
         try:
             if holder.current is None:
                 holder.install(await asyncio.to_thread(holder.loader, settings.model))
@@ -46,7 +47,9 @@ def make_lifespan(state: ServerState, on_close: Callable[[], None]) -> Callable[
                     on_restart=count_restart,
                 )
             if settings.wandb:
-                state.wandb = await asyncio.to_thread(_start_wandb, settings, holder.current)
+                state.wandb = await asyncio.to_thread(_start_wandb, settings, holder.current, metrics)
+                if settings.wandb_drift_every_s is not None and state.predlog is not None:
+                    drift_monitor = _start_drift_monitor(state)
             if settings.watch_s is not None:
                 watcher = await asyncio.to_thread(_start_watcher, state, asyncio.get_running_loop())
                 state.watcher = watcher
@@ -64,6 +67,8 @@ def make_lifespan(state: ServerState, on_close: Callable[[], None]) -> Callable[
             restore()
             holder.close()
             on_close()
+            if drift_monitor is not None:
+                await asyncio.to_thread(drift_monitor.stop)
             if state.predlog is not None:
                 await asyncio.to_thread(state.predlog.close)
             if state.wandb is not None:
@@ -99,22 +104,57 @@ def _start_watcher(state: ServerState, loop: asyncio.AbstractEventLoop) -> Any:
     return watcher.start()
 
 
-def _start_wandb(settings: ServeSettings, served: ServedModel | None) -> Any:
+def _start_wandb(settings: ServeSettings, served: ServedModel | None, metrics: Any) -> Any:
     from imgcls.serve.wandb_logger import WandbLogger, wandb_mode
 
     classes = list(served.predictor.classes) if served else []
     logger_ = WandbLogger(
         project=settings.wandb_project,
-        mode=wandb_mode(),
+        mode=wandb_mode(requested=settings.wandb_mode),
         classes=classes,
         config={
-            "model": served.identity if served else None,
             "max_batch": settings.max_batch,
             "max_delay_ms": settings.max_delay_ms,
+            "precision": settings.precision,
+            "engine": served.predictor.engine.name if served else None,
+            "provider": served.predictor.provider if served else None,
+            "workers": settings.workers,
+            "log_every_s": settings.wandb_every_s,
+            "drift_every_s": settings.wandb_drift_every_s,
         },
+        model=model_event(served) if served else None,
+        flush_s=settings.wandb_every_s,
+        on_drop=metrics.wandb_dropped.inc,
     )
     logger_.start()
     return logger_
+
+
+def model_event(served: ServedModel) -> Any:
+    """What the W&B run records about a served model (its artifact is looked up by the W&B thread)."""
+    from imgcls.serve.wandb_logger import ModelEvent
+
+    return ModelEvent(identity={**served.identity, "ref": served.ref}, bundle_dir=str(served.bundle.path))
+
+
+def _start_drift_monitor(state: ServerState) -> Any:
+    """``--wandb-drift-every``: the prediction log's drift, checked in another process, to the W&B run."""
+    from imgcls.serve.wandb_drift import DriftMonitor
+
+    settings, holder, metrics = state.settings, state.holder, state.metrics
+    assert settings.wandb_drift_every_s is not None and settings.log_predictions is not None
+
+    def current() -> tuple[str, str] | None:
+        served = holder.current
+        return (str(served.bundle.path), served.sha256) if served is not None else None
+
+    return DriftMonitor(
+        every_s=settings.wandb_drift_every_s,
+        log_path=settings.log_predictions,
+        current=current,
+        sink=state.wandb.drift,
+        on_result=lambda result: metrics.wandb_drift_checks.labels(result).inc(),
+    ).start()
 
 
 # --- SIGTERM: drain, then let uvicorn exit -----------------------------------------------------------------

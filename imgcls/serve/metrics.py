@@ -58,6 +58,17 @@ class Metrics:
             "Prediction-log records lost: the writer fell behind, died before committing them or could not store them.",
             registry=r,
         )
+        self.wandb_dropped = Counter(
+            "imgcls_wandb_dropped",
+            "W&B events (predictions, errors) dropped because its thread fell behind.",
+            registry=r,
+        )
+        self.wandb_drift_checks = Counter(
+            "imgcls_wandb_drift_checks",
+            "Drift checks of the prediction log for W&B (--wandb-drift-every), by result.",
+            ["result"],
+            registry=r,
+        )
         self._requests: dict[tuple[str, int], Any] = {}
         self._durations: dict[str, Any] = {}
         self._predictions: dict[str, Any] = {}

@@ -268,7 +268,6 @@ class PredictionLog:
         max_batch_bytes: int = 4 << 20,
         on_drop: Callable[[int], Any] | None = None,
         on_restart: Callable[[], Any] | None = None,
-        max_pixels: int | None = None,  # accepted for older callers; the writer decodes nothing any more
     ) -> None:
         if path is None and export is None:
             raise ValueError("a prediction log needs an SQLite path, an export URI or both")
@@ -600,8 +599,11 @@ def writer_main(path: Path | None, stream: BinaryIO, acks: BinaryIO | None = Non
                     logger.error("log export spool: %d records not exported (%s)", len(rows), exc)
                     ok = ok if conn is not None else False
             if acks is not None:
-                acks.write(_ACK.pack(len(rows), 0) if ok else _ACK.pack(0, len(rows)))
-                acks.flush()
+                try:
+                    acks.write(_ACK.pack(len(rows), 0) if ok else _ACK.pack(0, len(rows)))
+                    acks.flush()
+                except OSError:  # the server died: keep committing what it had sent, unacknowledged
+                    acks = None
     finally:
         if conn is not None:
             conn.close()

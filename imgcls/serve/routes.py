@@ -109,7 +109,7 @@ class Predictions:
         the large-image lane, within the server's :class:`~imgcls.serve.model.PixelBudget`: small uploads
         never queue behind it.
         """
-        keep = self.state.predlog is not None
+        keep = self.state.predlog is not None or self.state.wandb is not None  # both log the image statistics
         pixels = decode_pixels(data, served.predictor.input.size)
         if pixels is not None and pixels > LARGE_DECODE_PIXELS:
             return await self._classify_large(served, data, pixels, deadline, keep)
@@ -154,6 +154,7 @@ class Predictions:
     ) -> None:
         st = self.state
         st.metrics.observe_prediction(result["label"])
+        outputs = output_summary(probs) if st.predlog is not None or st.wandb is not None else {}
         if st.predlog is not None:
             st.predlog.append(
                 PredictionRecord(
@@ -171,7 +172,7 @@ class Predictions:
                     confidence=result["confidence"],
                     top_k=result["top_k"],
                     latency_ms=latency,
-                    **output_summary(probs),
+                    **outputs,
                     embedding=decoded.embedding,
                     stats=decoded.stats,
                 ),
@@ -191,6 +192,14 @@ class Predictions:
                     label=result["label"],
                     probabilities=probs,
                     latency_ms=latency,
+                    model_name=served.name,
+                    model_version=served.version,
+                    model_sha256=served.sha256,
+                    format=decoded.format,
+                    bytes=decoded.nbytes,
+                    stats=decoded.stats,
+                    stats_source=decoded.stats_source,
+                    **outputs,
                 )
             )
 
@@ -268,6 +277,8 @@ class Predictions:
             for result, decoded, probs in outcomes:
                 if decoded is not None:
                     self._record(served, request_id, decoded, result, probs, latency)
+                elif self.state.wandb is not None:  # a failed file of a batch answered 200: still an error
+                    self.state.wandb.error("predict_batch_file", result["status"], result["error"]["code"])
             return _json(
                 {
                     "results": [r for r, _, _ in outcomes],

@@ -33,7 +33,7 @@ def check_environment(settings: ServeSettings) -> None:
     if settings.wandb:
         from imgcls.serve.wandb_logger import wandb_mode
 
-        wandb_mode()
+        wandb_mode(requested=settings.wandb_mode)
     if settings.log_predictions is not None:
         from imgcls.serve.predlog import connect
 

@@ -8,6 +8,7 @@ as JSON in ``IMGCLS_SERVE_SETTINGS``; the admin token is never serialised (each 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -99,9 +100,20 @@ class ServeSettings(BaseModel):
     log_export_every_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     """Close and publish a segment this often, in seconds (and at shutdown)."""
     wandb: bool = False
-    """Log predictions to Weights & Biases (background)."""
+    """Monitor serving in Weights & Biases (background thread): prediction rows with their image statistics,
+    latency and model version; windowed latency percentiles, class histogram and errors by status and code."""
     wandb_project: str = "imgcls-serve"
     """W&B project for --wandb."""
+    wandb_mode: Literal["online", "offline"] | None = None
+    """online (needs an API key) or offline (no network), as for train (default: $WANDB_MODE, else online when a
+    key is configured, else the server refuses to start)."""
+    wandb_every_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    """Seconds between W&B logs: the window of the latency percentiles, class histogram and error counts."""
+    # a duration string ("15m") is accepted and parsed by _duration below
+    wandb_drift_every_s: float | None = Field(default=None, gt=0.0)
+    """Every DURATION (e.g. 15m), log the drift of the prediction log's last DURATION (drifted columns, estimated
+    accuracy) to the W&B run, computed in a separate process; needs --wandb, the prediction log and a bundle with a
+    drift reference (default: off)."""
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes (each loads the model)."""
     drain_s: float = Field(default=8.0, ge=0.0)
@@ -139,6 +151,11 @@ class ServeSettings(BaseModel):
             raise ValueError("the admin token is empty or whitespace only")
         return value
 
+    @field_validator("wandb_drift_every_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
@@ -149,7 +166,27 @@ class ServeSettings(BaseModel):
             raise ValueError(f"--int8 and precision {self.precision} exclude each other")
         if self.int8 and self.precision is None:
             object.__setattr__(self, "precision", "int8")
+        if self.wandb_drift_every_s is not None and not (self.wandb and self.log_predictions is not None):
+            raise ValueError(
+                "--wandb-drift-every logs the prediction log's drift to W&B: it needs --wandb and the prediction "
+                "log (not --log-predictions off)"
+            )
         return self
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``1h``, ``1d`` (or plain seconds) -> seconds.
+
+    Raises:
+        ValueError: another form (pydantic reports it with the flag's name).
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 90s, 15m, 1h")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
 def settings_to_env(settings: ServeSettings) -> str:

@@ -11,7 +11,8 @@ environment itself. What each process does:
   gathers every logit back into the original order (:func:`gather_rows`), so it is exactly a single-process
   evaluation (timm's padded sampler counts duplicated images);
 - only the primary process (rank 0) writes: run directory, checkpoints, bundle, W&B, plots;
-- every collective has ``timeout_s``: a dead or hung peer ends the job with an error instead of a hang.
+- every collective has ``timeout_s``: a dead or hung peer ends the job with an error instead of a hang
+  (:class:`PeerTimeout`, exit status :data:`PEER_TIMEOUT_EXIT`, which the launcher names in its message).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,28 @@ from typing import Any
 from imgcls.errors import ConfigError, ImgclsError
 
 logger = logging.getLogger(__name__)
+
+PEER_TIMEOUT_EXIT = 4
+"""A worker's exit status when a collective timed out: the launcher reports "gave up waiting for the others"."""
+_TIMED_OUT = re.compile(r"timed out|timeout", re.IGNORECASE)  # gloo: "Timed out waiting 30000ms for recv …"
+
+
+class PeerTimeout(ImgclsError):
+    """A collective waited longer than ``distributed.timeout_s``: another worker hung, was stopped, or died."""
+
+    exit_code = PEER_TIMEOUT_EXIT
+    code = "peer_timeout"
+
+
+def peer_timeout(env: DistEnv, exc: BaseException, timeout_s: float) -> PeerTimeout | None:
+    """The :class:`PeerTimeout` that ``exc`` (raised by a collective or by DDP's backward) means, or None."""
+    if not env.enabled or not isinstance(exc, RuntimeError) or not _TIMED_OUT.search(str(exc)):
+        return None
+    return PeerTimeout(
+        f"rank {env.rank}: no answer from the other workers for {timeout_s:g} s (distributed.timeout_s): one of "
+        "them hung, was stopped or died",
+        hint="if they are only slow (a long evaluation, a slow disk), raise it: --set distributed.timeout_s=SECONDS",
+    )
 
 
 @dataclass(frozen=True)
@@ -86,10 +110,18 @@ def device_for(device: str, env: DistEnv) -> str:
     return f"cuda:{env.local_rank}" if device == "cuda" and env.enabled else device
 
 
-def init(env: DistEnv, device: str, timeout_s: float) -> None:
-    """Join the process group (NCCL for CUDA, gloo for CPU); MASTER_ADDR/PORT come from the launcher."""
+def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | None = None) -> None:
+    """Join the process group (NCCL for CUDA, gloo for CPU); MASTER_ADDR/PORT come from the launcher.
+
+    Every rank first waits (up to ``join_timeout_s``, default ``timeout_s``) on the launcher's store until all
+    ``world_size`` ranks have arrived; only then is the group formed, with ``timeout_s`` for its connections and
+    collectives. Without that barrier a rank that starts late (imports on a loaded machine, a restarted group)
+    made the early ones' gloo connect time out after ``timeout_s``.
+    """
     if not env.enabled:
         return
+    import time
+
     import torch
     import torch.distributed as dist
 
@@ -99,11 +131,24 @@ def init(env: DistEnv, device: str, timeout_s: float) -> None:
         torch.cuda.set_device(env.local_rank)
         kwargs["device_id"] = torch.device("cuda", env.local_rank)
     timeout = _dt.timedelta(seconds=timeout_s)
+    join_s = max(join_timeout_s or timeout_s, timeout_s)
     try:
-        # The launcher's store (MASTER_ADDR/PORT) outlives a restart of the worker group: a key prefix per attempt
-        # keeps the restarted workers from reading the dead ones' addresses (seen: "Connection refused" on restart).
-        store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=timeout))
+        store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=_dt.timedelta(seconds=join_s)))
+        # The launcher's store outlives a restart of the worker group: a key prefix per attempt keeps the
+        # restarted workers from reading the dead ones' addresses (seen: "Connection refused" on restart).
         store = dist.PrefixStore(f"imgcls/attempt-{env.restart_count}", store)
+        arrived = int(store.add("arrived", 1))
+        deadline = time.monotonic() + join_s
+        while arrived < env.world_size:
+            if time.monotonic() > deadline:
+                raise ImgclsError(
+                    f"rank {env.rank}: only {arrived} of {env.world_size} workers started within {join_s:g} s "
+                    "(distributed.join_timeout_s)",
+                    hint="check that every node runs the same `imgcls train` command with the same "
+                    "--rdzv-endpoint, or raise distributed.join_timeout_s",
+                )
+            time.sleep(0.05)
+            arrived = int(store.add("arrived", 0))
         dist.init_process_group(
             backend=backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs
         )

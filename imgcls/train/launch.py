@@ -3,7 +3,10 @@
 imgcls does not manage processes itself: torchrun's elastic agent starts the workers, gives each its RANK /
 WORLD_SIZE / LOCAL_RANK, watches them, stops the others when one fails, and restarts the whole group up to
 ``--max-restarts`` times (the restarted workers resume from the last checkpoint). A failure that ends the job
-comes back as one :class:`~imgcls.errors.ImgclsError` naming the worker, its exit and how to resume.
+comes back as one :class:`~imgcls.errors.ImgclsError` naming the worker, its exit and how to resume. A hung
+worker (stopped, deadlocked) is found by the others' collective timeout (``distributed.timeout_s``); the agent
+then stops every worker, SIGKILL after its 30 s grace for one that does not answer SIGTERM, so the job ends
+within about ``timeout_s`` + 30 s.
 """
 
 from __future__ import annotations
@@ -119,9 +122,13 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
 def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsError:
     failures = getattr(exc, "failures", {}) or {}
     what = []
+    from imgcls.train.distributed import PEER_TIMEOUT_EXIT
+
     for rank, failure in sorted(failures.items()):
         code = getattr(failure, "exitcode", None)
         how = f"was killed by {failure.signal_name()}" if code is not None and code < 0 else f"exited with {code}"
+        if code == PEER_TIMEOUT_EXIT:
+            how = "gave up waiting for the others (a collective timed out: a worker hung or was stopped)"
         what.append(f"worker rank {rank} (pid {getattr(failure, 'pid', '?')}) {how}")
     summary = "; ".join(what) or "a worker failed"
     restarts = f" after {launch.max_restarts} restart(s)" if launch.max_restarts else ""

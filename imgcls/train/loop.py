@@ -117,9 +117,14 @@ def fit(
 
     check_device(cfg.train.device)
     device = device_for(cfg.train.device, dist)
-    distributed.init(dist, device, cfg.distributed.timeout_s)
+    distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
     try:
         return _fit(cfg, run_dir, checkpoint, callbacks, dataset, dist, device)
+    except RuntimeError as exc:  # a hung peer: gloo's timeout, not an "unexpected" error with a traceback
+        timed_out = distributed.peer_timeout(dist, exc, cfg.distributed.timeout_s)
+        if timed_out is None:
+            raise
+        raise timed_out from None
     finally:
         distributed.shutdown(dist)
 

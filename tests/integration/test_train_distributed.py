@@ -1,8 +1,9 @@
 """`imgcls train --nproc-per-node 2` on CPU (gloo) with the real digits: accuracy, one bundle, exact evaluation,
-a killed worker, resume, and an elastic restart."""
+a killed worker, a hung (SIGSTOPped) worker, resume, and an elastic restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -110,7 +111,10 @@ def _workers(pid: int) -> list[int]:
     return [int(c) for c in children if b"imgcls" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-def _kill_a_worker_after_epoch_1(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], list[str]]:
+def _signal_a_worker_after_epoch_1(
+    args: list[str], cwd: Path, sig: signal.Signals = signal.SIGKILL
+) -> tuple[subprocess.Popen[str], int]:
+    """Start `imgcls train ARGS`; once epoch 1 is reported, send ``sig`` to one worker. -> (the job, that worker)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgcls", "train", *args],
         stdout=subprocess.PIPE,
@@ -119,23 +123,47 @@ def _kill_a_worker_after_epoch_1(args: list[str], cwd: Path) -> tuple[subprocess
         cwd=cwd,
         env=ENV,
     )
-    seen = []
     assert proc.stdout is not None
     for line in proc.stdout:
-        seen.append(line)
         if line.startswith("epoch 1/5 ") and "train loss" in line:
             workers = _workers(proc.pid)
             assert len(workers) == 2, workers
-            os.kill(workers[-1], signal.SIGKILL)  # a crash or an OOM kill: no chance to clean up
-            break
-    return proc, seen
+            os.kill(workers[-1], sig)
+            return proc, workers[-1]
+    proc.wait()
+    raise AssertionError(f"the job ended before epoch 1 was reported:\n{proc.stderr.read() if proc.stderr else ''}")
+
+
+def _is_worker(pid: int) -> bool:
+    """``pid`` is still one of our imgcls processes (not a zombie, not a recycled pid)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and b"imgcls" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _leave_nothing_behind(proc: subprocess.Popen[str], *pids: int) -> None:
+    """Kill the job and any worker still there, a stopped one included (SIGCONT first, then SIGKILL)."""
+    leftovers = [*pids, *(_workers(proc.pid) if proc.poll() is None else [])]
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    for pid in leftovers:
+        if _is_worker(pid):
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
 
 
 def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(tmp_path):
     run = tmp_path / "run"
-    proc, _ = _kill_a_worker_after_epoch_1([*SHORT, "--nproc-per-node", "2", "--out", str(run)], tmp_path)
+    proc, killed = _signal_a_worker_after_epoch_1([*SHORT, "--nproc-per-node", "2", "--out", str(run)], tmp_path)
     killed_at = time.monotonic()
-    out, err = proc.communicate(timeout=60)  # the agent notices at once; 60 s is the bound the issue sets
+    try:
+        out, err = proc.communicate(timeout=60)  # the agent notices at once; 60 s is the bound the issue sets
+    finally:
+        _leave_nothing_behind(proc, killed)
     assert time.monotonic() - killed_at < 60
     assert proc.returncode == 1, out + err
     assert "distributed training failed: worker rank" in err and "was killed by SIGKILL" in err
@@ -157,11 +185,36 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
     assert bundle.meta.lineage.training.extra("distributed")["world_size"] == 2
 
 
+def test_a_hung_worker_ends_the_job_with_a_clear_message_and_nothing_left_behind(tmp_path):
+    run = tmp_path / "run"
+    args = [*SHORT, "--nproc-per-node", "2", "--out", str(run)]  # SHORT: distributed.timeout_s=30
+    proc, stopped = _signal_a_worker_after_epoch_1(args, tmp_path, signal.SIGSTOP)  # alive, but never answers
+    try:
+        # Bounded by design: the other worker's collective times out (30 s), then the agent stops the group
+        # (SIGTERM, SIGKILL after its 30 s grace for the stopped one). The limit here is generous for a loaded
+        # machine: what is checked is that the job ends by itself, and how it says why, not how fast.
+        out, err = proc.communicate(timeout=400)
+        left_behind = _is_worker(stopped)
+    finally:
+        _leave_nothing_behind(proc, stopped)
+    assert proc.returncode == 1, out + err
+    message = " ".join(err.split())
+    assert "no answer from the other workers for 30 s (distributed.timeout_s)" in message  # the waiting worker
+    assert "gave up waiting for the others (a collective timed out: a worker hung or was stopped)" in message
+    assert f"imgcls train --resume {run} --nproc-per-node 2" in message
+    assert "unexpected" not in err and "Traceback" not in err
+    assert not left_behind  # the launcher killed the stopped worker itself
+    assert not (run / "bundle.json").exists()
+
+
 def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = [*SHORT, "--nproc-per-node", "2", "--max-restarts", "1", "--out", str(run)]
-    proc, _ = _kill_a_worker_after_epoch_1(args, tmp_path)
-    out, err = proc.communicate(timeout=300)
+    proc, killed = _signal_a_worker_after_epoch_1(args, tmp_path)
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        _leave_nothing_behind(proc, killed)
     assert proc.returncode == 0, out + err
     assert "resuming after epoch " in out  # the restarted group (TORCHELASTIC_RESTART_COUNT=1) found the checkpoint
     from imgcls.bundle import load_bundle

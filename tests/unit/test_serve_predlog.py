@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from pydantic import SecretStr
 from imgcls.data.stats import image_stats, images_stats, stats_thumbnail
 from imgcls.drift.reference import rgb
 from imgcls.errors import UsageError
-from imgcls.serve.predlog import COLUMNS, TABLE, PredictionLog, PredictionRecord, read_predictions
+from imgcls.serve.predlog import _RECORD_FIELDS, COLUMNS, TABLE, PredictionLog, PredictionRecord, read_predictions
 from imgcls.serve.settings import SETTINGS_ENV, ServeSettings, settings_from_env, settings_to_env
 from imgcls.serve.wandb_logger import wandb_mode
 
@@ -161,6 +163,24 @@ def test_the_writer_commits_what_it_received_when_the_server_dies(tmp_path: Path
     w.proc.stdin.close()  # what the kernel does when the server process is killed
     assert w.proc.wait(10) == 0
     assert len(read_predictions(path)) == 3
+
+
+def test_a_writer_whose_server_died_commits_every_frame_it_was_sent(tmp_path: Path) -> None:
+    """The server gone (its end of the acknowledgement pipe closed too), the frames already in the pipe are still
+    committed: a failed acknowledgement must not stop the writer."""
+    from imgcls.serve.predlog import encode_frame
+
+    path = tmp_path / "p.sqlite"
+    cmd = [sys.executable, "-m", "imgcls.serve.predlog", "--db", str(path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.close()  # nobody reads the acknowledgements any more
+    for i in range(3):
+        values = tuple(getattr(record(i), f) for f in _RECORD_FIELDS)
+        proc.stdin.write(encode_frame([(values, None, None)]))
+    proc.stdin.close()
+    assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    assert [r["request_id"] for r in read_predictions(path)] == ["req-0", "req-1", "req-2"]
 
 
 def test_an_unwritable_log_path_fails_at_startup(tmp_path: Path) -> None:

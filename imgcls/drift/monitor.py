@@ -1,0 +1,84 @@
+"""The drift of a server's own traffic, for ``serve --wandb-drift-every``: the last window of its SQLite prediction
+log against the served bundle's reference, with the report's own code (:func:`imgcls.drift.report.compare`).
+
+It runs as a process of its own, ``python -m imgcls.drift.monitor BUNDLE LOG SECONDS``, started by
+:mod:`imgcls.serve.wandb_drift` on an interval: neither the server's event loop nor its GIL pays for reading
+the log and scoring the columns, and a crash here cannot take the server down. It prints one JSON line:
+``{"status": "ok", "summary": {...drift.json...}}``, ``{"status": "no_reference"}``, ``{"status": "no_rows"}``
+or ``{"status": "error", "message": ...}``; the exit status is 0 unless the process itself failed.
+
+Only the window is read (``WHERE timestamp >= now - SECONDS``, on the log's timestamp index), not the whole log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from imgcls.drift.reference import drift_section, load_reference
+from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, compare
+from imgcls.errors import ImgclsError
+
+
+def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The log's rows of ``model_sha256`` since ``cutoff`` (Unix time), oldest first, and the other models' counts."""
+    conn = sqlite3.connect(f"file:{log}?mode=ro", uri=True, timeout=30.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
+        rows = [
+            dict(r)
+            for r in conn.execute(f"SELECT {cols} FROM predictions WHERE timestamp >= ? ORDER BY timestamp", (cutoff,))
+        ]
+    finally:
+        conn.close()
+    mine: list[dict[str, Any]] = []
+    others: dict[str, int] = {}
+    for r in rows:
+        if r["model_sha256"] == model_sha256:
+            mine.append(r)
+        else:
+            key = f"{r.get('model_name')} {r.get('model_version')} {str(r['model_sha256'])[:12]}"
+            others[key] = others.get(key, 0) + 1
+    return mine, others
+
+
+def window_summary(bundle_dir: str | Path, log: str | Path, seconds: float, now: float | None = None) -> dict[str, Any]:
+    """The drift summary of the last ``seconds`` of ``log`` for the bundle (see the module docstring)."""
+    from imgcls.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)  # verified: a corrupted reference is refused by its sha256
+    if drift_section(bundle.meta) is None:
+        return {"status": "no_reference"}
+    reference = load_reference(bundle)
+    cutoff = (time.time() if now is None else now) - seconds
+    rows, others = window_rows(Path(log), bundle.digest, cutoff)
+    if not rows:
+        return {"status": "no_rows", "other_models": others}
+    return {"status": "ok", "summary": compare(reference, _window_of_rows(rows, str(log), others))}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m imgcls.drift.monitor BUNDLE LOG SECONDS", file=sys.stderr)
+        return 2
+    with contextlib.suppress(OSError):
+        os.nice(10)  # behind the server's own work
+    try:
+        out = window_summary(argv[0], argv[1], float(argv[2]))
+    except (ImgclsError, sqlite3.Error, OSError, ValueError) as exc:
+        message = exc.message if isinstance(exc, ImgclsError) else f"{type(exc).__name__}: {exc}"
+        out = {"status": "error", "message": message}
+    print(json.dumps(out, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

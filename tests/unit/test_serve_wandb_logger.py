@@ -1,0 +1,67 @@
+"""The W&B logger's request-side half (bounded, never blocking) and its figures; the drift check's failures."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgcls.serve.wandb_drift import DriftMonitor
+from imgcls.serve.wandb_logger import WandbLogger, WandbRecord, drift_figures, percentiles
+
+
+def _record(i: int) -> WandbRecord:
+    return WandbRecord(
+        request_id=str(i), width=8, height=8, thumbnail=np.zeros((8, 8, 1), np.uint8), class_id=0,
+        confidence=0.9, label="a", probabilities=np.array([0.9, 0.1], np.float32), latency_ms=1.0,
+        stats_source=np.zeros((8, 8, 3), np.uint8),
+    )  # fmt: skip
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    drops: list[int] = []
+    wb = WandbLogger(project="p", mode="offline", classes=["a", "b"], config={}, max_pending=3,
+                     max_rows_per_flush=2, on_drop=lambda: drops.append(1))  # fmt: skip
+    records = [_record(i) for i in range(5)]
+    for r in records:
+        wb.append(r)
+    wb.error("predict", 415, "unsupported_format")
+    assert wb.dropped == 3 and len(drops) == 3
+    # beyond the rows of one interval's table, a record keeps only what the figures need: no image is held
+    assert [r.thumbnail is not None for r in records[:3]] == [True, True, False]
+    assert records[2].stats_source is None and records[2].probabilities is None
+
+
+def test_window_percentiles() -> None:
+    got = percentiles([float(v) for v in range(1, 101)])
+    assert got == pytest.approx({"p50": 50.5, "p95": 95.05, "p99": 99.01})
+
+
+def test_drift_figures_name_the_drifted_columns_and_the_estimate() -> None:
+    summary = {
+        "drift": True,
+        "drifted_columns": ["brightness", "pred_class"],
+        "columns": [
+            {"name": "brightness", "score": 0.4, "drifted": True, "description": "brightness rose from 0.29 to 0.52"},
+            {"name": "contrast", "score": 0.01, "drifted": False, "description": None},
+        ],
+        "sample_sizes": {"current": 500, "other_models": 3},
+        "accuracy": {"estimated": 0.71, "interval": [0.68, 0.74], "reference": 0.93},
+    }
+    fig = drift_figures(summary)
+    assert fig["drift/drift"] == 1 and fig["drift/drifted"] == "brightness, pred_class"
+    assert fig["drift/drifted_columns"] == 2 and fig["drift/rows"] == 500
+    assert (fig["drift/estimated_accuracy"], fig["drift/estimated_accuracy_low"]) == (0.71, 0.68)
+    assert fig["drift/why/brightness"] == "brightness rose from 0.29 to 0.52"
+    assert "drift/drift" not in drift_figures({**summary, "drift": None})  # too few rows: no verdict
+
+
+def test_a_failing_drift_check_warns_and_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    got: list[dict] = []
+    monitor = DriftMonitor(every_s=60, log_path=tmp_path / "none.sqlite", sink=got.append,
+                           current=lambda: (str(tmp_path / "no-bundle"), "ab" * 32))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="imgcls.serve.wandb_drift"):
+        assert monitor.check() == "failed"
+    assert got == [] and "W&B drift check failed" in caplog.text
