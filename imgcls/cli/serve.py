@@ -75,6 +75,7 @@ def serve(
     max_pixels: Annotated[int, option("max_pixels")] = default("max_pixels"),
     max_decode_mpixels: Annotated[float, option("max_decode_mpixels")] = default("max_decode_mpixels"),
     max_files: Annotated[int, option("max_files")] = default("max_files"),
+    uncertain_below: Annotated[float, option("uncertain_below")] = default("uncertain_below"),
     log_predictions: Annotated[str | None, option("log_predictions")] = None,
     log_export: Annotated[str | None, option("log_export", "--log-export", metavar="URI")] = default("log_export"),
     log_export_every: Annotated[float, option("log_export_every_s", "--log-export-every", metavar="SECONDS")] = default(
@@ -136,6 +137,7 @@ def serve(
             max_pixels=max_pixels,
             max_decode_mpixels=max_decode_mpixels,
             max_files=max_files,
+            uncertain_below=uncertain_below,
             log_predictions=log_path,
             log_export=log_export,
             log_export_every_s=log_export_every,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imgcls.drift.reference import load_reference
+from imgcls.drift.reference import REFERENCE_FILE, load_reference
 from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, compare
 from imgcls.errors import ImgclsError
 
@@ -55,7 +55,7 @@ def window_summary(bundle_dir: str | Path, log: str | Path, seconds: float, now:
     from imgcls.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)  # verified: a corrupted reference is refused by its sha256
-    if bundle.meta.drift is None:
+    if bundle.meta.drift is None or not bundle.has(REFERENCE_FILE):
         return {"status": "no_reference"}
     reference = load_reference(bundle)
     cutoff = (time.time() if now is None else now) - seconds

@@ -327,6 +327,11 @@ def _timeout(limit: float) -> ApiError:
 def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str, allowed: tuple[str, ...]) -> None:
     """Register the routes on ``app`` (``allowed``: where an admin reload may load from)."""
     settings, holder, metrics = state.settings, state.holder, state.metrics
+    limits = {
+        "max_upload_bytes": settings.max_upload_bytes,
+        "max_files": settings.max_files,
+        "max_pixels": settings.max_pixels,
+    }
 
     @app.post(
         "/v1/predict",
@@ -353,8 +358,9 @@ def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str,
     @app.get(
         "/v1/model",
         summary="The model being served",
-        description="Name, version, sha256, classes, input and provider; with the admin bearer token, also the "
-        "metrics, lineage, export figures and the server-side reference.",
+        description="Name, version, sha256, classes, input, engine, provider and the limits a client must stay "
+        "within; with the admin bearer token, also the metrics, lineage, export figures and the server-side "
+        "reference.",
         responses={200: {"model": schemas.ModelInfo}, **schemas.errors(503)},
         response_class=Response,
     )
@@ -363,6 +369,8 @@ def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str,
         if served is None:
             raise overloaded("no model is loaded yet", code="not_ready")
         body = served.describe() if request.scope.get("imgcls.admin") else served.describe_public()
+        body["limits"] = limits  # what a client must stay within (the page checks files against it)
+        body["uncertain_below"] = settings.uncertain_below
         if state.watcher is not None:  # wanted (the store alias) vs served: a refused promotion shows here
             body = {**body, "alias": state.watcher.status()}
         return _json(body)

@@ -106,6 +106,14 @@ class AliasStatus(Answer):
     refused: RefusedVersion | None = Field(description="the wanted version this server refused, and why")
 
 
+class Limits(Answer):
+    """What one request may carry (beyond: 413)."""
+
+    max_upload_bytes: int = Field(description="largest request body (--max-upload-mb)")
+    max_files: int = Field(description="most files in one /v1/predict/batch request")
+    max_pixels: int = Field(description="largest image, width × height")
+
+
 class ModelInfo(Answer):
     """``GET /v1/model``: anyone sees name, version, sha256, classes, input, engine, precision and provider; the
     fields marked *admin* only come with the admin bearer token (they describe the server, not the model's use)."""
@@ -118,6 +126,8 @@ class ModelInfo(Answer):
     engine: str
     precision: str
     provider: str
+    limits: Limits
+    uncertain_below: float = Field(description="the page marks an answer uncertain below this top-class probability")
     alias: AliasStatus | None = Field(default=None, description="with --watch only")
     metrics: dict[str, Any] | None = Field(default=None, description="admin")
     lineage: dict[str, Any] | None = Field(default=None, description="admin")

@@ -91,6 +91,11 @@ class ServeSettings(BaseModel):
     """Millions of pixels decoded at once by uploads over 2 MP (they take turns; small ones never wait)."""
     max_files: int = Field(default=64, ge=1)
     """Most files in one /v1/predict/batch request (413)."""
+    # The raw score, not the bundle's temperature-calibrated one: calibrated on held-out digits (T = 0.35) the digits
+    # model gives random noise 0.997, so a threshold on it would flag nothing from another domain; raw it gives 0.74.
+    uncertain_below: float = Field(default=0.9, ge=0.0, le=1.0)
+    """The web page marks an answer "uncertain" when its top-class probability is below this (also in /v1/model
+    for other clients). A hint, not an out-of-domain detector: `imgcls drift` watches whole traffic."""
     # The CLI defaults it to default_log_path() and takes 'off'; None here disables it.
     log_predictions: Path | None = None
     """SQLite prediction log (default: ~/.cache/imgcls/serve/predictions.sqlite; 'off' disables it)."""

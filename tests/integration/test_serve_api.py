@@ -117,8 +117,13 @@ def test_model_endpoint_reports_metadata_and_the_real_provider(client: TestClien
     assert public["input"]["size"] == [16, 16] and public["input"]["channels"] == 1
     assert public["provider"] == "CPUExecutionProvider"  # onnxruntime-gpu on a CPU machine: the truth, not "CUDA"
     # without the admin token: nothing about the server (its paths, the git commit, the training config)
-    assert set(public) == {"name", "version", "sha256", "classes", "input", "engine", "precision", "provider"}
+    assert set(public) == {
+        "name", "version", "sha256", "classes", "input", "engine", "precision", "provider", "limits", "uncertain_below"
+    }  # fmt: skip
     assert client.get("/v1/model", headers={"Authorization": "Bearer wrong"}).json() == public
+    # what a client must stay within, and the page's uncertainty threshold (the settings')
+    assert public["limits"] == {"max_upload_bytes": 10 * 1024 * 1024, "max_files": 64, "max_pixels": 40_000_000}
+    assert public["uncertain_below"] == 0.9
     info = client.get("/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert info["classes"] == public["classes"] and info["ref"]
     assert info["metrics"]["test_top1"] > 0.9

@@ -198,7 +198,9 @@ def test_admin_reload_stays_inside_the_allowed_models(server: Server, tmp_path: 
 
 def test_model_info_without_the_token_tells_nothing_of_the_server(server: Server) -> None:
     public = httpx.get(server.url + "/v1/model").json()
-    assert set(public) == {"name", "version", "sha256", "classes", "input", "engine", "precision", "provider"}
+    assert set(public) == {
+        "name", "version", "sha256", "classes", "input", "engine", "precision", "provider", "limits", "uncertain_below"
+    }  # fmt: skip
     assert "/" not in json.dumps(public)  # no server path anywhere
     full = httpx.get(server.url + "/v1/model", headers={"Authorization": f"Bearer  {TOKEN}"}).json()
     assert full["ref"] and "lineage" in full and full["sha256"] == public["sha256"]
