@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.drift.reference import REFERENCE_FILE, load_reference
-from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, compare
+from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, compare, split_by_model
 from imgcls.errors import ImgclsError
 
 
@@ -39,15 +39,7 @@ def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[
         ]
     finally:
         conn.close()
-    mine: list[dict[str, Any]] = []
-    others: dict[str, int] = {}
-    for r in rows:
-        if r["model_sha256"] == model_sha256:
-            mine.append(r)
-        else:
-            key = f"{r.get('model_name')} {r.get('model_version')} {str(r['model_sha256'])[:12]}"
-            others[key] = others.get(key, 0) + 1
-    return mine, others
+    return split_by_model(rows, model_sha256)
 
 
 def window_summary(bundle_dir: str | Path, log: str | Path, seconds: float, now: float | None = None) -> dict[str, Any]:

@@ -167,6 +167,19 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
     return rows
 
 
+def split_by_model(rows: list[dict[str, Any]], model_sha256: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The rows of the model being checked (matched by sha256), and a count of every other model's rows."""
+    mine: list[dict[str, Any]] = []
+    others: dict[str, int] = {}
+    for r in rows:
+        if r["model_sha256"] == model_sha256:
+            mine.append(r)
+        else:
+            key = f"{r.get('model_name')} {r.get('model_version')} {str(r['model_sha256'])[:12]}"
+            others[key] = others.get(key, 0) + 1
+    return mine, others
+
+
 def read_log(location: str | Path, *, model_sha256: str, since: str | None = None, last: int | None = None) -> Window:
     """The rows of the model ``model_sha256`` in a prediction log, a folder of logs/segments; newest ``last``
     rows or those of the last ``since``. Rows of other models are counted, not compared.
@@ -195,14 +208,7 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     if not rows:
         raise UsageError(f"--log {path} holds no predictions yet", hint="send the server some traffic first")
     rows.sort(key=lambda r: r["timestamp"])
-    mine: list[dict[str, Any]] = []
-    others: dict[str, int] = {}
-    for r in rows:
-        if r["model_sha256"] == model_sha256:
-            mine.append(r)
-        else:
-            key = f"{r.get('model_name')} {r.get('model_version')} {str(r['model_sha256'])[:12]}"
-            others[key] = others.get(key, 0) + 1
+    mine, others = split_by_model(rows, model_sha256)
     if not mine:
         raise UsageError(
             f"--log {path}: none of its {len(rows)} rows is from this model (sha256 {model_sha256[:12]}…); "
