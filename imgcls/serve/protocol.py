@@ -19,7 +19,9 @@ same ``read_timeout_s`` before any route runs. Idle keep-alive connections are c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,6 +71,8 @@ class GuardedProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` with a bounded head, a head deadline and a connection cap (module docstring)."""
 
     limits: ClassVar[ConnectionLimits]
+    error_sinks: ClassVar[tuple[Callable[[int, str], None], ...]] = ()
+    """Told ``(status, code)`` of each error this layer answers itself (the app never sees those requests)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,9 +81,19 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def for_settings(cls, settings: ServeSettings) -> type[GuardedProtocol]:
-        """A protocol class bound to ``settings`` (one per server)."""
-        return type("GuardedProtocol", (cls,), {"limits": ConnectionLimits.from_settings(settings)})
+    def for_settings(
+        cls, settings: ServeSettings, on_error: Callable[[int, str], None] | None = None
+    ) -> type[GuardedProtocol]:
+        """A protocol class bound to ``settings`` (one per server); ``on_error`` is told each error this layer
+        answers (:attr:`error_sinks`)."""
+        sinks = (on_error,) if on_error is not None else ()
+        attrs = {"limits": ConnectionLimits.from_settings(settings), "error_sinks": sinks}
+        return type("GuardedProtocol", (cls,), attrs)
+
+    def _report(self, status: int, code: str) -> None:
+        for sink in self.error_sinks:
+            with contextlib.suppress(Exception):  # monitoring must never break a connection
+                sink(status, code)
 
     # --- connection ------------------------------------------------------------------------------------
 
@@ -87,6 +101,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.app = _too_many_connections  # answered once its head is parsed, then closed
+            self._report(503, "too_many_connections")
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -113,6 +128,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()  # an idle connection: nothing to answer
 
     def _close_with(self, status: int, code: str, message: str) -> None:
+        self._report(status, code)
         self.transport.write(error_bytes(status, code, message))
         self.transport.close()
 

@@ -117,7 +117,13 @@ def run_app(app: Any, settings: ServeSettings) -> None:
     """Serve ``app`` in this process until SIGTERM/SIGINT (blocking)."""
     from imgcls.serve.protocol import GuardedProtocol
 
-    Server(_config(app, settings, GuardedProtocol.for_settings(settings))).run()
+    state = app.state.server
+
+    def on_error(status: int, code: str) -> None:  # errors answered before the app sees the request
+        if state.wandb is not None:
+            state.wandb.error("connection", status, code)
+
+    Server(_config(app, settings, GuardedProtocol.for_settings(settings, on_error))).run()
 
 
 def run_workers(settings: ServeSettings) -> None:

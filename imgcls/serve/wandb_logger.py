@@ -340,7 +340,9 @@ class WandbLogger:
         model = self._model_config(event)
         self.model_link = event.link
         try:
-            self.run.summary.update({f"model/{k}": v for k, v in model.items() if not isinstance(v, dict)})
+            summary = {f"model/{k}": v for k, v in model.items() if not isinstance(v, dict)}
+            summary.setdefault("model/artifact", None)  # a reload to a model without one clears the previous
+            self.run.summary.update(summary)
             artifact = (event.link or {}).get("artifact")
             if artifact and self.mode == "online":
                 self.run.use_artifact(artifact, type="model")

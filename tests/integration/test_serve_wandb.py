@@ -119,6 +119,7 @@ def test_a_served_store_model_is_monitored_in_an_offline_run(
             400: httpx.post(url + "/v1/predict", files={"file": ("x.png", _png(images[0])[:120], "image/png")}),
             413: httpx.post(url + "/v1/predict", files={"file": ("x.png", b"\0" * 200_000, "image/png")}),
             422: httpx.post(url + "/v1/predict", files={"other": ("x.png", _png(images[0]), "image/png")}),
+            431: httpx.get(url + "/livez", headers={"x-padding": "a" * 40_000}),  # answered by the connection layer
         }
         assert {status: r.status_code for status, r in bad.items()} == {s: s for s in bad}
         codes = {status: r.json()["error"]["code"] for status, r in bad.items()}

@@ -65,3 +65,27 @@ def test_a_failing_drift_check_warns_and_logs_nothing(tmp_path: Path, caplog: py
     with caplog.at_level(logging.WARNING, logger="imgcls.serve.wandb_drift"):
         assert monitor.check() == "failed"
     assert got == [] and "W&B drift check failed" in caplog.text
+
+
+class _Run:
+    """Stands in for an online wandb run (no network here): records what the logger asks of it."""
+
+    def __init__(self) -> None:
+        self.summary: dict = {}
+        self.used: list[tuple[str, str | None]] = []
+
+    def use_artifact(self, name: str, type: str | None = None) -> None:
+        self.used.append((name, type))
+
+
+@pytest.mark.parametrize(("mode", "used"), [("online", [("team/vision/digits:store-3", "model")]), ("offline", [])])
+def test_the_served_artifact_is_used_online_and_recorded_offline(mode: str, used: list) -> None:
+    from imgcls.serve.wandb_logger import ModelEvent
+
+    wb = WandbLogger(project="p", mode=mode, classes=["a"], config={})
+    wb.run = _Run()
+    event = ModelEvent(identity={"name": "digits", "version": "3", "sha256": "ab" * 32},
+                       link={"store_version": 3, "artifact": "team/vision/digits:store-3"})  # fmt: skip
+    wb._link(event)
+    assert wb.run.used == used  # wandb refuses use_artifact offline; the name is still recorded
+    assert wb.run.summary["model/artifact"] == "team/vision/digits:store-3" and wb.run.summary["model/version"] == "3"
