@@ -105,8 +105,9 @@ def test_a_killed_writer_is_restarted_its_losses_counted_and_logging_resumes(
 
         pid = writer_pid(server.process.pid)
         assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # it receives, but commits nothing: the next 10 records are in its pipe
+        os.kill(pid, signal.SIGSTOP)  # it reads and commits nothing: the next 10 records wait in its pipe
         try:
+            wait_for(lambda: "\nState:\tT" in Path(f"/proc/{pid}/status").read_text(), what="the writer to stop")
             lost = [post(server.url, png) for png in digit_pngs[5:15]]
             assert [r.status_code for r in lost] == [200] * 10  # predictions never wait for the log
             thumb = 16 * 16 * 3  # the digits model's 16x16 input, as the RGB thumbnail the statistics use
