@@ -426,9 +426,15 @@ class PredictionLog:
                     item = self._queue.get()
                     deadline = time.monotonic() + self.send_s
                 else:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # Sleep, then take what came: a thread waiting on the queue is woken by every put, that is by
+                # every request, and each wake-up takes the GIL from the event loop for one record.
+                time.sleep(remaining)
+                continue
             if item is _STOP:
                 return batch, True
             if item is _WAKE:
