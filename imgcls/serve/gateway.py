@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +27,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imgcls.serve.errors import ApiError, overloaded
 from imgcls.serve.settings import normalise_token
 from imgcls.serve.state import ServerState
+
+# Request ids: 128 random bits from a generator seeded from os.urandom once per process (and again in a forked
+# worker). They are echoed in X-Request-Id and the logs, not secrets; a per-request os.urandom is a syscall that
+# releases the GIL, and an event loop that lets go of the GIL mid-request waits for the other threads to return it.
+_IDS = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
+
+
+def new_request_id() -> str:
+    """A fresh request id: 32 hex digits."""
+    return f"{_IDS.getrandbits(128):032x}"
+
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +108,7 @@ class Gateway:
             elif key == b"authorization":
                 authorization = value
         if request_id is None:
-            request_id = os.urandom(16).hex()
+            request_id = new_request_id()
         scope["imgcls.request_id"] = request_id
         scope["imgcls.start"] = start
         scope["imgcls.content_type"] = content_type

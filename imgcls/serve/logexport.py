@@ -16,8 +16,10 @@ moves on to the next sequence number. So a reader never sees a half-written segm
 
 Loss window: the writer process appends each committed batch to a local spool file (flushed, not fsynced)
 before acknowledging it, and closes a segment every interval and when the server stops. A writer killed
-(``kill -9``) leaves its spool; the writer started in its place publishes it first. What a crash of the whole
-host can lose is the spool's unflushed tail; a segment that cannot be uploaded stays in the spool and is
+(``kill -9``) leaves its spool; the writer started in its place publishes it first. A server killed together
+with its writer leaves a spool too: the next replica started on the same host (same temporary folder) adopts and
+publishes it. What is lost: the spool's unflushed tail when the machine itself dies, and a spool whose folder
+does not survive (a container's temporary storage). A segment that cannot be uploaded stays in the spool and is
 retried at the next interval (and logged).
 """
 
@@ -213,7 +215,34 @@ class SegmentExporter:
                 logger.warning("log export: recovered a segment a stopped writer left in its spool")
             except OSError as exc:
                 logger.error("log export: cannot recover a spooled segment (%s)", exc)
+        self._adopt_orphans()
         self._publish_spooled()
+
+    def _adopt_orphans(self) -> None:
+        """Spools of replicas of this host whose server process is gone (a container or server killed together
+        with its writer): claimed by an atomic rename (one adopter wins) and published under their own names."""
+        host = self.replica.rsplit("-", 2)[0]
+        root = self.spool_dir.parent
+        for d in sorted(root.iterdir()):
+            parts = d.name.rsplit("-", 2)
+            if d == self.spool_dir or not d.is_dir() or len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+                continue
+            if _pid_alive(int(parts[1])):
+                continue
+            claimed = root / f".adopted-by-{self.replica}-{d.name}"
+            try:
+                d.rename(claimed)
+            except OSError:  # another replica claimed it first
+                continue
+            for f in sorted([*claimed.glob("*.part"), *claimed.glob("*.closed")]):
+                with contextlib.suppress(OSError):
+                    _drop_torn_tail(f)
+                    f.rename(self.spool_dir / f"{d.name}~{f.stem}.closed")
+            with contextlib.suppress(OSError):
+                for leftover in claimed.iterdir():  # a half-made .gz: its .closed was adopted
+                    leftover.unlink()
+                claimed.rmdir()
+            logger.warning("log export: publishing the spool of stopped replica %s", d.name)
 
     def _publish_spooled(self) -> None:
         with self._publish_lock:
@@ -231,13 +260,16 @@ class SegmentExporter:
             return
         first = min(r["timestamp"] for r in rows)
         last = max(r["timestamp"] for r in rows)
-        gen, _, seq = closed.stem.partition("-")
+        replica, stem = self.replica, closed.stem
+        if "~" in stem:  # adopted from a stopped replica: published under its name
+            replica, stem = stem.split("~", 1)
+        gen, _, seq = stem.partition("-")
         generation, number = int(gen), int(seq)
         gz = closed.with_suffix(".gz")
         with closed.open("rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
             shutil.copyfileobj(src, dst)
         for _ in range(1000):  # a taken name moves on to the next sequence number
-            name = segment_name(first, last, self.replica, generation, number)
+            name = segment_name(first, last, replica, generation, number)
             if self._create(gz, name):
                 break
             number += 1
@@ -277,6 +309,16 @@ class SegmentExporter:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _drop_torn_tail(path: Path) -> None:

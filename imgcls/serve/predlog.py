@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import json
 import logging
+import math
 import os
 import queue
 import socket
@@ -54,6 +56,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats, images_stats
+from imgcls.prediction import SMALL_ROW
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +121,16 @@ class PredictionRecord:
     stats: ImageStats | None = None
 
 
-def output_summary(probabilities: np.ndarray) -> dict[str, float]:
-    """``margin`` (top-1 minus top-2) and ``pred_entropy`` (nats) of one probability row, for a record."""
+def output_summary(probabilities: np.ndarray | list[float]) -> dict[str, float]:
+    """``margin`` (top-1 minus top-2) and ``pred_entropy`` (nats) of one probability row, for a record.
+
+    A small row given as Python floats (``row.tolist()``, as the server has it) is summed in Python: a handful
+    of numpy calls per request cost more than the arithmetic, and each may release the event loop's GIL.
+    """
+    if isinstance(probabilities, list) and 1 < len(probabilities) <= SMALL_ROW:
+        first, second = heapq.nlargest(2, probabilities)
+        entropy = -sum(v * math.log(v) for v in probabilities if v > 0)
+        return {"margin": first - second, "pred_entropy": entropy}
     p = np.asarray(probabilities, dtype=np.float64)
     top2 = np.partition(p, p.size - 2)[-2:] if p.size > 1 else np.array([0.0, p[0]])
     entropy = float(-(p * np.log(np.where(p > 0, p, 1.0))).sum())
@@ -415,9 +426,15 @@ class PredictionLog:
                     item = self._queue.get()
                     deadline = time.monotonic() + self.send_s
                 else:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # Sleep, then take what came: a thread waiting on the queue is woken by every put, that is by
+                # every request, and each wake-up takes the GIL from the event loop for one record.
+                time.sleep(remaining)
+                continue
             if item is _STOP:
                 return batch, True
             if item is _WAKE:

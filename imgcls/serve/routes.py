@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,11 +19,11 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.types import Scope, Send
 
 from imgcls.errors import ConflictError, ImageError, ImgclsError
-from imgcls.prediction import prediction_json, top_ids
+from imgcls.prediction import SMALL_ROW, prediction_json, top_ids, top_ids_row
 from imgcls.serve import schemas
 from imgcls.serve.batcher import BatcherClosed, InferenceTimeout, QueueFull
 from imgcls.serve.errors import ApiError, overloaded
-from imgcls.serve.gateway import JSON, send_error
+from imgcls.serve.gateway import JSON, new_request_id, send_error
 from imgcls.serve.model import (
     LARGE_DECODE_PIXELS,
     Decoded,
@@ -69,8 +68,12 @@ def _top_k_param(query_string: bytes, n_classes: int) -> int:
     return min(k, n_classes)
 
 
-def _prediction(served: ServedModel, probs: np.ndarray, k: int) -> dict[str, Any]:
-    return prediction_json(served.predictor.classes, probs, top_ids(probs, k))
+def _prediction(served: ServedModel, probs: np.ndarray, k: int) -> tuple[dict[str, Any], np.ndarray | list[float]]:
+    """(the prediction JSON, the row as the record's summary takes it: Python floats when the row is small)."""
+    if len(probs) <= SMALL_ROW:  # plain Python: no numpy call per request that could release the loop's GIL
+        values = probs.tolist()
+        return prediction_json(served.predictor.classes, values, top_ids_row(values, k)), values
+    return prediction_json(served.predictor.classes, probs, top_ids(probs, k)), probs
 
 
 class Predictions:
@@ -150,11 +153,19 @@ class Predictions:
         return decoded, probs
 
     def _record(
-        self, served: ServedModel, request_id: str, decoded: Decoded, result: dict[str, Any], probs: Any, latency: float
+        self,
+        served: ServedModel,
+        request_id: str,
+        decoded: Decoded,
+        result: dict[str, Any],
+        probs: Any,
+        latency: float,
+        row: Any = None,
     ) -> None:
         st = self.state
         st.metrics.observe_prediction(result["label"])
-        outputs = output_summary(probs) if st.predlog is not None or st.wandb is not None else {}
+        summarised = probs if row is None else row  # the same numbers, as Python floats when the row is small
+        outputs = output_summary(summarised) if st.predlog is not None or st.wandb is not None else {}
         if st.predlog is not None:
             st.predlog.append(
                 PredictionRecord(
@@ -205,7 +216,7 @@ class Predictions:
 
     async def predict_one(self, scope: Scope, content_type: str | None, body: bytes) -> dict[str, Any]:
         """``POST /v1/predict`` with its whole body: the answer as a dict, or ApiError."""
-        request_id: str = scope.get("imgcls.request_id") or os.urandom(16).hex()
+        request_id: str = scope.get("imgcls.request_id") or new_request_id()
         start: float = scope.get("imgcls.start") or time.perf_counter()
         parts = await parse_form(content_type, body, max_parts=1 + PART_MARGIN)
         data = _the_file(parts).data
@@ -214,12 +225,12 @@ class Predictions:
         try:
             k = _top_k_param(scope.get("query_string", b""), len(served.predictor.classes))
             decoded, probs = await self._classify(served, data, deadline)
-            result = _prediction(served, probs, k)
+            result, row = _prediction(served, probs, k)
             latency = round((time.perf_counter() - start) * 1000, 3)
             result["model"] = served.identity
             result["request_id"] = request_id
             result["latency_ms"] = latency
-            self._record(served, request_id, decoded, result, probs, latency)
+            self._record(served, request_id, decoded, result, probs, latency, row)
             return result
         finally:
             self._release(served, 1)
@@ -244,7 +255,7 @@ class Predictions:
     async def predict_batch(self, request: Request) -> Response:
         """``POST /v1/predict/batch``: results (or per-file errors) in order."""
         scope = request.scope
-        request_id: str = scope.get("imgcls.request_id") or os.urandom(16).hex()
+        request_id: str = scope.get("imgcls.request_id") or new_request_id()
         start: float = scope.get("imgcls.start") or time.perf_counter()
         limit = self.state.settings.max_files
         parts = await parse_form(
@@ -270,7 +281,7 @@ class Predictions:
                     decoded, probs = await self._classify(served, part.data, deadline)
                 except ApiError as exc:
                     return {"filename": part.filename, "status": exc.status, **exc.body()}, None, None
-                return {"filename": part.filename, "status": 200, **_prediction(served, probs, k)}, decoded, probs
+                return {"filename": part.filename, "status": 200, **_prediction(served, probs, k)[0]}, decoded, probs
 
             outcomes = await asyncio.gather(*(one(p) for p in files))
             latency = round((time.perf_counter() - start) * 1000, 3)

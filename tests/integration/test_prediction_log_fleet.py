@@ -105,8 +105,9 @@ def test_a_killed_writer_is_restarted_its_losses_counted_and_logging_resumes(
 
         pid = writer_pid(server.process.pid)
         assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # it receives, but commits nothing: the next 10 records are in its pipe
+        os.kill(pid, signal.SIGSTOP)  # it reads and commits nothing: the next 10 records wait in its pipe
         try:
+            wait_for(lambda: "\nState:\tT" in Path(f"/proc/{pid}/status").read_text(), what="the writer to stop")
             lost = [post(server.url, png) for png in digit_pngs[5:15]]
             assert [r.status_code for r in lost] == [200] * 10  # predictions never wait for the log
             thumb = 16 * 16 * 3  # the digits model's 16x16 input, as the RGB thumbnail the statistics use
@@ -133,6 +134,12 @@ def test_a_killed_writer_is_restarted_its_losses_counted_and_logging_resumes(
     assert len(ids) + dropped == 20  # every record is either in the log or counted as dropped
 
 
+def private_spool(tmp_path: Path) -> dict[str, str]:
+    """TMPDIR for a test server: its export spool (and any it would adopt from stopped replicas) is its own."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return {"TMPDIR": str(tmp_path / "tmp")}
+
+
 def segments(folder: Path) -> list[Path]:
     return sorted(folder.glob("*" + SEGMENT_SUFFIX))
 
@@ -145,7 +152,7 @@ def test_log_export_to_a_folder_closed_segments_of_each_replica_read_by_one_repo
     for replica in range(2):  # two servers, one export folder: the fleet
         with serve(
             exported_digits_bundle, tmp_path, "--log-predictions", "off", "--log-export", str(fleet),
-            "--log-export-every", "1",
+            "--log-export-every", "1", env=private_spool(tmp_path),
         ) as server:  # fmt: skip
             for png in digit_pngs[: 20 + 10 * replica]:
                 assert post(server.url, png).status_code == 200
@@ -189,7 +196,7 @@ def test_log_export_to_gcs_create_only_segments_and_a_report_over_the_prefix(
 ) -> None:
     prefix = f"fleet-{uuid.uuid4().hex[:8]}"
     uri = f"gs://{BUCKET}/{prefix}/"
-    env = {"STORAGE_EMULATOR_HOST": gcs_emulator.url}
+    env = {"STORAGE_EMULATOR_HOST": gcs_emulator.url, **private_spool(tmp_path)}
     with serve(
         exported_digits_bundle, tmp_path, "--log-predictions", "off", "--log-export", uri, env=env
     ) as server:  # fmt: skip
@@ -220,7 +227,10 @@ def test_an_unusable_export_uri_refuses_to_start(exported_digits_bundle: Path, t
 def test_sqlite_rows_match_exported_rows(exported_digits_bundle: Path, tmp_path: Path, digit_pngs: list[bytes]) -> None:
     """With both sinks, the SQLite log and the exported segments hold the same predictions."""
     log, fleet = tmp_path / "p.sqlite", tmp_path / "fleet"
-    with serve(exported_digits_bundle, tmp_path, "--log-predictions", str(log), "--log-export", str(fleet)) as server:
+    with serve(
+        exported_digits_bundle, tmp_path, "--log-predictions", str(log), "--log-export", str(fleet),
+        env=private_spool(tmp_path),
+    ) as server:  # fmt: skip
         for png in digit_pngs[:12]:
             assert post(server.url, png).status_code == 200
         server.process.send_signal(signal.SIGTERM)

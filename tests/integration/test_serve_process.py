@@ -241,4 +241,8 @@ def test_several_workers_serve_and_stop(exported_digits_bundle: Path, tmp_path: 
         assert "--watch" in reload.json()["error"]["hint"]
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(30) == 0
-    assert len(read_predictions(tmp_path / "predictions.sqlite")) == 8  # both workers write the one WAL log
+    logged = read_predictions(tmp_path / "predictions.sqlite")
+    assert len(logged) == 8  # both workers write the one WAL log
+    ids = [r["request_id"] for r in logged]
+    assert len(set(ids)) == 8 and all(len(i) == 32 for i in ids)  # each worker draws its own request ids
+    assert set(ids) == {r.headers["x-request-id"] for r in responses}

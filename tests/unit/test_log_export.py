@@ -55,3 +55,24 @@ def test_the_spool_of_a_killed_writer_is_published_by_its_replacement(tmp_path: 
     new.add(rows(2, t0=1_764_660_000.0))
     new.close()
     assert len(published(out)) == 6 and len(list(out.glob("*_1-*.jsonl.gz"))) == 1
+
+
+def test_the_spool_of_a_killed_server_is_adopted_by_the_next_replica_on_the_host(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that no longer runs: the killed server's
+    root, out = tmp_path / "spools", tmp_path / "out"
+    gone = f"h-{child.pid}-dead"
+    dead = SegmentExporter(str(out), replica=gone, generation=2, every_s=3600, spool=root / gone)
+    dead.add(rows(3))  # never closed: server and writer killed together
+    alive = f"h-{os.getpid()}-live"  # this process: alive, so its spool is never adopted
+    (root / alive).mkdir(parents=True)
+    (root / alive / "0-000000.part").write_text(json.dumps(rows(1)[0]) + "\n")
+    new = SegmentExporter(str(out), replica="h-999999999-next", every_s=3600, spool=root / "h-999999999-next")
+    new.close()
+    (name,) = [p.name for p in out.glob("*.jsonl.gz")]
+    assert f"_{gone}_2-" in name and [r["request_id"] for r in published(out)] == ["r0", "r1", "r2"]
+    assert not (root / gone).exists() and (root / alive / "0-000000.part").exists()

@@ -272,3 +272,15 @@ def test_a_batch_whose_statistics_fail_falls_back_to_one_image_at_a_time(monkeyp
     assert out[0] == image_stats(good).as_dict() and out[0]["saturation"] == pytest.approx(1.0)
     assert out[1] == {"brightness": 0.1, "contrast": 0.2, "saturation": 0.3, "entropy": 0.4, "sharpness": 0.5}
     assert out[2] is None and out[3] is None
+
+
+def test_the_records_margin_and_entropy_are_the_same_from_python_floats_and_numpy() -> None:
+    from imgcls.serve.predlog import output_summary
+
+    rng = np.random.default_rng(3)
+    for row in [*rng.dirichlet(np.ones(10), 50).astype(np.float32), np.array([0.5, 0.5, 0.0], np.float32)]:
+        fast, slow = output_summary(row.tolist()), output_summary(row)  # the server passes row.tolist()
+        assert fast.keys() == slow.keys() == {"margin", "pred_entropy"}
+        assert fast["margin"] == pytest.approx(slow["margin"], abs=1e-12)
+        assert fast["pred_entropy"] == pytest.approx(slow["pred_entropy"], rel=1e-12, abs=1e-12)
+    assert output_summary([0.5, 0.5, 0.0]) == {"margin": 0.0, "pred_entropy": pytest.approx(np.log(2))}
