@@ -49,10 +49,10 @@ def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_
     work = ddp_run["work"]
     assert sorted(p.name for p in work.iterdir()) == ["run"]  # no second bundle, no staging leftovers
     bundle = load_bundle(ddp_run["bundle"])  # verified
-    dist = bundle.meta.lineage.training.extra("distributed")
-    assert dist["world_size"] == 2 and dist["backend"] == "gloo"
-    assert dist["batch_per_process"] == 32 and dist["global_batch"] == 64
-    assert dist["lr_scaling"] == "none" and dist["lr"] == dist["base_lr"] == 0.1
+    dist = bundle.meta.lineage.training.distributed  # the typed section of the bundle contract
+    assert dist is not None and dist.world_size == 2 and dist.backend == "gloo"
+    assert dist.batch_per_process == 32 and dist.global_batch == 64
+    assert dist.lr_scaling == "none" and dist.lr == dist.base_lr == 0.1
     assert not (ddp_run["bundle"] / "checkpoints").exists()
     history = [json.loads(x) for x in (ddp_run["bundle"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]  # one writer: every epoch once
@@ -182,7 +182,8 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
     assert bundle.meta.lineage.training.epochs_run == 5
-    assert bundle.meta.lineage.training.extra("distributed")["world_size"] == 2
+    distributed = bundle.meta.lineage.training.distributed
+    assert distributed is not None and distributed.world_size == 2
 
 
 def test_a_hung_worker_ends_the_job_with_a_clear_message_and_nothing_left_behind(tmp_path):
