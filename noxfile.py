@@ -1,4 +1,4 @@
-"""Sessions: tests (default), lint, typecheck, quickstart, slow, gpu, browser, bench, image.
+"""Sessions: tests (default), lint, typecheck, quickstart, slow, gpu, browser, bench, image, image-gpu.
 
 Uses nox's default virtualenv backend: pip takes this machine's local torch wheels, uv would download ~3 GB.
 """
@@ -128,7 +128,6 @@ def bench(session: nox.Session) -> None:
 # --- images ------------------------------------------------------------------------------------------------
 
 IMAGE_BASE = "imgcls-base:bookworm"
-IMAGE_TAG = "imgcls-serve:check"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -164,13 +163,12 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.kill()
 
 
-@nox.session(python=PYTHON)
-def image(session: nox.Session) -> None:
-    """Build the `serve` image and check its contract (scripts/image_check.py); needs root, Docker, debootstrap.
+def _check_images(session: nox.Session, targets: list[str]) -> None:
+    """Build each Dockerfile target as imgcls-TARGET:check and run scripts/image_check.py --target TARGET on it.
 
     No container registry is reachable here, so the base image is built from Debian's packages (debootstrap +
     docker import) and passed as PYTHON_BASE; pip in the build gets this machine's CA bundle as a BuildKit
-    secret, which never lands in a layer. Not part of the default session.
+    secret, which never lands in a layer.
     """
     if shutil.which("dockerd") is None or shutil.which("debootstrap") is None:
         _apt(session, "docker.io", "debootstrap")
@@ -191,17 +189,45 @@ def image(session: nox.Session) -> None:
             )  # fmt: skip
             session.run("sh", "-c", f"tar -C {root} -c . | {docker} import - {IMAGE_BASE}", external=True)
             shutil.rmtree(root, ignore_errors=True)
-        started = time.monotonic()
         secret = [f"--secret=id=pip_cert,src={CA_BUNDLE}"] if os.path.exists(CA_BUNDLE) else []
-        session.run(
-            docker, "build", "--target", "serve", "--build-arg", f"PYTHON_BASE={IMAGE_BASE}", *secret,
-            "--network", "host", "-t", IMAGE_TAG, ".",
-            external=True, env={"DOCKER_BUILDKIT": "1"},
-        )  # fmt: skip
-        session.log(f"built {IMAGE_TAG} in {time.monotonic() - started:.0f} s")
-        session.run(
-            "python", "scripts/image_check.py", "--image", IMAGE_TAG, "--bundle", str(bundle),
-            env={**ENV, "DOCKER": docker},
-        )  # fmt: skip
+        for target in targets:
+            tag = f"imgcls-{target}:check"
+            started = time.monotonic()
+            session.run(
+                docker, "build", "--target", target, "--build-arg", f"PYTHON_BASE={IMAGE_BASE}", *secret,
+                "--network", "host", "-t", tag, ".",
+                external=True, env={"DOCKER_BUILDKIT": "1"},
+            )  # fmt: skip
+            session.log(f"built {tag} in {time.monotonic() - started:.0f} s")
+            session.run(
+                "python", "scripts/image_check.py", "--target", target, "--image", tag, "--bundle", str(bundle),
+                env={**ENV, "DOCKER": docker},
+            )  # fmt: skip
     finally:
         _stop(daemon)
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """Build the `serve` image and check its contract (scripts/image_check.py); needs root, Docker, debootstrap.
+
+    Not part of the default session.
+    """
+    _check_images(session, ["serve"])
+
+
+@nox.session(python=PYTHON, name="image-gpu")
+def image_gpu(session: nox.Session) -> None:
+    """Build the CUDA images, `serve-gpu` and `train`, and check them on this machine, which has no GPU.
+
+    serve-gpu: onnxruntime-gpu with CUDA listed and its CUDA + cuDNN wheels loading, no torch, non-root, and
+    start-up that fails loudly (no silent CPU fallback). train: `doctor` says CUDA is absent with its fix, and
+    one epoch of digits trains on the CPU as a non-root user. A session of its own: the two images are ~3 and
+    ~7 GB, and with vfs storage every layer and container start copies them. `nox -s image-gpu -- train` builds
+    one of them.
+    """
+    targets = session.posargs or ["serve-gpu", "train"]
+    unknown = sorted(set(targets) - {"serve-gpu", "train"})
+    if unknown:
+        session.error(f"unknown image target(s) {', '.join(unknown)}; use serve-gpu and/or train")
+    _check_images(session, targets)

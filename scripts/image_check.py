@@ -1,10 +1,22 @@
-"""Run the `serve` image the way Cloud Run would and check its contract; exits non-zero naming what failed.
+"""Run an imgcls image the way its platform would and check its contract; exits non-zero naming what failed.
 
-Checks: no torch in the image, a non-root user, $PORT honoured, predict over HTTP from a mounted bundle (the
-answer equals the bundle's own prediction with the same onnxruntime), the HEALTHCHECK turns healthy, and a
-SIGTERM under load drains and exits 0 within 10 s (Cloud Run's grace). Used by ``nox -s image``:
+``--target serve`` (the default; ``nox -s image``): no torch in the image, the CPU onnxruntime wheel, a non-root
+user, $PORT honoured, predict over HTTP from a mounted bundle (the answer equals the bundle's own prediction with
+the same onnxruntime), the HEALTHCHECK turns healthy, and a SIGTERM under load drains and exits 0 within 10 s
+(Cloud Run's grace).
+
+``--target serve-gpu`` (``nox -s image-gpu``, on a machine without a GPU): onnxruntime-gpu with
+CUDAExecutionProvider listed, no torch, non-root; the CUDA + cuDNN wheels load through
+``onnxruntime.preload_dlls()`` so the CUDA provider library lacks nothing but the host's driver (libcuda.so.1);
+and ``docker run IMAGE --model /models/bundle`` exits non-zero within a bounded time, saying which provider and
+driver are missing and how to fix it, instead of serving on the CPU.
+
+``--target train`` (``nox -s image-gpu``): ``doctor`` says CUDA is absent with a fix line, and ``train --config
+configs/digits.yaml --epochs 1`` trains on the CPU inside the image as a non-root user into a mounted directory.
 
     python scripts/image_check.py --image imgcls-serve:test --bundle runs/image/bundle
+    python scripts/image_check.py --target serve-gpu --image imgcls-serve-gpu:test --bundle runs/image/bundle
+    python scripts/image_check.py --target train --image imgcls-train:test
 """
 
 from __future__ import annotations
@@ -16,14 +28,20 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 GRACE_S = 10.0
+START_FAIL_S = 120.0  # the GPU image must give up within this (vfs copies the image on every container start)
+NON_ROOT_UID = "10001"
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -80,18 +98,18 @@ def get(url: str) -> tuple[int, dict]:
         return exc.code, {}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--image", required=True)
-    parser.add_argument("--bundle", type=Path, required=True)
-    args = parser.parse_args()
+def fail(why: str) -> NoReturn:
+    sys.exit(f"image check: {why}")
+
+
+def non_root(uid: str, ok: Callable[[str], None]) -> None:
+    if uid in ("", "0"):
+        fail(f"the image runs as uid {uid!r}; it must not be root")
+    ok(f"runs as uid {uid} (non-root)")
+
+
+def check_serve(args: argparse.Namespace, ok: Callable[[str], None]) -> None:
     bundle = args.bundle.resolve()
-    results: list[str] = []
-
-    def ok(what: str) -> None:
-        results.append(what)
-        print(f"  ok  {what}", flush=True)
-
     # one probe container (with vfs storage every container start copies the whole image)
     probe = (
         "id -u; python3 -c \"import importlib.util as u; print(u.find_spec('torch') is None, "
@@ -105,9 +123,7 @@ def main() -> None:
     if "onnxruntime-gpu" in names or "onnxruntime" not in names:
         sys.exit(f"image check: the CPU image must carry onnxruntime, not onnxruntime-gpu ({sorted(names)[:40]})")
     ok("no torch; the CPU onnxruntime wheel (not onnxruntime-gpu)")
-    if uid in ("", "0"):
-        sys.exit(f"image check: the image runs as uid {uid!r}; it must not be root")
-    ok(f"runs as uid {uid} (non-root)")
+    non_root(uid, ok)
 
     port = free_port()
     name = f"imgcls-image-check-{uuid.uuid4().hex[:8]}"
@@ -188,7 +204,158 @@ def main() -> None:
         )
     finally:
         docker("rm", "-f", name, check=False)
-    print(f"image check: {len(results)} checks passed")
+
+
+GPU_PROBE = r"""
+import contextlib, ctypes, importlib.metadata as md, importlib.util as u, io, json, os
+import onnxruntime as ort
+out = {"torch": u.find_spec("torch") is not None, "providers": ort.get_available_providers()}
+out["dists"] = sorted(d.metadata["Name"].lower() for d in md.distributions() if d.metadata["Name"])
+out["ort"] = md.version("onnxruntime-gpu")
+from onnxruntime.capi import build_and_package_info as info
+out["built_cuda"] = getattr(info, "cuda_version", None)
+with contextlib.redirect_stdout(io.StringIO()) as said:
+    ort.preload_dlls()
+out["preload_said"] = said.getvalue().strip()[-300:]
+out["loaded"] = sorted({line.split()[-1] for line in open("/proc/self/maps") if "/nvidia/" in line})
+capi = os.path.dirname(ort.capi.__file__)
+try:
+    ctypes.CDLL(os.path.join(capi, "libonnxruntime_providers_cuda.so"))
+    out["provider_lib"] = "loads"
+except OSError as exc:
+    out["provider_lib"] = str(exc).replace(capi + "/", "")
+print(json.dumps(out))
+"""
+
+# what onnxruntime-gpu's CUDA provider needs from the wheels (sonames without their versions)
+CUDA_WHEEL_LIBS = ("libcudart.so", "libcublas.so", "libcublasLt.so", "libcufft.so", "libcurand.so", "libcudnn.so")
+
+
+def check_serve_gpu(args: argparse.Namespace, ok: Callable[[str], None]) -> None:
+    bundle = args.bundle.resolve()
+    probe = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "sh", args.image, "-c", 'id -u; python3 -c "$0"', GPU_PROBE
+    ).stdout.splitlines()  # fmt: skip
+    uid, found = probe[0].strip(), json.loads(probe[-1])
+    if found["torch"]:
+        fail("torch is in the GPU serving image")
+    if "onnxruntime" in found["dists"]:
+        fail("the GPU image carries the CPU onnxruntime wheel too (one module, two wheels: whichever wins)")
+    if "CUDAExecutionProvider" not in found["providers"]:
+        fail(f"onnxruntime-gpu {found['ort']} in the image lists no CUDAExecutionProvider ({found['providers']})")
+    ok(f"no torch; onnxruntime-gpu {found['ort']} built for CUDA {found['built_cuda']}; lists {found['providers']}")
+    non_root(uid, ok)
+    loaded = [name.rsplit("/", 1)[-1] for name in found["loaded"]]
+    missing = [lib for lib in CUDA_WHEEL_LIBS if not any(name.startswith(lib + ".") for name in loaded)]
+    if missing:
+        fail(f"onnxruntime.preload_dlls() did not load {missing} from the nvidia-* wheels (loaded {loaded}; "
+             f"it said {found['preload_said']!r})")  # fmt: skip
+    ok(f"preload_dlls() loads the CUDA + cuDNN wheels: {', '.join(n for n in loaded if '.so.' in n)}")
+    if "libcuda.so.1" not in found["provider_lib"]:
+        fail(f"the CUDA provider library should lack only the host's driver, libcuda.so.1; it says "
+             f"{found['provider_lib']!r}")  # fmt: skip
+    ok(f"the CUDA provider library lacks only the host's driver: {found['provider_lib']}")
+
+    # no GPU here: start-up must fail loudly, not serve on the CPU
+    name = f"imgcls-image-check-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    try:
+        run = docker(
+            "run", "--name", name, "--network", "none", "-v", f"{bundle}:/models/bundle:ro", args.image,
+            "--model", "/models/bundle", "--log-predictions", "off", check=False, timeout=START_FAIL_S,
+        )  # fmt: skip
+        state = json.loads(docker("inspect", name).stdout)[0]["State"]
+    except subprocess.TimeoutExpired:
+        fail(f"without a GPU the serve-gpu image was still running after {START_FAIL_S:.0f} s: it must refuse")
+    finally:
+        docker("rm", "-f", name, check=False)
+    took = time.monotonic() - started
+    ran = process_seconds(state)
+    said = (run.stderr + run.stdout).strip()
+    if run.returncode == 0:
+        fail(f"without a GPU the serve-gpu image exited 0; it said {said[-600:]!r}")
+    lines = [line for line in said.splitlines() if not line.startswith("{")]  # the server's JSON log records
+    wants = ("CUDAExecutionProvider", "libcuda.so.1", "--gpus all")
+    shape = len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    if not shape or not all(w in said for w in wants) or "Traceback" in said:
+        fail(f"the start-up failure must be one error line and one fix line naming {wants}, got:\n{said[-1500:]}")
+    ok(f"without a GPU, start-up fails: exit {run.returncode} after {ran:.1f} s of the process ({took:.1f} s with "
+       "the container's creation):")  # fmt: skip
+    for line in lines:
+        print(f"        {line}", flush=True)
+
+
+def process_seconds(state: dict) -> float:
+    """How long the container's process ran, from `docker inspect`'s StartedAt/FinishedAt (ns precision)."""
+
+    def parse(stamp: str) -> datetime:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]:0<6}+00:00")
+
+    return (parse(state["FinishedAt"]) - parse(state["StartedAt"])).total_seconds()
+
+
+def check_train(args: argparse.Namespace, ok: Callable[[str], None]) -> None:
+    doctor = docker("run", "--rm", "--network", "none", args.image, "doctor", timeout=300, check=False)
+    lines = doctor.stdout.splitlines()
+    cuda = [i for i, line in enumerate(lines) if line.split()[1:2] == ["cuda"]]
+    if doctor.returncode != 0 or not cuda:
+        fail(f"`doctor` exited {doctor.returncode} without a cuda line:\n{(doctor.stdout + doctor.stderr)[-1500:]}")
+    line, fix = lines[cuda[0]], lines[cuda[0] + 1] if cuda[0] + 1 < len(lines) else ""
+    if not line.startswith("miss") or "CUDA absent" not in line or "fix:" not in fix:
+        fail(f"`doctor` must say CUDA is absent, with a fix line; it said:\n{line}\n{fix}")
+    versions = next((v for v in lines if v.split()[1:2] == ["versions"]), "")
+    ok(f"doctor: {line.strip()}")
+    print(f"        {fix.strip()}", flush=True)
+    print(f"        {versions.strip()}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="imgcls-train-check-") as tmp:
+        out = Path(tmp)
+        out.chmod(0o777)  # the image's user (uid 10001) writes here
+        started = time.monotonic()
+        run = docker(
+            "run", "--rm", "--network", "none", "-v", f"{out}:/out", args.image,
+            "train", "--config", "configs/digits.yaml", "--epochs", "1", "--out", "/out/run",
+            timeout=900, check=False,
+        )  # fmt: skip
+        took = time.monotonic() - started
+        if run.returncode != 0:
+            fail(f"`train` in the image exited {run.returncode}:\n{(run.stdout + run.stderr)[-1500:]}")
+        manifest = out / "run" / "bundle.json"
+        if not manifest.is_file():
+            fail(f"`train` exited 0 but wrote no bundle.json ({sorted(p.name for p in (out / 'run').glob('*'))})")
+        owners = {str(p.stat().st_uid) for p in (out / "run").rglob("*")}
+        top1 = json.loads(manifest.read_text()).get("metrics", {}).get("test_top1")
+        ok(f"train --epochs 1 on the CPU in the image: exit 0 in {took:.0f} s (container start included), "
+           f"bundle {sorted(p.name for p in (out / 'run').iterdir())}, top-1 {top1}")  # fmt: skip
+        if owners != {NON_ROOT_UID}:
+            fail(f"the files `train` wrote belong to uid {sorted(owners)}; the image must run as {NON_ROOT_UID}")
+        ok(f"runs as uid {NON_ROOT_UID} (non-root): the files it wrote are owned by {NON_ROOT_UID}")
+
+
+CHECKS: dict[str, Callable[[argparse.Namespace, Callable[[str], None]], None]] = {
+    "serve": check_serve,
+    "serve-gpu": check_serve_gpu,
+    "train": check_train,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--target", choices=sorted(CHECKS), default="serve")
+    parser.add_argument("--bundle", type=Path, help="an exported bundle (serve, serve-gpu)")
+    args = parser.parse_args()
+    if args.target != "train" and args.bundle is None:
+        parser.error(f"--target {args.target} needs --bundle")
+    results: list[str] = []
+
+    def ok(what: str) -> None:
+        results.append(what)
+        print(f"  ok  {what}", flush=True)
+
+    CHECKS[args.target](args, ok)
+    print(f"image check: {len(results)} checks passed ({args.target})")
 
 
 if __name__ == "__main__":

@@ -89,16 +89,38 @@ def make_session(
     if wanted in session.get_providers():
         return session
     if device in ("cuda", "tensorrt"):
-        why = "the CUDA/cuDNN libraries did not load" if driver else "no NVIDIA driver (libcuda.so.1) on this machine"
-        if device == "tensorrt" and driver:
-            why = "the TensorRT libraries (libnvinfer) did not load"
         raise DeviceError(
-            f"--device {device}: onnxruntime could not start {wanted} here ({why}); "
+            f"--device {device}: onnxruntime could not start {wanted} here ({_why_not(device, driver)}); "
             f"the session fell back to {', '.join(session.get_providers())}",
-            hint="check `nvidia-smi` and the CUDA 12/13 + cuDNN 9 (+ TensorRT) libraries, or use --device cpu",
+            hint=_cuda_fix(ort, device, driver),
         )
     logger.info("CUDA is listed by onnxruntime but did not load; running on CPU")
     return session
+
+
+def _why_not(device: str, driver: bool) -> str:
+    if not driver:
+        return "no NVIDIA driver: libcuda.so.1 does not load"
+    if device == "tensorrt":
+        return "the TensorRT libraries (libnvinfer) did not load"
+    return "the driver loads but the CUDA/cuDNN libraries did not"
+
+
+def _cuda_fix(ort: Any, device: str, driver: bool) -> str:
+    """The fix line: the driver comes from the host (in a container: --gpus all); the CUDA libraries from wheels."""
+    if not driver:
+        return (
+            "on a GPU host the driver comes from the host: `nvidia-smi` must work, and a container needs "
+            "`docker run --gpus all` (NVIDIA Container Toolkit) or a nvidia.com/gpu resource; without a GPU use "
+            "--device cpu"
+        )
+    cuda = getattr(getattr(getattr(ort, "capi", None), "build_and_package_info", None), "cuda_version", None)
+    built = f"CUDA {cuda}" if cuda else "its CUDA version"
+    extra = " and TensorRT (pip install tensorrt)" if device == "tensorrt" else ""
+    return (
+        f"pip install 'onnxruntime-gpu[cuda,cudnn]' (the CUDA + cuDNN wheels of {built}, which it was built "
+        f"for){extra}, check that the driver supports that CUDA (`nvidia-smi`), or use --device cpu"
+    )
 
 
 def cuda_driver_loads() -> bool:

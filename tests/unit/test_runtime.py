@@ -140,6 +140,11 @@ def test_silent_cuda_fallback_is_detected(bundle: Path) -> None:
         Predictor.from_bundle(bundle, device="cuda")
     assert info.value.exit_code == 2
     assert "cuda" in info.value.message.lower() and "--device cpu" in (info.value.hint or "")
+    from imgcls.runtime.ort import cuda_driver_loads
+
+    if not cuda_driver_loads():  # e.g. the serve-gpu image without --gpus: name the driver and the container fix
+        assert "libcuda.so.1" in info.value.message
+        assert "docker run --gpus all" in (info.value.hint or "")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         # the raw onnxruntime behaviour the Predictor guards against: asked for CUDA, silently on CPU
         raw = ort.InferenceSession(
