@@ -21,11 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from imgcls import __version__
 from imgcls.serve.errors import ApiError
@@ -61,12 +63,28 @@ def _error_response(exc: ApiError) -> Response:
 # --- the application -------------------------------------------------------------------------------------
 
 
+class ServerApp(FastAPI):
+    """FastAPI with the :class:`Gateway` OUTSIDE its middleware stack, not inside it.
+
+    ``add_middleware`` would put the gateway under Starlette's ServerErrorMiddleware and FastAPI's own
+    telemetry and body-limit layers: every prediction would pass through (and its ``send`` be wrapped by) three
+    layers that the gateway does again itself (it answers its own JSON 500 and reads the body under its own
+    limits). Outermost, the ``POST /v1/predict`` fast path goes from the connection to the route in one hop;
+    every other request still runs through the whole FastAPI stack behind the gateway.
+    """
+
+    gateway_options: dict[str, Any]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Gateway(super().build_middleware_stack(), **self.gateway_options)
+
+
 def create_app(
     settings: ServeSettings,
     *,
     preload: bool = True,
     loader: Callable[[str], ServedModel] | None = None,
-) -> FastAPI:
+) -> ServerApp:
     """Build the server application.
 
     Args:
@@ -105,7 +123,7 @@ def create_app(
     page = resources.files("imgcls.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     routes = Predictions(state)
-    app = FastAPI(
+    app = ServerApp(
         title="imgcls",
         version=__version__,
         description="Image classification over a verified model bundle: onnxruntime with dynamic batching.",
@@ -136,13 +154,12 @@ def create_app(
         logger.exception("unexpected error")
         return _error_response(ApiError(500, "internal", "internal server error (logged)"))
 
-    app.add_middleware(
-        Gateway,
-        state=state,
-        endpoints=ENDPOINTS,
-        admin_prefix="/v1/admin",
-        fast_paths={("POST", "/v1/predict"): routes.predict_asgi},
-    )
+    app.gateway_options = {
+        "state": state,
+        "endpoints": ENDPOINTS,
+        "admin_prefix": "/v1/admin",
+        "fast_paths": {("POST", "/v1/predict"): routes.predict_asgi},
+    }
     return app
 
 

@@ -107,6 +107,9 @@ def _config(app: Any, settings: ServeSettings, http: Any, **extra: Any) -> Any:
         log_config=None,
         access_log=False,
         server_header=False,
+        # X-Forwarded-* are not trusted (nothing here uses the client address; a proxy in front logs it), and
+        # uvicorn's ProxyHeadersMiddleware would be one more layer on every request
+        proxy_headers=False,
         timeout_graceful_shutdown=int(max(1, GRACE_AFTER_DRAIN_S)),
         backlog=2048,
         **extra,
