@@ -171,3 +171,24 @@ def test_bench_never_imports_torch(bundle: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_pick_is_never_slower_than_onnxruntime_int8_whatever_the_cpu() -> None:
+    """The AVX2 case (issue 12): where OpenVINO is slower than onnxruntime int8, the pick is onnxruntime int8;
+    a faster row that failed the accuracy gate is never picked; the pick optimises the largest batch."""
+    from imgcls.bench.inprocess import pick
+
+    def row(engine: str, precision: str, batch: int, img_s: float, status: str = "ok") -> dict:
+        return {"engine": engine, "precision": precision, "threads": 2, "batch": batch, "img_per_s": img_s,
+                "p99_ms": 1.0, "top1_agreement": 1.0, "max_abs_prob_diff": 0.0, "status": status}  # fmt: skip
+
+    avx2 = {"results": [row("onnxruntime", "fp32", 64, 120.0), row("onnxruntime", "int8", 64, 250.0),
+                        row("openvino", "int8", 64, 230.0), row("openvino", "bf16", 64, 900.0, "gate_failed"),
+                        row("openvino", "int8", 1, 5000.0)]}  # fmt: skip
+    chosen = pick(avx2)
+    assert chosen is not None
+    assert (chosen["engine"], chosen["precision"], chosen["batch"]) == ("onnxruntime", "int8", 64)
+    amx = {"results": [*avx2["results"][:2], row("openvino", "int8", 64, 2800.0)]}
+    best = pick(amx)
+    assert best is not None and best["engine"] == "openvino" and best["img_per_s"] >= 250.0
+    assert pick({"results": [row("openvino", "bf16", 64, 900.0, "gate_failed")]}) is None
