@@ -94,6 +94,13 @@ class CorkedCycle(RequestResponseCycle):
 
     _head: bytes | None = None
 
+    def body_complete(self) -> bool:
+        """The parser has seen the whole request body and it is buffered here: ``receive()`` will not wait.
+
+        The gateway then reads the body without arming its read deadline (a timer per request).
+        """
+        return not self.more_body and self.message_event.is_set() and not self.disconnected
+
     async def send(self, message: Any) -> None:
         if not self.response_started and message.get("type") == "http.response.start":
             transport, held = self.transport, _Held()

@@ -64,3 +64,31 @@ def test_streamed_chunked_close_and_head_answers_keep_uvicorns_bytes_and_order()
     assert closing.calls[0][1].endswith(b"connection: close\r\n\r\nok")
     head = _answer([_start([(b"content-length", b"9")]), {"type": "http.response.body", "body": b""}], method="HEAD")
     assert [data for _, data in head.calls] == [b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"]
+
+
+def test_a_buffered_body_is_read_without_waiting_and_a_partial_one_is_not_taken_for_complete() -> None:
+    """The gateway skips its read deadline only when the cycle has the whole body; otherwise it waits under it."""
+    from imgcls.serve.gateway import _buffered
+
+    async def go() -> tuple[bool, bool, bool, bytes]:
+        transport = Transport()
+        scope: Any = {"method": "POST", "http_version": "1.1", "path": "/", "query_string": b""}
+        event = asyncio.Event()
+        cycle = CorkedCycle(scope, transport, FlowControl(transport), LOG, LOG, False, [], event,  # type: ignore[arg-type]
+                            False, True, lambda: None)  # fmt: skip
+        before = _buffered(cycle.receive)  # nothing arrived yet
+        cycle.body += b"part"  # what on_body does
+        event.set()
+        partial = _buffered(cycle.receive)  # some arrived, the message is not complete
+        cycle.more_body = False  # what on_message_complete does
+        complete = _buffered(cycle.receive)
+        message = await asyncio.wait_for(cycle.receive(), 1)
+        return before, partial, complete, message["body"]
+
+    before, partial, complete, body = asyncio.run(go())
+    assert (before, partial, complete, body) == (False, False, True, b"part")
+
+    async def other_receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    assert _buffered(other_receive) is False  # any other server or test client: read under the deadline
