@@ -13,7 +13,7 @@ Hot path of ``POST /v1/predict`` (one event loop, no blocking call on it):
    loop); only then is a queue slot taken (admission after the body);
 3. decoding + resizing run in a thread pool (:meth:`ServedModel.decode`);
 4. the prepared ``uint8`` image joins the dynamic batch (:class:`~imgcls.serve.batcher.Batcher`);
-5. the answer is serialised with ``json.dumps``; the prediction log and W&B get a record on a queue.
+5. the answer is serialised with ``orjson``; the prediction log and W&B get a record on a queue.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+import orjson
+
 
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", ...fields}``; ``extra={"fields": {...}}`` adds keys."""
@@ -75,10 +77,14 @@ class AccessLog:
         if not lines:
             return
         out = []
+        second, prefix = -1, ""
         for ts, request_id, method, path, status, latency_ms, bytes_in in lines:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+            if int(ts) != second:  # one strftime per second of lines, not per line
+                second = int(ts)
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+            stamp = f"{prefix}.{int(ts * 1000) % 1000:03d}Z"
             out.append(
-                json.dumps(
+                orjson.dumps(
                     {
                         "ts": stamp,
                         "level": "info",
@@ -91,7 +97,7 @@ class AccessLog:
                         "latency_ms": latency_ms,
                         "bytes_in": bytes_in,
                     }
-                )
+                ).decode()
             )
         stream = self.stream or sys.stderr
         with contextlib.suppress(OSError, ValueError):  # a closed stderr must not take the server down

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import orjson
 
 from imgcls.data.stats import STAT_NAMES, ImageStats, image_stats, images_stats
 from imgcls.prediction import SMALL_ROW
@@ -149,11 +150,11 @@ def row(values: tuple[Any, ...], stats: dict[str, float] | None) -> tuple[Any, .
         record["class_id"],
         record["label"],
         record["confidence"],
-        json.dumps(record["top_k"]),
+        orjson.dumps(record["top_k"]).decode(),
         record["latency_ms"],
         record["margin"],
         record["pred_entropy"],
-        None if record["embedding"] is None else json.dumps(record["embedding"]),
+        None if record["embedding"] is None else orjson.dumps(record["embedding"]).decode(),
     )
 
 
@@ -522,7 +523,7 @@ def encode_frame(batch: list[Item]) -> bytes:
             described = [int(thumb.shape[0]), int(thumb.shape[1])]
             blobs.append(thumb.tobytes())
         head.append([list(values), None if stats is None else list(stats), described])
-    header = json.dumps(head, separators=(",", ":")).encode()
+    header = orjson.dumps(head)
     body_size = _FRAME.size + len(header) + sum(len(b) for b in blobs)
     return b"".join([_FRAME.pack(body_size), _FRAME.pack(len(header)), header, *blobs])
 
@@ -537,7 +538,7 @@ def _decode_body(body: bytes) -> list[Item]:
     (header_size,) = _FRAME.unpack_from(body)
     offset = _FRAME.size + header_size
     batch: list[Item] = []
-    for values, stats, described in json.loads(body[_FRAME.size : offset]):
+    for values, stats, described in orjson.loads(body[_FRAME.size : offset]):
         source: StatsSource | None = None
         if described is not None:
             h, w = described
