@@ -286,6 +286,8 @@ def run_timed(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[s
     started = time.monotonic()
     try:
         run = docker("run", "--name", name, "--network", "none", *args, check=False, timeout=timeout)
+        if run.returncode == 125:  # docker itself failed (a full disk, a bad flag): there is no container to inspect
+            sys.exit(f"image check: docker run … failed: {run.stderr.strip()[-600:]}")
         state = json.loads(docker("inspect", name).stdout)[0]["State"]
     finally:
         docker("rm", "-f", name, check=False)
