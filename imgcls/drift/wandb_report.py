@@ -21,7 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ImgclsError, UsageError
+from imgcls.errors import UsageError
+from imgcls.wandb_run import start_run
 
 DEFAULT_PROJECT = "imgcls-drift"
 
@@ -62,26 +63,16 @@ def log_report(
     import wandb
 
     model, acc, sizes = summary["model"], summary["accuracy"], summary["sample_sizes"]
-    settings = wandb.Settings(silent=True, console="off", save_code=False, x_disable_stats=True)
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-    try:
-        run = wandb.init(
-            project=project,
-            name=f"drift-{model['name']}-{model['version']}",
-            job_type="drift",
-            dir=str(directory) if directory is not None else None,
-            mode=mode,  # type: ignore[arg-type]  # resolve_mode returns one of wandb's literals
-            config={"model": model, "window": summary["window"], "rule": summary.get("rule")},
-            settings=settings,
-            reinit="finish_previous",
-        )
-    except Exception as exc:  # wandb raises its own error types; never a traceback for a login problem
-        raise ImgclsError(
-            f"could not start the W&B run ({type(exc).__name__}: {exc})",
-            hint="check your W&B login, or use --wandb-mode offline",
-            exit_code=2,
-        ) from exc
+    run = start_run(
+        wandb,
+        directory=directory,
+        project=project,
+        name=f"drift-{model['name']}-{model['version']}",
+        job_type="drift",
+        mode=mode,
+        config={"model": model, "window": summary["window"], "rule": summary.get("rule")},
+        reinit="finish_previous",
+    )
     try:
         table = wandb.Table(columns=["column", "method", "score", "threshold", "drifted", "change"])
         for c in summary["columns"]:

@@ -46,6 +46,7 @@ import numpy as np
 from imgcls.data.stats import STAT_NAMES, ImageStats
 from imgcls.errors import UsageError
 from imgcls.serve.queues import take_batch
+from imgcls.wandb_run import quiet_settings
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class WandbLogger:
 
         try:
             mode: Any = self.mode
-            settings = wandb.Settings(silent=True, console="off", save_code=False, x_disable_stats=True)
+            settings = quiet_settings(wandb)
             init: dict[str, Any] = {"project": self.project, "job_type": "serve", "mode": mode, "settings": settings}
             if self.wandb_dir:
                 init["dir"] = self.wandb_dir

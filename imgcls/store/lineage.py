@@ -30,6 +30,7 @@ from typing import Any
 from imgcls.deps import require
 from imgcls.errors import StoreError
 from imgcls.store.registry import ID_LEN, AliasMove, PushResult, Store, Version, provenance
+from imgcls.wandb_run import start_run
 
 logger = logging.getLogger(__name__)
 
@@ -146,17 +147,17 @@ def log_reference_artifact(
         init["project"] = run_info["project"] or project
         if run_info["entity"]:
             init["entity"] = run_info["entity"]
-    if wandb_dir is not None:
-        wandb_dir.mkdir(parents=True, exist_ok=True)
-        init["dir"] = str(wandb_dir)
-    try:
-        run = wandb.init(**init)
-    except Exception as exc:  # wandb raises many types (UsageError, CommError, ...)
-        raise StoreError(
+    run = start_run(
+        wandb,
+        fail=lambda exc: StoreError(
             f"W&B could not start a run: {exc}",
             hint="set WANDB_API_KEY, or WANDB_MODE=offline to record the lineage locally",
             exit_code=1,
-        ) from exc
+        ),
+        directory=wandb_dir,
+        quiet=False,
+        **init,
+    )
     try:
         artifact = wandb.Artifact(
             name=version.name,
@@ -237,14 +238,15 @@ def sync_aliases(
     init: dict[str, Any] = {"project": record.get("project") or "imgcls", "job_type": "alias", "mode": mode}
     if record.get("entity"):
         init["entity"] = record["entity"]
-    if wandb_dir is not None:
-        wandb_dir.mkdir(parents=True, exist_ok=True)
-        init["dir"] = str(wandb_dir)
-    try:
-        run = wandb.init(**init)
-    except Exception as exc:
-        raise StoreError(f"W&B could not start a run to add {', '.join(wanted)} to {target}: {exc}",
-                         hint=retry) from exc  # fmt: skip
+    run = start_run(
+        wandb,
+        fail=lambda exc: StoreError(
+            f"W&B could not start a run to add {', '.join(wanted)} to {target}: {exc}", hint=retry
+        ),
+        directory=wandb_dir,
+        quiet=False,
+        **init,
+    )
     try:
         artifact = wandb.Artifact(
             name=str(record["artifact"]),

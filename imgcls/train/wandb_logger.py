@@ -18,8 +18,9 @@ import numpy as np
 
 from imgcls.bundle import BundleMeta
 from imgcls.config import WandbConfig
-from imgcls.errors import ImgclsError, UsageError
+from imgcls.errors import UsageError
 from imgcls.train.callbacks import Callback, EpochEnd, FitEnd, FitStart, StepEnd
+from imgcls.wandb_run import start_run
 
 logger = logging.getLogger(__name__)
 
@@ -83,27 +84,19 @@ class WandbLogger(Callback):
 
     def on_fit_start(self, start: FitStart) -> None:
         wandb = self.wandb
-        settings = wandb.Settings(silent=True, console="off", save_code=False, x_disable_stats=True)
-        try:
-            self.run = wandb.init(
-                project=self.cfg.project,
-                entity=self.cfg.entity,
-                name=start.bundle_name,
-                dir=str(start.run_dir),
-                mode=self.cfg.mode,
-                config=start.config.to_dict(),
-                id=self.resume_id,
-                resume="allow" if self.resume_id else None,
-                job_type="train",
-                settings=settings,
-                reinit="finish_previous",
-            )
-        except Exception as exc:  # wandb raises its own error types; never a traceback for a login problem
-            raise ImgclsError(
-                f"could not start the W&B run ({type(exc).__name__}: {exc})",
-                hint="check your W&B login, or use --wandb-mode offline",
-                exit_code=2,
-            ) from exc
+        self.run = start_run(
+            wandb,
+            directory=start.run_dir,
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            name=start.bundle_name,
+            mode=self.cfg.mode,
+            config=start.config.to_dict(),
+            id=self.resume_id,
+            resume="allow" if self.resume_id else None,
+            job_type="train",
+            reinit="finish_previous",
+        )
         self.run.summary["num_parameters"] = start.num_parameters
         self.run.summary["dataset"] = start.dataset.name
 
