@@ -83,7 +83,7 @@ class BatchAugment:
         if self.cfg.crop_padding > 0:
             x = random_crop(x, self.cfg.crop_padding, generator)
         if self.cfg.hflip:
-            flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+            flip = to_device(torch.rand(n, generator=generator) < 0.5, x.device)
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
         if self._trivial is not None:
             x = self._trivial_augment(x, generator)
@@ -115,10 +115,23 @@ def random_crop(x: Any, padding: int, generator: Any) -> Any:
 
     n, _, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), x.device)
+    dx = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
+
+
+def to_device(draws: Any, device: Any) -> Any:
+    """Move a small tensor drawn on the host (the CPU generator's crop offsets, flip mask) to ``device``.
+
+    A plain ``.to("cuda")`` from pageable memory waits until every kernel already queued on the stream has
+    finished, so one per step would stop the GPU from running ahead of the host. Staged in pinned memory and
+    copied with ``non_blocking``, the copy is queued like a kernel (the caching host allocator keeps the pinned
+    buffer until the copy is done). On the CPU the tensor is returned as it is.
+    """
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        return draws
+    return draws.pin_memory().to(device, non_blocking=True)

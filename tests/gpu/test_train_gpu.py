@@ -168,6 +168,28 @@ def test_fast_path_whitening_stem_compile_fused_optimizer_and_flip_tta(tmp_path)
     assert all(r["images_per_sec"] > 0 for r in result.history)  # CUDA-event timing gave a real duration
 
 
+def test_gpu_augmentation_draws_on_the_host_generator_and_matches_the_cpu_exactly():
+    """Crop offsets and flips come from the CPU generator, copied without a stream sync: the CPU's very batch."""
+    from imgcls.bundle import InputSpec
+    from imgcls.config import AugmentConfig
+    from imgcls.train.augment import BatchAugment
+
+    images, labels = _images(64, 4, 32, seed=5)
+    spec = InputSpec(size=(32, 32), channels=3, mean=(0.3, 0.3, 0.3), std=(0.2, 0.2, 0.2))
+    cfg = AugmentConfig(crop_padding=4, hflip=True)
+    batches = {}
+    for device in ("cpu", "cuda"):
+        aug = BatchAugment(cfg, spec, num_classes=4, device=device)
+        gen = torch.Generator().manual_seed(7)
+        x_u8 = torch.from_numpy(images).to(device)
+        y = torch.from_numpy(labels).to(device)
+        outs = [aug(x_u8, y, gen) for _ in range(3)]  # three steps: the generator's stream must stay in step
+        batches[device] = [(x.cpu(), t.cpu()) for x, t in outs]
+    for (xc, yc), (xg, yg) in zip(batches["cpu"], batches["cuda"], strict=True):
+        assert torch.equal(yc, yg)
+        assert torch.allclose(xc, xg, atol=1e-6, rtol=0)
+
+
 def _png_folder(root: Path, per_class: int = 40) -> Path:
     from PIL import Image
 

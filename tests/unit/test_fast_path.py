@@ -90,3 +90,13 @@ def test_fast_config_asks_for_every_fast_path_option(name):
     t = cfg.train
     assert (t.device, t.precision, t.channels_last, t.compile, t.flip_tta) == ("cuda", "bf16", True, True, True)
     assert cfg.model.whiten_stem and cfg.optim.label_smoothing == 0.2 and t.epochs <= 10
+
+
+def test_host_draws_stay_as_they_are_on_the_cpu():
+    import torch
+
+    from imgcls.train.augment import to_device
+
+    draws = torch.arange(5)
+    assert to_device(draws, torch.device("cpu")) is draws
+    assert to_device(draws, "cpu") is draws
