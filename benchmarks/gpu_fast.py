@@ -1,8 +1,14 @@
-"""GPU bars of issue 14, for a machine with one or more NVIDIA GPUs (not runnable on a CPU-only machine).
+"""GPU bars of issue 14, for a machine with one or more NVIDIA GPUs.
 
     python -m benchmarks gpu_fast -- mfu                       # CIFAR-stem ResNet-18 bf16 step MFU (bar >= 35 %)
+    python -m benchmarks gpu_fast -- mfu --batch 256,512,1024  # one line per batch size
     python -m benchmarks gpu_fast -- fmnist --src DIR          # Fashion-MNIST >= 0.94 in <= 30 s wall (one GPU)
     python -m benchmarks gpu_fast -- ddp                       # 2-GPU DDP step throughput vs 1 GPU (bar >= 1.8x)
+
+``--device cpu`` runs the same code on the CPU (bf16 autocast on the CPU, wall-clock timing, gloo instead of NCCL,
+two processes for ddp whatever the core count) with no verdict: a dry run that proves the scripts work before a
+GPU machine's short lease is spent on them (tests/unit/test_gpu_fast_dry_run.py runs it). scripts/gpu_check.sh
+runs everything on a lent machine in one call.
 
 * mfu: FLOPs of one training step (forward + backward) counted by torch.utils.flop_counter on the real model,
   steps timed with CUDA events after torch.compile warm-up, against the GPU's dense bf16 peak (H100/H200 SXM:
@@ -33,7 +39,20 @@ def _emit(**event: object) -> None:
     print("@@" + json.dumps(event), flush=True)
 
 
-def _step_setup(batch: int, compile_: bool, ddp: bool = False):  # type: ignore[no-untyped-def]
+def _device(args: argparse.Namespace) -> str:
+    """``cuda:LOCAL_RANK`` (made current) or ``cpu``."""
+    if args.device == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("gpu_fast: CUDA is not available here; --device cpu runs the same code as a dry run")
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    torch.cuda.set_device(device)
+    return device
+
+
+def _step_setup(batch: int, compile_: bool, device: str, ddp: bool = False, compile_mode: str = "default"):  # type: ignore[no-untyped-def]
     import torch
 
     from imgcls.bundle import InputSpec
@@ -42,20 +61,18 @@ def _step_setup(batch: int, compile_: bool, ddp: bool = False):  # type: ignore[
     from imgcls.train.augment import BatchAugment
     from imgcls.train.factory import build_optimizer
 
+    cuda = device.startswith("cuda")
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = f"cuda:{local}"
-    torch.cuda.set_device(device)
     model = create_model("resnet18", num_classes=10, in_chans=3, img_size=32).to(device)
     model = model.to(memory_format=torch.channels_last).train()
-    cfg = RunConfig.model_validate({"train": {"device": "cuda"}})
+    cfg = RunConfig.model_validate({"train": {"device": "cuda" if cuda else "cpu"}})
     optimizer = build_optimizer(cfg, model)
     forward = model
     if ddp:
-        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local])
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None)
     if compile_:
-        forward = torch.compile(forward)
+        forward = torch.compile(forward, mode=compile_mode)
     spec = InputSpec(size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
     augment = BatchAugment(AugmentConfig(crop_padding=4, hflip=True), spec, num_classes=10, device=device)
     gen = torch.Generator().manual_seed(0)
@@ -65,7 +82,7 @@ def _step_setup(batch: int, compile_: bool, ddp: bool = False):  # type: ignore[
     def step(i: int) -> None:
         sl = slice((i % 4) * batch, (i % 4 + 1) * batch)
         x, y = augment(images[sl], labels[sl], gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
             logits = forward(x)
         loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
@@ -75,21 +92,32 @@ def _step_setup(batch: int, compile_: bool, ddp: bool = False):  # type: ignore[
     return model, step, augment, images, labels, gen
 
 
-def _time_steps(step, steps: int, rounds: int) -> list[float]:  # type: ignore[no-untyped-def]
+def _time_steps(step, steps: int, rounds: int, device: str, warmup: int = 10) -> list[float]:  # type: ignore[no-untyped-def]
+    """Seconds for ``steps`` steps, ``rounds`` times, after ``warmup`` steps (compile, cuDNN autotuning, allocator).
+
+    On CUDA, events recorded on the stream time the device's work; on the CPU, the wall clock.
+    """
     import torch
 
-    for i in range(10):  # compile, cuDNN autotuning, allocator warm-up
+    cuda = device.startswith("cuda")
+    for i in range(warmup):
         step(i)
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = []
     for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        began = time.perf_counter()
         for i in range(steps):
             step(i)
-        end.record()
-        end.synchronize()
-        seconds.append(start.elapsed_time(end) / 1000.0)
+        if cuda:
+            end.record()
+            end.synchronize()
+            seconds.append(start.elapsed_time(end) / 1000.0)
+        else:
+            seconds.append(time.perf_counter() - began)
     return seconds
 
 
@@ -97,25 +125,32 @@ def mfu(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model, step, augment, images, labels, gen = _step_setup(args.batch, compile_=False)
-    x, y = augment(images[: args.batch], labels[: args.batch], gen)
-    with FlopCounterMode(display=False) as counter:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        loss.backward()
-    flops = counter.get_total_flops()
-    model.zero_grad(set_to_none=True)
-    _, step, *_ = _step_setup(args.batch, compile_=not args.no_compile)
-    seconds = _time_steps(step, args.steps, args.rounds)
-    best = min(seconds) / args.steps
-    name = torch.cuda.get_device_name()
+    device = _device(args)
+    cuda = device.startswith("cuda")
+    name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    achieved = flops / best / 1e12
-    _emit(
-        bench="mfu", gpu=name, batch=args.batch, step_ms=round(best * 1e3, 3), flops_per_step=flops,
-        achieved_tflops=round(achieved, 1), peak_tflops=peak, mfu=round(achieved / peak, 4) if peak else None,
-        images_per_sec=round(args.batch / best), compiled=not args.no_compile,
-    )  # fmt: skip
+    for batch in _batches(args.batch):
+        model, _, augment, images, labels, gen = _step_setup(batch, compile_=False, device=device)
+        x, y = augment(images[:batch], labels[:batch], gen)
+        with FlopCounterMode(display=False) as counter:
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            loss.backward()
+        flops = counter.get_total_flops()
+        del model, augment, images, labels, x, y, loss
+        _, step, *_ = _step_setup(batch, not args.no_compile, device, compile_mode=args.compile_mode)
+        seconds = _time_steps(step, args.steps, args.rounds, device, warmup=args.warmup)
+        best = min(seconds) / args.steps
+        achieved = flops / best / 1e12
+        _emit(
+            bench="mfu", device=name, batch=batch, step_ms=round(best * 1e3, 3), flops_per_step=flops,
+            achieved_tflops=round(achieved, 3), peak_tflops=peak,
+            mfu=round(achieved / peak, 4) if peak and cuda else None,
+            images_per_sec=round(batch / best), compiled=not args.no_compile, compile_mode=args.compile_mode,
+            bar_met=(achieved / peak >= 0.35) if peak and cuda else None,
+        )  # fmt: skip
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 def fmnist(args: argparse.Namespace) -> None:
@@ -126,10 +161,12 @@ def fmnist(args: argparse.Namespace) -> None:
         out = Path(tmp) / "run"
         cmd = [
             sys.executable, "-m", "imgcls", "train", "--config", str(ROOT / "configs" / "fashion-mnist.yaml"),
-            "--data-dir", str(data_dir), "--gpu", "--out", str(out), "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch), "--lr", str(args.lr), "--set", "model.width=24",
+            "--data-dir", str(data_dir), "--out", str(out), "--epochs", str(args.epochs),
+            "--batch-size", str(_batches(args.batch)[0]), "--lr", str(args.lr), "--set", "model.width=24",
             "--set", "augment.crop_padding=2", "--set", "train.eval_batch_size=5000",
+            *(["--gpu"] if args.device == "cuda" else ["--set", "train.device=cpu"]),
             *([] if args.no_compile else ["--compile"]),
+            *(["--set", f"train.max_steps={args.max_steps}"] if args.max_steps else []),
         ]  # fmt: skip
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -138,51 +175,74 @@ def fmnist(args: argparse.Namespace) -> None:
             sys.exit(proc.stdout + proc.stderr)
         metrics = json.loads((out / "bundle.json").read_text())["metrics"]
         _emit(
-            bench="fmnist", wall_s=round(wall, 1), test_top1=metrics["test_top1"], epochs=args.epochs,
-            batch=args.batch, bar_met=metrics["test_top1"] >= 0.94 and wall <= 30,
+            bench="fmnist", device=args.device, wall_s=round(wall, 1), test_top1=metrics["test_top1"],
+            epochs=args.epochs, batch=_batches(args.batch)[0], compiled=not args.no_compile,
+            bar_met=(metrics["test_top1"] >= 0.94 and wall <= 30) if args.device == "cuda" else None,
         )  # fmt: skip
 
 
 def ddp_worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("nccl")
-    _, step, *_ = _step_setup(args.batch, compile_=not args.no_compile, ddp=dist.get_world_size() > 1)
-    seconds = _time_steps(step, args.steps, args.rounds)
+    device = _device(args)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    batch = _batches(args.batch)[0]
+    _, step, *_ = _step_setup(batch, not args.no_compile, device, ddp=dist.get_world_size() > 1,
+                              compile_mode=args.compile_mode)  # fmt: skip
+    seconds = _time_steps(step, args.steps, args.rounds, device, warmup=args.warmup)
     if dist.get_rank() == 0:
-        rate = args.batch * dist.get_world_size() * args.steps / min(seconds)
+        rate = batch * dist.get_world_size() * args.steps / min(seconds)
         Path(args.result).write_text(json.dumps({"world_size": dist.get_world_size(), "images_per_sec": rate}))
     dist.destroy_process_group()
 
 
 def ddp(args: argparse.Namespace) -> None:
-    import torch
+    cuda = args.device == "cuda"
+    if cuda:
+        import torch
 
-    gpus = torch.cuda.device_count()
-    if gpus < 2:
-        _emit(bench="ddp", skipped=f"{gpus} GPU(s): the 2-GPU scaling bar needs two")
-        return
+        gpus = torch.cuda.device_count()
+        if gpus < 2:
+            _emit(bench="ddp", skipped=f"{gpus} GPU(s): the 2-GPU scaling bar needs two")
+            return
+    batch = _batches(args.batch)[0]
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, 2):
             result = Path(tmp) / f"{n}.json"
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
-                   "-m", "benchmarks.gpu_fast", "ddp-worker", "--result", str(result), "--batch", str(args.batch),
-                   "--steps", str(args.steps), "--rounds", str(args.rounds),
+                   "-m", "benchmarks.gpu_fast", "ddp-worker", "--result", str(result), "--batch", str(batch),
+                   "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup", str(args.warmup),
+                   "--device", args.device, "--compile-mode", args.compile_mode,
                    *(["--no-compile"] if args.no_compile else [])]  # fmt: skip
             subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             rates[n] = json.loads(result.read_text())["images_per_sec"]
-    _emit(bench="ddp", per_gpu_batch=args.batch, one_gpu=round(rates[1]), two_gpu=round(rates[2]),
-          scaling=round(rates[2] / rates[1], 3), bar_met=rates[2] / rates[1] >= 1.8)  # fmt: skip
+    _emit(bench="ddp", device=args.device, per_gpu_batch=batch, one_gpu=round(rates[1]), two_gpu=round(rates[2]),
+          scaling=round(rates[2] / rates[1], 3), bar_met=rates[2] / rates[1] >= 1.8 if cuda else None)  # fmt: skip
+
+
+def _batches(text: str) -> list[int]:
+    """``"512"`` or ``"256,512,1024"`` -> the batch sizes (mfu runs each; the others take the first)."""
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        sys.exit(f"--batch: expected sizes like 512 or 256,512,1024, got {text!r}")
+    if not batches or min(batches) < 1:
+        sys.exit(f"--batch: sizes must be >= 1, got {text!r}")
+    return batches
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks gpu_fast --")
     parser.add_argument("what", choices=["mfu", "fmnist", "ddp", "ddp-worker"])
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a dry run, no verdict")
+    parser.add_argument("--batch", default="512", help="per process; mfu takes a list: 256,512,1024")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, cuDNN autotuning)")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune")
+    parser.add_argument("--max-steps", type=int, default=None, help="fmnist: stop after this many steps")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--src", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--epochs", type=int, default=8)
