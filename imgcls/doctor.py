@@ -519,7 +519,7 @@ def check_wandb(environ: Mapping[str, str], home: Path | None) -> Check:
             fix="pip install 'imgcls[monitor]'",
             details=could,
         )
-    from imgcls.train.wandb_logger import has_api_key
+    from imgcls.wandb_run import has_api_key
 
     mode = environ.get("WANDB_MODE", "").strip().lower() or None
     key = has_api_key(environ, home)

@@ -198,15 +198,12 @@ def alias_(
 def update_wandb_aliases(store: Any, moves: list[Any]) -> None:
     """Give the W&B artifact of a version pushed with ``--wandb`` its moved aliases (a warning if W&B fails: the
     store's alias, the source of truth, has moved either way)."""
-    import os
-
     from imgcls.cli._render import err_console
     from imgcls.errors import ImgclsError
-    from imgcls.store.lineage import default_mode, sync_moves
+    from imgcls.store.lineage import sync_moves
 
-    mode = default_mode(os.environ)
     try:
-        logged = sync_moves(store, moves, mode=mode)
+        logged = sync_moves(store, moves)  # the W&B mode is decided only for a version pushed with --wandb
     except ImgclsError as exc:
         err_console.print(f"warning: W&B not updated: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""),
                           highlight=False, soft_wrap=True)  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -76,9 +75,10 @@ def push(
     console.print(f"  ref: {str(store.uri).rstrip('/')}/{version.name}:{version.seq}", highlight=False, soft_wrap=True)
     if wandb:
         from imgcls.bundle import load_bundle
-        from imgcls.store.lineage import default_mode, log_reference_artifact
+        from imgcls.store.lineage import log_reference_artifact
+        from imgcls.wandb_run import resolve_mode
 
-        mode = default_mode(os.environ)
+        mode = resolve_mode(fallback="offline")  # a key (WANDB_API_KEY, `wandb login`) means online
         lineage = load_bundle(bundle, verify=False).meta.lineage.to_dict()
         logged = log_reference_artifact(store, result, lineage=lineage, mode=mode, project=wandb_project)
         console.print(

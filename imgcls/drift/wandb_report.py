@@ -17,39 +17,26 @@ One run per report (``job_type="drift"``), named after the model and its version
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import UsageError
 from imgcls.wandb_run import start_run
 
 DEFAULT_PROJECT = "imgcls-drift"
 
 
 def resolve_mode(mode: str | None) -> str:
-    """``online``/``offline`` from ``--wandb-mode``, else from ``WANDB_MODE`` / a configured key.
+    """``online``/``offline`` from ``--wandb-mode``, else from ``WANDB_MODE`` / a configured key
+    (:func:`imgcls.wandb_run.resolve_mode`, as ``serve --wandb``).
 
     Raises:
-        UsageError: an unknown mode, or online without an API key.
+        UsageError: wandb is not installed, an unknown mode, or online without an API key.
     """
     from imgcls.deps import require
+    from imgcls.wandb_run import resolve_mode as decide
 
     require("wandb", feature="--wandb")
-    if mode is not None and mode not in ("online", "offline"):
-        raise UsageError(f"--wandb-mode must be online or offline, not {mode!r}")
-    from imgcls.serve.wandb_logger import wandb_mode  # the one place that reads WANDB_MODE, keys and ~/.netrc
-
-    env = dict(os.environ)
-    if mode is not None:
-        env["WANDB_MODE"] = mode
-    try:
-        return wandb_mode(env)
-    except UsageError:
-        raise UsageError(
-            "--wandb: no W&B API key is configured (WANDB_API_KEY or ~/.netrc) and the mode is not offline",
-            hint="run `wandb login`, or pass --wandb-mode offline (then `wandb sync` the run later)",
-        ) from None
+    return decide(requested=mode)
 
 
 def log_report(

@@ -105,12 +105,13 @@ def _start_watcher(state: ServerState, loop: asyncio.AbstractEventLoop) -> Any:
 
 
 def _start_wandb(settings: ServeSettings, served: ServedModel | None, metrics: Any) -> Any:
-    from imgcls.serve.wandb_logger import WandbLogger, wandb_mode
+    from imgcls.serve.wandb_logger import WandbLogger
+    from imgcls.wandb_run import resolve_mode
 
     classes = list(served.predictor.classes) if served else []
     logger_ = WandbLogger(
         project=settings.wandb_project,
-        mode=wandb_mode(requested=settings.wandb_mode),
+        mode=resolve_mode(requested=settings.wandb_mode),
         classes=classes,
         config={
             "max_batch": settings.max_batch,

@@ -31,9 +31,9 @@ def check_environment(settings: ServeSettings) -> None:
         UsageError: with a hint naming the fix.
     """
     if settings.wandb:
-        from imgcls.serve.wandb_logger import wandb_mode
+        from imgcls.wandb_run import resolve_mode
 
-        wandb_mode(requested=settings.wandb_mode)
+        resolve_mode(requested=settings.wandb_mode)
     if settings.log_predictions is not None:
         from imgcls.serve.predlog import connect
 

@@ -25,15 +25,13 @@ to a W&B artifact is recorded as that artifact (``model/artifact``) and, online,
 with ``run.use_artifact`` (wandb refuses ``use_artifact`` in offline mode: an offline run records the
 artifact's name, which ``wandb sync`` uploads with the run, but not the link itself).
 
-The mode is decided at the edge (:func:`wandb_mode`), never by wandb's interactive prompt: offline works
-without a key or network; online needs a key; with neither the server refuses to start.
+The mode is decided at the edge (:func:`imgcls.wandb_run.resolve_mode`), never by wandb's interactive prompt:
+offline works without a key or network; online needs a key; with neither the server refuses to start.
 """
 
 from __future__ import annotations
 
 import logging
-import netrc
-import os
 import queue
 import threading
 from collections import Counter
@@ -50,55 +48,11 @@ from imgcls.wandb_run import quiet_settings
 
 logger = logging.getLogger(__name__)
 
-_OFFLINE = ("offline", "dryrun", "disabled")
-MODES = ("online", "offline")
 PREDICTION_COLUMNS = (
     "request_id", "model_name", "model_version", "model_sha256", "width", "height", "format", "bytes", "input",
     "class_id", "label", "confidence", "margin", "pred_entropy", *STAT_NAMES, "latency_ms",
 )  # fmt: skip
 PER_CLASS_KEYS = 32  # up to this many classes, each class's count is a chart of its own (window/class/<label>)
-
-
-def wandb_mode(environ: dict[str, str] | None = None, *, requested: str | None = None) -> str:
-    """The W&B mode of ``serve --wandb``.
-
-    ``requested`` (``--wandb-mode``, as ``train --wandb-mode``: ``online`` or ``offline``) wins; else
-    ``WANDB_MODE``; else online when an API key is configured. Online without a key is refused (exit 2) before
-    the server starts, never prompted.
-
-    Raises:
-        UsageError: an unknown mode, or online (asked for, or by default) with no API key (``WANDB_API_KEY``
-            or ``wandb login``).
-    """
-    env = os.environ if environ is None else environ
-    if requested is not None and requested.strip().lower() not in MODES:
-        raise UsageError(f"--wandb-mode must be online or offline, not {requested!r}")
-    mode = (requested or env.get("WANDB_MODE") or "").strip().lower()
-    if mode in _OFFLINE:
-        return "disabled" if mode == "disabled" else "offline"
-    if env.get("WANDB_API_KEY") or _netrc_has_key(env):
-        return "online"
-    if requested is not None:
-        raise UsageError(
-            "--wandb-mode online needs a W&B API key, and none was found (WANDB_API_KEY or ~/.netrc)",
-            hint="run `wandb login` or export WANDB_API_KEY=..., or use --wandb-mode offline "
-            "(sync later with `wandb sync wandb/offline-run-*`)",
-        )
-    raise UsageError(
-        "--wandb: no W&B API key is configured and WANDB_MODE is not offline",
-        hint="run `wandb login` (or export WANDB_API_KEY=...), or pass --wandb-mode offline "
-        "(or export WANDB_MODE=offline) to log locally",
-    )
-
-
-def _netrc_has_key(env: Any) -> bool:
-    path = env.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
-    try:
-        host = (env.get("WANDB_BASE_URL") or "api.wandb.ai").split("//")[-1].split("/")[0]
-        auth = netrc.netrc(path).authenticators(host)
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(auth and auth[2])
 
 
 @dataclass

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from imgcls.deps import require
 from imgcls.errors import StoreError
 from imgcls.store.registry import ID_LEN, AliasMove, PushResult, Store, Version, provenance
-from imgcls.wandb_run import start_run
+from imgcls.wandb_run import resolve_mode, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +39,6 @@ RECORD_DIR = "wandb"  # <name>/wandb/<version id>.json: the W&B artifact a push 
 def store_alias(seq: int) -> str:
     """The W&B alias that names store version ``seq`` (``store-3``)."""
     return f"store-{seq}"
-
-
-def default_mode(environ: Mapping[str, str] | None = None) -> str:
-    """``WANDB_MODE`` when set, else online with an API key, else offline (``push --wandb``, alias moves)."""
-    env = os.environ if environ is None else environ
-    return env.get("WANDB_MODE") or ("online" if env.get("WANDB_API_KEY") else "offline")
 
 
 def record_key(name: str, digest: str) -> str:
@@ -201,7 +194,7 @@ def sync_aliases(
     version: Version,
     aliases: Iterable[str],
     *,
-    mode: str,
+    mode: str | None = None,
     wandb_dir: Path | None = None,
 ) -> dict[str, str] | None:
     """Give the W&B artifact of ``version`` the store's ``aliases`` (after an alias move); None when the version
@@ -211,15 +204,19 @@ def sync_aliases(
     ``aliases.append``, ``save()``): nothing else changes. Offline there is no API: the identical reference
     artifact is logged again, with the aliases, from an ``alias`` run (same digest, so no new version);
     ``wandb sync`` applies it. (wandb adds ``latest`` to every logged artifact, so a synced offline move also
-    points W&B's ``latest`` at that version.)
+    points W&B's ``latest`` at that version.) ``mode`` None: decided only when there is something to update,
+    by :func:`imgcls.wandb_run.resolve_mode` (online with a key, else offline).
 
     Raises:
         StoreError: W&B could not be reached or could not start a run (the store's alias has moved regardless).
+        UsageError: WANDB_MODE asks for online and no API key is configured.
     """
     record = wandb_record(store, version.name, version.digest)
     wanted = sorted({a for a in aliases if a != "latest"})  # W&B keeps its own `latest`
     if record is None or not wanted:
         return None
+    if mode is None:
+        mode = resolve_mode(fallback="offline")
     wandb = require("wandb", feature="W&B alias updates")
     target = artifact_path(record, store_alias(version.seq))
     retry = (
@@ -263,7 +260,7 @@ def sync_aliases(
     return {"artifact": target, "aliases": ", ".join(wanted), "run": run_path, "mode": mode}
 
 
-def sync_moves(store: Store, moves: Iterable[AliasMove], *, mode: str) -> dict[str, str] | None:
+def sync_moves(store: Store, moves: Iterable[AliasMove], *, mode: str | None = None) -> dict[str, str] | None:
     """:func:`sync_aliases` for the alias moves of one command (they all point at one version)."""
     moves = [m for m in moves if m.alias != "latest"]
     if not moves:

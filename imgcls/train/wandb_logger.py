@@ -8,7 +8,6 @@ artifact. Offline mode writes under ``<run dir>/wandb/`` and needs no network (`
 from __future__ import annotations
 
 import logging
-import netrc
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,26 +19,11 @@ from imgcls.bundle import BundleMeta
 from imgcls.config import WandbConfig
 from imgcls.errors import UsageError
 from imgcls.train.callbacks import Callback, EpochEnd, FitEnd, FitStart, StepEnd
-from imgcls.wandb_run import start_run
+from imgcls.wandb_run import has_api_key, start_run
 
 logger = logging.getLogger(__name__)
 
-_WANDB_HOST = "api.wandb.ai"
 _SAMPLE_ROWS = 64
-
-
-def has_api_key(environ: Mapping[str, str], home: Path | None) -> bool:
-    """True when W&B can authenticate without asking: ``WANDB_API_KEY`` or a ``~/.netrc`` entry."""
-    if environ.get("WANDB_API_KEY"):
-        return True
-    path = Path(environ["NETRC"]) if environ.get("NETRC") else (home / ".netrc" if home else None)
-    if path is None or not path.is_file():
-        return False
-    host = environ.get("WANDB_BASE_URL", f"https://{_WANDB_HOST}").split("://", 1)[-1].split("/", 1)[0]
-    try:
-        return netrc.netrc(str(path)).authenticators(host) is not None
-    except (netrc.NetrcParseError, OSError):
-        return False
 
 
 def check_wandb(cfg: WandbConfig, environ: Mapping[str, str], home: Path | None) -> None:

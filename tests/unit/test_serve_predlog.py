@@ -17,10 +17,8 @@ from pydantic import SecretStr
 
 from imgcls.data.stats import image_stats, images_stats, stats_thumbnail
 from imgcls.drift.reference import rgb
-from imgcls.errors import UsageError
 from imgcls.serve.predlog import _RECORD_FIELDS, COLUMNS, TABLE, PredictionLog, PredictionRecord, read_predictions
 from imgcls.serve.settings import SETTINGS_ENV, ServeSettings, settings_from_env, settings_to_env
-from imgcls.serve.wandb_logger import wandb_mode
 
 
 def record(i: int, stats=None) -> PredictionRecord:
@@ -188,29 +186,6 @@ def test_an_unwritable_log_path_fails_at_startup(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises((OSError, sqlite3.Error)):
         PredictionLog(blocker / "predictions.sqlite")
-
-
-@pytest.mark.parametrize(
-    ("env", "mode"),
-    [
-        ({"WANDB_MODE": "offline"}, "offline"),
-        ({"WANDB_MODE": "disabled"}, "disabled"),
-        ({"WANDB_MODE": "online", "WANDB_API_KEY": "k" * 40}, "online"),
-        ({"WANDB_API_KEY": "k" * 40}, "online"),
-    ],
-)
-def test_wandb_mode_is_decided_at_the_edge(env: dict[str, str], mode: str, tmp_path: Path) -> None:
-    assert wandb_mode({**env, "NETRC": str(tmp_path / "none")}) == mode
-
-
-def test_wandb_without_key_and_not_offline_refuses_with_a_hint(tmp_path: Path) -> None:
-    with pytest.raises(UsageError) as info:
-        wandb_mode({"NETRC": str(tmp_path / "none")})
-    assert "WANDB_MODE=offline" in (info.value.hint or "")
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
-    netrc.chmod(0o600)
-    assert wandb_mode({"NETRC": str(netrc)}) == "online"
 
 
 def test_settings_travel_to_workers_without_the_admin_token() -> None:

@@ -159,7 +159,8 @@ def test_damaged_or_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_wandb_online_without_key_fails_fast(tmp_path):
-    from imgcls.train.wandb_logger import check_wandb, has_api_key
+    from imgcls.train.wandb_logger import check_wandb
+    from imgcls.wandb_run import has_api_key
 
     online = WandbConfig(enabled=True, mode="online")
     with pytest.raises(UsageError, match="API key") as info:
