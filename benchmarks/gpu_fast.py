@@ -35,6 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a child process: this checkout first on PYTHONPATH, whatever was there kept (on the GPU
+    machine that is the carried wheels' folder, without which the child could not import pydantic)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def _emit(**event: object) -> None:
     print("@@" + json.dumps(event), flush=True)
 
@@ -169,7 +176,7 @@ def fmnist(args: argparse.Namespace) -> None:
             *(["--set", f"train.max_steps={args.max_steps}"] if args.max_steps else []),
         ]  # fmt: skip
         started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             sys.exit(proc.stdout + proc.stderr)
@@ -215,7 +222,7 @@ def ddp(args: argparse.Namespace) -> None:
                    "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                    "--device", args.device, "--compile-mode", args.compile_mode,
                    *(["--no-compile"] if args.no_compile else [])]  # fmt: skip
-            subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            subprocess.run(cmd, check=True, env=_child_env())
             rates[n] = json.loads(result.read_text())["images_per_sec"]
     _emit(bench="ddp", device=args.device, per_gpu_batch=batch, one_gpu=round(rates[1]), two_gpu=round(rates[2]),
           scaling=round(rates[2] / rates[1], 3), bar_met=rates[2] / rates[1] >= 1.8 if cuda else None)  # fmt: skip

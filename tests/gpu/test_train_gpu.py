@@ -25,6 +25,11 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _child_env() -> dict[str, str]:
+    """This checkout first on the child's PYTHONPATH, the rest kept (the GPU machine's carried wheels are there)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def _images(n_per_class: int, classes: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Colour images whose class is the colour of a bright square (red, green, blue, white) placed at random."""
     rng = np.random.default_rng(seed)
@@ -144,7 +149,7 @@ def test_cli_gpu_flag_trains_a_folder_of_pngs(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{tmp_path / 'data'}", "--gpu", "--epochs", "3",
          "--batch-size", "32", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=600, env=_child_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "on cuda" in proc.stdout and (tmp_path / "run" / "bundle.json").is_file()
@@ -207,7 +212,7 @@ def test_two_gpu_ddp_over_nccl_writes_one_bundle(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{data}", "--gpu", "--epochs", "3",
          "--batch-size", "32", "--nproc-per-node", "2", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=600, env=_child_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from imgcls.bundle import load_bundle

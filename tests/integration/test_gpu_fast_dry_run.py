@@ -26,7 +26,7 @@ NOT_ON_THE_GPU_MACHINE = (
     "google.cloud", "gcp_storage_emulator", "optuna", "openvino", "onnxruntime.capi.onnxruntime_providers_cuda",
 )  # fmt: skip
 SITECUSTOMIZE = f"""
-import importlib.abc, sys
+import importlib.abc, os, sys
 
 class _NotOnTheGpuMachine(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -35,6 +35,9 @@ class _NotOnTheGpuMachine(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, _NotOnTheGpuMachine())
+if os.environ.get("GPU_MACHINE_SEEN"):  # each process that ran under the blocker leaves its pid
+    with open(os.environ["GPU_MACHINE_SEEN"], "a") as seen:
+        seen.write(f"{{os.getpid()}}\\n")
 """
 
 
@@ -45,11 +48,15 @@ def device_like_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"{site}{os.pathsep}{ROOT}"
 
 
-def _gpu_fast(path: str, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+def _gpu_fast(
+    path: str, *args: str, timeout: float = 300, seen: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """Run ``python -m benchmarks gpu_fast -- ARGS`` under the blocker; ``seen`` collects the pids it covered."""
+    marker = {"GPU_MACHINE_SEEN": str(seen)} if seen is not None else {}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "gpu_fast", "--", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **marker},
     )  # fmt: skip
     events = [json.loads(line[2:]) for line in proc.stdout.splitlines() if line.startswith("@@")]
     return proc, events
@@ -76,9 +83,12 @@ def test_mfu_dry_run_counts_a_whole_training_step_per_batch_size(device_like_pat
     assert all(e["step_ms"] > 0 and e["images_per_sec"] > 0 for e in events)
 
 
-def test_ddp_dry_run_runs_one_and_two_gloo_processes(device_like_path):
-    proc, events = _gpu_fast(device_like_path, "ddp", "--device", "cpu", "--batch", "2", *FAST)
+def test_ddp_dry_run_runs_one_and_two_gloo_processes(device_like_path, tmp_path):
+    seen = tmp_path / "pids"
+    proc, events = _gpu_fast(device_like_path, "ddp", "--device", "cpu", "--batch", "2", *FAST, seen=seen)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the script, two launchers and their 1 + 2 workers: the children kept the GPU machine's path
+    assert len(set(seen.read_text().split())) >= 6
     (event,) = events
     assert event["bench"] == "ddp" and event["per_gpu_batch"] == 2 and event["bar_met"] is None
     assert event["one_gpu"] > 0 and event["two_gpu"] > 0
@@ -104,10 +114,12 @@ def test_bad_batch_list_is_a_usage_error(device_like_path):
 @pytest.mark.skipif(
     not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="needs Debian's dataset-fashion-mnist"
 )
-def test_fmnist_dry_run_trains_through_the_cli_and_reads_the_bundle(device_like_path):
+def test_fmnist_dry_run_trains_through_the_cli_and_reads_the_bundle(device_like_path, tmp_path):
+    seen = tmp_path / "pids"
     args = ["--device", "cpu", "--src", str(FASHION), "--epochs", "1", "--max-steps", "3", "--no-compile"]
-    proc, events = _gpu_fast(device_like_path, "fmnist", *args, timeout=600)
+    proc, events = _gpu_fast(device_like_path, "fmnist", *args, timeout=600, seen=seen)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(set(seen.read_text().split())) >= 2  # `imgcls train` ran with the GPU machine's path too
     (event,) = events
     assert event["device"] == "cpu" and event["bar_met"] is None and 0.0 <= event["test_top1"] <= 1.0
     assert event["wall_s"] > 0
