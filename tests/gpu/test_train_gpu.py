@@ -1,5 +1,9 @@
 """The CUDA training path: bf16 autocast, channels-last, torch.compile, batch augmentation on the GPU.
 
+``IMGCLS_TEST_DEVICE=cpu`` runs the same tests on the CPU (gloo for the two-process one): a rehearsal that keeps
+them working between the rare sessions lent a GPU (tests/integration/test_gpu_tests_on_the_cpu.py, in
+``nox -s slow``, runs them so, with only the GPU machine's packages importable).
+
 Runs on a CUDA machine with torch and the core's dependencies only (no scikit-learn, matplotlib, wandb, FastAPI):
     PYTHONPATH=. python3 -m pytest -m gpu
 The data is made in the test (synthetic arrays, or PNG folders for the CLI), so nothing needs the network.
@@ -19,8 +23,12 @@ torch = pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
+DEVICE = os.environ.get("IMGCLS_TEST_DEVICE", "cuda")
+CUDA = DEVICE == "cuda"
+if CUDA and not torch.cuda.is_available():
+    pytestmark.append(pytest.mark.skip(reason="needs CUDA (IMGCLS_TEST_DEVICE=cpu rehearses these tests on the CPU)"))
+DEVICE_FLAGS = ["--gpu"] if CUDA else ["--set", "train.device=cpu"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +84,7 @@ def _config(tmp_path: Path, **sections):
         "model": {"arch": "resnet8"},
         "optim": {"lr": 0.05, "warmup_epochs": 0.5},
         "augment": {"hflip": True, "crop_padding": 2},
-        "train": {"epochs": 4, "batch_size": 64, "device": "cuda", "precision": "bf16", "channels_last": True},
+        "train": {"epochs": 4, "batch_size": 64, "device": DEVICE, "precision": "bf16", "channels_last": True},
     }
     for key, value in sections.items():
         tree.setdefault(key, {}).update(value)
@@ -92,11 +100,11 @@ def test_cuda_bf16_channels_last_trains_and_reloads_exactly(tmp_path):
     ds = _dataset()
     result = fit(_config(tmp_path), dataset=ds)
     bundle = load_bundle(result.bundle_dir)
-    assert bundle.meta.lineage.training.device == "cuda"
+    assert bundle.meta.lineage.training.device == DEVICE
     assert bundle.metrics.test_top1 > 0.9, bundle.metrics
     assert (result.bundle_dir / "confusion_matrix.png").stat().st_size > 0  # Pillow fallback without matplotlib
-    model = load_model(bundle, device="cuda")
-    ev = evaluate(model, ds.test.images, ds.test.labels, bundle.input, num_classes=4, device="cuda")
+    model = load_model(bundle, device=DEVICE)
+    ev = evaluate(model, ds.test.images, ds.test.labels, bundle.input, num_classes=4, device=DEVICE)
     assert ev.top1 == bundle.metrics.test_top1
     cpu = evaluate(load_model(bundle), ds.test.images, ds.test.labels, bundle.input, num_classes=4)
     assert abs(cpu.top1 - ev.top1) <= 1 / len(ds.test)  # CPU and GPU kernels may differ on one borderline image
@@ -117,7 +125,7 @@ def test_timm_model_with_gpu_augmentation_mixup_cutmix_and_compile(tmp_path):
     result = fit(cfg, dataset=_dataset())
     bundle = load_bundle(result.bundle_dir)
     assert bundle.model["arch"] == "resnet18" and bundle.model["small_input_stem"] is True
-    load_model(bundle, device="cuda")  # the compiled wrapper's names (_orig_mod.) never reach the bundle
+    load_model(bundle, device=DEVICE)  # the compiled wrapper's names (_orig_mod.) never reach the bundle
     assert len(result.history) == 2 and all(np.isfinite(r["train_loss"]) for r in result.history)
 
 
@@ -147,12 +155,12 @@ def test_cli_gpu_flag_trains_a_folder_of_pngs(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / f"{i:04d}.png")
     proc = subprocess.run(
-        [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{tmp_path / 'data'}", "--gpu", "--epochs", "3",
-         "--batch-size", "32", "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{tmp_path / 'data'}", *DEVICE_FLAGS,
+         "--epochs", "3", "--batch-size", "32", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=600, env=_child_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "on cuda" in proc.stdout and (tmp_path / "run" / "bundle.json").is_file()
+    assert f"on {DEVICE}" in proc.stdout and (tmp_path / "run" / "bundle.json").is_file()
 
 
 def test_fast_path_whitening_stem_compile_fused_optimizer_and_flip_tta(tmp_path):
@@ -166,7 +174,7 @@ def test_fast_path_whitening_stem_compile_fused_optimizer_and_flip_tta(tmp_path)
         optim={"label_smoothing": 0.2},
         train={"compile": True, "flip_tta": True, "batch_size": 64, "eval_batch_size": 256, "epochs": 6},
     )
-    assert build_optimizer(cfg, torch.nn.Linear(2, 2).cuda()).defaults["fused"]
+    assert bool(build_optimizer(cfg, torch.nn.Linear(2, 2).to(DEVICE)).defaults["fused"]) is CUDA
     result = fit(cfg, dataset=_dataset())
     m = load_bundle(result.bundle_dir).metrics
     assert m.test_top1 is not None and m.test_top1 > 0.9, m
@@ -184,14 +192,14 @@ def test_gpu_augmentation_draws_on_the_host_generator_and_matches_the_cpu_exactl
     spec = InputSpec(size=(32, 32), channels=3, mean=(0.3, 0.3, 0.3), std=(0.2, 0.2, 0.2))
     cfg = AugmentConfig(crop_padding=4, hflip=True)
     batches = {}
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", DEVICE):
         aug = BatchAugment(cfg, spec, num_classes=4, device=device)
         gen = torch.Generator().manual_seed(7)
         x_u8 = torch.from_numpy(images).to(device)
         y = torch.from_numpy(labels).to(device)
         outs = [aug(x_u8, y, gen) for _ in range(3)]  # three steps: the generator's stream must stay in step
         batches[device] = [(x.cpu(), t.cpu()) for x, t in outs]
-    for (xc, yc), (xg, yg) in zip(batches["cpu"], batches["cuda"], strict=True):
+    for (xc, yc), (xg, yg) in zip(batches["cpu"], batches[DEVICE], strict=True):
         assert torch.equal(yc, yg)
         assert torch.allclose(xc, xg, atol=1e-6, rtol=0)
 
@@ -207,11 +215,11 @@ def _png_folder(root: Path, per_class: int = 40) -> Path:
     return root
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.skipif(CUDA and torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpu_ddp_over_nccl_writes_one_bundle(tmp_path):
     data = _png_folder(tmp_path / "data")
     proc = subprocess.run(
-        [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{data}", "--gpu", "--epochs", "3",
+        [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{data}", *DEVICE_FLAGS, "--epochs", "3",
          "--batch-size", "32", "--nproc-per-node", "2", "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=600, env=_child_env(),
     )  # fmt: skip
@@ -221,4 +229,4 @@ def test_two_gpu_ddp_over_nccl_writes_one_bundle(tmp_path):
     training = load_bundle(tmp_path / "run").meta.lineage.training
     assert training is not None and training.distributed is not None
     dist = training.distributed.to_dict()
-    assert dist["world_size"] == 2 and dist["backend"] == "nccl" and dist["global_batch"] == 64
+    assert dist["world_size"] == 2 and dist["backend"] == ("nccl" if CUDA else "gloo") and dist["global_batch"] == 64

@@ -2,9 +2,7 @@
 GPU machine's short lease is spent on them. The figures are not checked (no verdict on the CPU); what is checked is
 what the GPU run will report: the FLOPs of a training step, one JSON line per batch size, the DDP pair.
 
-Every run here sees only the packages the lent GPU machine has (ENVIRONMENT.md, "GPU checks"; the device tool's
-KINDS.md): a ``sitecustomize`` on the children's path makes the others fail to import, as they would there. So an
-import of the serving stack, W&B or Optuna creeping into the training path fails here, not in the lease.
+Every run here sees only the packages the lent GPU machine has (``_gpu_machine.py``).
 """
 
 from __future__ import annotations
@@ -16,36 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from _gpu_machine import gpu_machine_path
 
 ROOT = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 FAST = ["--steps", "1", "--rounds", "1", "--warmup", "1", "--no-compile"]
-# In imgcls' dependencies but not on the GPU machine (pydantic is not there either: scripts/gpu_kit.sh carries it).
-NOT_ON_THE_GPU_MACHINE = (
-    "fastapi", "starlette", "uvicorn", "httptools", "multipart", "python_multipart", "orjson", "wandb", "evidently",
-    "google.cloud", "gcp_storage_emulator", "optuna", "openvino", "onnxruntime.capi.onnxruntime_providers_cuda",
-)  # fmt: skip
-SITECUSTOMIZE = f"""
-import importlib.abc, os, sys
-
-class _NotOnTheGpuMachine(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if any(name == m or name.startswith(m + ".") for m in {NOT_ON_THE_GPU_MACHINE!r}):
-            raise ModuleNotFoundError(f"No module named {{name!r}} (not on the GPU machine)", name=name)
-        return None
-
-sys.meta_path.insert(0, _NotOnTheGpuMachine())
-if os.environ.get("GPU_MACHINE_SEEN"):  # each process that ran under the blocker leaves its pid
-    with open(os.environ["GPU_MACHINE_SEEN"], "a") as seen:
-        seen.write(f"{{os.getpid()}}\\n")
-"""
 
 
 @pytest.fixture(scope="module")
 def device_like_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    site = tmp_path_factory.mktemp("gpu_machine_site")
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return f"{site}{os.pathsep}{ROOT}"
+    return gpu_machine_path(tmp_path_factory.mktemp("gpu_machine_site"))
 
 
 def _gpu_fast(
