@@ -15,7 +15,10 @@ runs everything on a lent machine in one call.
   989 TFLOP/s; ``--peak-tflops`` for others). Synthetic uint8 batches augmented on the GPU as in training.
 * fmnist: ``imgcls train`` in a fresh process (start-up, imports, data loading, compile and the final evaluation
   all count) with configs/fashion-mnist.yaml moved to the GPU fast path (``--src``: the Debian package's ``.gz``
-  files; gunzipped into a temporary --data-dir first, not timed).
+  files; gunzipped into a temporary --data-dir first, not timed). The recipe (FMNIST_RECIPE, width 24, batch 256,
+  lr 0.2 after one epoch of warm-up, 2-pixel shifts and flips) was chosen on the CPU, where training dynamics are
+  the GPU's: at batch 512 / lr 0.4 the loss blew up in the warm-up (val 0.81 after 3 of 8 epochs); this recipe
+  gave test 0.934 in 8 epochs. Whether 0.94 fits in 30 s of wall on a GPU is what the benchmark measures.
 * ddp: the same ResNet-18 step under torch.distributed.run with 1 and then 2 processes (NCCL), images/s summed.
 Every result is one JSON line prefixed ``@@``.
 """
@@ -32,6 +35,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Fashion-MNIST on the GPU: configs/fashion-mnist.yaml with these overrides (and --epochs, --batch, --lr)
+FMNIST_RECIPE = (
+    "model.width=24", "augment.crop_padding=2", "augment.hflip=true", "optim.warmup_epochs=1",
+    "train.eval_batch_size=5000",
+)  # fmt: skip
+FMNIST_EPOCHS = 14
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
 
 
@@ -169,8 +178,8 @@ def fmnist(args: argparse.Namespace) -> None:
         cmd = [
             sys.executable, "-m", "imgcls", "train", "--config", str(ROOT / "configs" / "fashion-mnist.yaml"),
             "--data-dir", str(data_dir), "--out", str(out), "--epochs", str(args.epochs),
-            "--batch-size", str(_batches(args.batch)[0]), "--lr", str(args.lr), "--set", "model.width=24",
-            "--set", "augment.crop_padding=2", "--set", "train.eval_batch_size=5000",
+            "--batch-size", str(_batches(args.batch)[0]), "--lr", str(args.lr),
+            *(flag for item in FMNIST_RECIPE for flag in ("--set", item)),
             *(["--gpu"] if args.device == "cuda" else ["--set", "train.device=cpu"]),
             *([] if args.no_compile else ["--compile"]),
             *(["--set", f"train.max_steps={args.max_steps}"] if args.max_steps else []),
@@ -243,7 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks gpu_fast --")
     parser.add_argument("what", choices=["mfu", "fmnist", "ddp", "ddp-worker"])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a dry run, no verdict")
-    parser.add_argument("--batch", default="512", help="per process; mfu takes a list: 256,512,1024")
+    parser.add_argument("--batch", default=None, help="per process (256 for fmnist, else 512); mfu takes a list")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, cuDNN autotuning)")
@@ -252,10 +261,12 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="fmnist: stop after this many steps")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--src", default="/usr/share/datasets/fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.4)
+    parser.add_argument("--epochs", type=int, default=FMNIST_EPOCHS)
+    parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--result", default="")
     args = parser.parse_args(sys.argv[1:])
+    if args.batch is None:
+        args.batch = "256" if args.what == "fmnist" else "512"
     {"mfu": mfu, "fmnist": fmnist, "ddp": ddp, "ddp-worker": ddp_worker}[args.what](args)
 
 
