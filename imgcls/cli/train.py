@@ -161,7 +161,11 @@ def train(
         return
     started = time.perf_counter()
     if nproc_per_node is not None:
-        _launch(Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts), cfg, resume, started=started)
+        launch = Launch(
+            nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts,
+            join_timeout_s=cfg.distributed.join_timeout_s,
+        )  # fmt: skip
+        _launch(launch, cfg, resume, started=started)
         return
 
     from imgcls.train.distributed import DistEnv
@@ -190,8 +194,10 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
     """The launcher process: resolve the run directory once, run the workers, summarise the bundle."""
     import sys
 
-    from imgcls.train.launch import run_workers, worker_args
+    from imgcls.train.launch import preflight, run_workers, worker_args
     from imgcls.train.rundir import check_new_run_dir, default_run_dir
+
+    preflight(launch, cfg.train.device, cfg.distributed.sync_bn)
 
     if resume is not None:
         run_dir = resume.resolve()

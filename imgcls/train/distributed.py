@@ -253,6 +253,15 @@ def average_buffers(env: DistEnv, model: Any) -> None:
             buf.data.div_(env.world_size)
 
 
+def check_sync_bn(sync_bn: bool, device: str) -> None:
+    """ConfigError when SyncBatchNorm is asked for off CUDA (``device``: ``cpu``, ``cuda`` or ``cuda:N``)."""
+    if sync_bn and not device.startswith("cuda"):
+        raise ConfigError(
+            "distributed.sync_bn (--sync-bn) needs CUDA: torch's SyncBatchNorm has no CPU kernel",
+            hint="drop --sync-bn on the CPU: running statistics are averaged over the processes every epoch",
+        )
+
+
 def wrap_model(env: DistEnv, model: Any, *, sync_bn: bool, device: str) -> tuple[Any, Any]:
     """(the module to train, the DDP wrapper to call) — the same module twice in a one-process job."""
     if not env.enabled:
@@ -261,11 +270,7 @@ def wrap_model(env: DistEnv, model: Any, *, sync_bn: bool, device: str) -> tuple
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     if sync_bn:
-        if not device.startswith("cuda"):
-            raise ConfigError(
-                "distributed.sync_bn (--sync-bn) needs CUDA: torch's SyncBatchNorm has no CPU kernel",
-                hint="drop --sync-bn on the CPU: running statistics are averaged over the processes every epoch",
-            )
+        check_sync_bn(sync_bn, device)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     import inspect
 

@@ -15,8 +15,11 @@ from imgcls.errors import ConfigError, DeviceError
 logger = logging.getLogger(__name__)
 
 
-def check_device(device: str) -> None:
-    """DeviceError (exit 2) when CUDA is asked for and not there: never fall back to the CPU silently."""
+def check_device(device: str, gpus: int = 1) -> None:
+    """DeviceError (exit 2) when CUDA is asked for and not there: never fall back to the CPU silently.
+
+    ``gpus``: how many this machine must have (a process of local rank r uses ``cuda:r``).
+    """
     if device != "cuda":
         return
     import torch
@@ -28,6 +31,12 @@ def check_device(device: str) -> None:
             f"--gpu / train.device=cuda asks for CUDA, but CUDA is not available: {reason}",
             hint="run without --gpu (or --set train.device=cpu) to train on the CPU, "
             "or use a machine with an NVIDIA GPU and a CUDA build of torch",
+        )
+    found = torch.cuda.device_count()
+    if gpus > found:
+        raise DeviceError(
+            f"{gpus} CUDA processes on this machine need a GPU each (cuda:0 … cuda:{gpus - 1}), but it has {found}",
+            hint=f"use --nproc-per-node {found} (one process per GPU)",
         )
 
 

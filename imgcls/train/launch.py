@@ -12,6 +12,8 @@ within about ``timeout_s`` + 30 s.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ class Launch:
     rdzv_endpoint: str | None = None  # HOST:PORT of node 0 (needed when nnodes > 1)
     max_restarts: int = 0
     monitor_interval_s: float = 0.5  # how often the agent checks its workers
+    join_timeout_s: float = 600.0  # how long the nodes wait for each other (distributed.join_timeout_s)
 
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1:
@@ -51,7 +54,10 @@ class Launch:
                 f"--nnodes {self.nnodes} needs --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)"
             )
         if self.rdzv_endpoint and not _host_port(self.rdzv_endpoint):
-            raise UsageError(f"--rdzv-endpoint {self.rdzv_endpoint!r} is not HOST:PORT", hint="e.g. 10.0.0.2:29500")
+            raise UsageError(
+                f"--rdzv-endpoint {self.rdzv_endpoint!r} is not HOST:PORT (a port from 1 to 65535)",
+                hint="e.g. 10.0.0.2:29500",
+            )
         if self.max_restarts < 0:
             raise UsageError(f"--max-restarts must be 0 or more, not {self.max_restarts}")
 
@@ -72,12 +78,24 @@ class Launch:
             host, port = _host_port(self.rdzv_endpoint or "") or ("", "")
             args += [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}"]
             args += [f"--master-addr={host}", f"--master-port={port}"]
+            # torchrun's static rendezvous waits for the other nodes this long (its own default: 600 s)
+            args.append(f"--rdzv-conf=timeout={math.ceil(self.join_timeout_s)}")
         return [*args, "--module", "imgcls", *worker_args]
 
 
 def _host_port(endpoint: str) -> tuple[str, str] | None:
+    """``("10.0.0.2", "29500")`` for ``10.0.0.2:29500`` (``[::1]:29500`` for IPv6); None unless HOST:PORT."""
     host, sep, port = endpoint.rpartition(":")
-    return (host, port) if sep and host and port.isdigit() else None
+    return (host, port) if sep and host and port.isdigit() and 1 <= int(port) <= 65535 else None
+
+
+def preflight(launch: Launch, device: str, sync_bn: bool) -> None:
+    """Refuse, before any worker starts, what every worker would refuse (no GPU for each, SyncBatchNorm on CPU)."""
+    from imgcls.train.distributed import check_sync_bn
+    from imgcls.train.factory import check_device
+
+    check_device(device, gpus=launch.nproc_per_node)
+    check_sync_bn(sync_bn and launch.world_size > 1, device)
 
 
 def worker_args(argv: list[str], out: Path | None) -> list[str]:
@@ -113,10 +131,23 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
 
     parsed = torchrun.get_args_parser().parse_args(launch.torchrun_args(args))
     logger.info("torch.distributed.run %s", " ".join(launch.torchrun_args(args)))
+    # The workers inherit this environment. Without OMP_NUM_THREADS torchrun sets 1 and prints a four-line banner
+    # saying so; the machine's cores shared between the workers is the rule the workers apply to torch anyway.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // launch.nproc_per_node)))
+    from torch.distributed import DistError
+    from torch.distributed.elastic.rendezvous import RendezvousError
+
     try:
         torchrun.run(parsed)
     except ChildFailedError as exc:
         raise _job_failed(exc, launch, run_dir) from None
+    except (DistError, RendezvousError) as exc:  # the nodes never met: a node missing, or node 0 unreachable
+        raise ImgclsError(
+            f"node {launch.node_rank}: the {launch.nnodes} nodes did not all meet at {launch.rdzv_endpoint} within "
+            f"{launch.join_timeout_s:g} s ({exc})",
+            hint="run the same `imgcls train` command with the same --nnodes and --rdzv-endpoint on every node, "
+            "check that node 0's port is reachable from the others, or raise --set distributed.join_timeout_s",
+        ) from None
 
 
 def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsError:
@@ -132,13 +163,20 @@ def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsErro
         what.append(f"worker rank {rank} (pid {getattr(failure, 'pid', '?')}) {how}")
     summary = "; ".join(what) or "a worker failed"
     restarts = f" after {launch.max_restarts} restart(s)" if launch.max_restarts else ""
+    codes = {getattr(f, "exitcode", None) for f in failures.values()}
+    if codes == {2}:  # every worker refused the run (a usage or configuration error): resuming would not help
+        return ImgclsError(
+            f"distributed training did not start{restarts}: {summary}",
+            hint="the workers' error and its fix are printed above",
+            exit_code=2,
+        )
     from imgcls.train.checkpoint import has_checkpoint
 
     if run_dir is not None and has_checkpoint(run_dir):
         hint = (
-            f"its traceback is above; continue from the last checkpoint with `imgcls train --resume {run_dir} "
+            f"its error is above; continue from the last checkpoint with `imgcls train --resume {run_dir} "
             f"--nproc-per-node {launch.nproc_per_node}` (or pass --max-restarts K to restart automatically)"
         )
     else:
-        hint = "its traceback is above; the other workers were stopped"
+        hint = "its error is above; the other workers were stopped"
     return ImgclsError(f"distributed training failed{restarts}: {summary}", hint=hint, exit_code=1)

@@ -115,7 +115,7 @@ def fit(
             check_new_run_dir(run_dir)
         cfg = RunConfig.model_validate({**cfg.to_dict(), "out": str(run_dir)})
 
-    check_device(cfg.train.device)
+    check_device(cfg.train.device, gpus=dist.local_rank + 1)  # this process uses cuda:LOCAL_RANK
     device = device_for(cfg.train.device, dist)
     distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
     try:

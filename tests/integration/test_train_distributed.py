@@ -230,3 +230,64 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
     assert load_bundle(run).meta.lineage.training.epochs_run == 5
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_nodes_meet_at_the_rendezvous_endpoint_and_write_one_bundle(tmp_path):
+    """Two `imgcls train --nnodes 2` launchers on this machine stand for two machines (1 worker each)."""
+    run = tmp_path / "run"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    args = ["train", *SHORT, "--epochs", "2", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", endpoint]
+    args += ["--out", str(run), "--set", "distributed.join_timeout_s=240"]
+
+    def start(node_rank: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "imgcls", *args, "--node-rank", str(node_rank)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=ENV,
+        )  # fmt: skip
+
+    nodes = [start(1), start(0)]  # the order they start in does not matter
+    try:
+        outputs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    for node, (out, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, out + err
+    from imgcls.bundle import load_bundle
+
+    distributed = load_bundle(run).meta.lineage.training.distributed
+    assert distributed is not None and distributed.world_size == 2
+    node0_out = outputs[1][0]
+    assert "bundle " in node0_out and "bundle " not in outputs[0][0]  # the summary comes from rank 0's node
+
+
+def test_a_node_that_never_meets_the_others_ends_with_a_clear_message(tmp_path):
+    endpoint = f"127.0.0.1:{_free_port()}"
+    for node_rank in (0, 1):  # node 0 waits for a node 1 that never comes; node 1 finds nobody at the endpoint
+        proc = _imgcls(
+            "train", *SHORT, "--nnodes", "2", "--node-rank", str(node_rank), "--nproc-per-node", "1",
+            "--rdzv-endpoint", endpoint, "--out", str(tmp_path / "run"), "--set", "distributed.join_timeout_s=3",
+            cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        message = " ".join(proc.stderr.split())
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"node {node_rank}: the 2 nodes did not all meet at {endpoint} within 3 s" in message
+        assert "--set distributed.join_timeout_s" in message
+        assert "unexpected" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "bundle.json").exists()
+
+
+def test_a_run_no_worker_could_start_is_refused_before_the_workers_start(tmp_path):
+    proc = _imgcls("train", *SHORT, "--nproc-per-node", "2", "--sync-bn", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--sync-bn) needs CUDA" in proc.stderr and "drop --sync-bn on the CPU" in proc.stderr
+    assert "launching" not in proc.stdout  # refused by the launcher: no worker was started
+    assert not (tmp_path / "run").exists()

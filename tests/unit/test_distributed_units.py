@@ -95,6 +95,51 @@ def test_launch_builds_torchrun_arguments_and_refuses_bad_topologies():
         Launch(2, nnodes=2, rdzv_endpoint="nohost")
     with pytest.raises(UsageError, match="--nproc-per-node"):
         Launch(0)
+    for port in ("0", "65536", "99999", "-1", "x"):
+        with pytest.raises(UsageError, match="a port from 1 to 65535"):
+            Launch(1, nnodes=2, rdzv_endpoint=f"10.0.0.2:{port}")
+    ipv6 = Launch(1, nnodes=2, rdzv_endpoint="[fd00::2]:65535").torchrun_args([])
+    assert "--master-addr=[fd00::2]" in ipv6 and "--master-port=65535" in ipv6
+
+
+def test_the_nodes_wait_for_each_other_as_long_as_the_config_says():
+    multi = Launch(1, nnodes=2, rdzv_endpoint="10.0.0.2:29500", join_timeout_s=42.5).torchrun_args([])
+    assert "--rdzv-conf=timeout=43" in multi  # torchrun's static rendezvous takes whole seconds
+    assert not any(a.startswith("--rdzv-conf") for a in Launch(2).torchrun_args([]))  # standalone: one machine
+
+
+def test_the_launcher_refuses_before_any_worker_starts_what_every_worker_would_refuse():
+    from imgcls.errors import DeviceError
+    from imgcls.train.launch import preflight
+
+    with pytest.raises(ConfigError, match="needs CUDA"):
+        preflight(Launch(2), "cpu", sync_bn=True)
+    preflight(Launch(1), "cpu", sync_bn=True)  # one process: nothing to synchronise, nothing refused
+    preflight(Launch(2), "cpu", sync_bn=False)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            preflight(Launch(2), "cuda", sync_bn=False)
+    else:
+        with pytest.raises(DeviceError, match=f"has {torch.cuda.device_count()}"):
+            preflight(Launch(torch.cuda.device_count() + 1), "cuda", sync_bn=False)
+
+
+def test_a_job_whose_every_worker_refused_the_run_exits_2_without_a_resume_hint(tmp_path):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from imgcls.train.launch import _job_failed
+
+    def failed(*codes: int) -> ChildFailedError:
+        failures = {rank: ProcessFailure(rank, 100 + rank, code, str(tmp_path / "none.json")) for rank, code in
+                    enumerate(codes)}  # fmt: skip
+        return ChildFailedError("imgcls", failures)
+
+    refused = _job_failed(failed(2, 2), Launch(2), tmp_path)
+    assert refused.exit_code == 2 and "did not start" in str(refused) and "--resume" not in (refused.hint or "")
+    crashed = _job_failed(failed(1, -9), Launch(2), tmp_path)
+    assert crashed.exit_code == 1 and "worker rank 1 (pid 101) was killed by SIGKILL" in str(crashed)
 
 
 def test_sync_bn_on_cpu_is_refused_with_the_alternative():
