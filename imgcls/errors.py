@@ -76,6 +76,12 @@ class GateError(ImgclsError):
     code = "gate"
 
 
+class DivergedError(ImgclsError):
+    """Training diverged (a non-finite loss): the run's hyper-parameters, not the data, are at fault."""
+
+    code = "diverged"
+
+
 class ConflictError(ImgclsError):
     """A concurrent change won (an alias moved under us)."""
 

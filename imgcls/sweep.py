@@ -7,7 +7,9 @@ with the same ``--storage`` and ``--study``) — and its TPE sampler is seeded, 
 
 Trials are ranked by **validation** top-1 (choosing by the test split would leak it into the model choice); the
 test top-1 of each trial is kept beside it. Each trial writes its own bundle, ``OUT/trial-NNNN/``; the best one is
-reported with the ``imgcls push`` command that publishes it.
+reported with the ``imgcls push`` command that publishes it. Every searched value is checked against the
+configuration before the first trial. A trial that diverges is pruned, not failed: the sweep goes on, and TPE,
+which ignores failed trials, ranks pruned ones below the completed ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ConfigError, UsageError
+from imgcls.errors import ConfigError, DivergedError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,15 @@ class Param:
             raise ConfigError(f"--param {text!r}: int bounds must be whole numbers", hint=example)
         return cls(key, kind, low, high)
 
+    def probes(self) -> tuple[Any, ...]:
+        """Values whose validity stands for the whole range: every choice; the bounds, and for a float range the
+        float just above LOW (not whole: refused where the key takes whole numbers, so use ``int:``)."""
+        if self.kind == "choice":
+            return self.choices
+        if self.kind == "int":
+            return int(self.low), int(self.high)
+        return self.low, math.nextafter(self.low, self.high), self.high
+
     def suggest(self, trial: Any) -> Any:
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, list(self.choices))
@@ -85,9 +96,10 @@ class Param:
 class TrialResult:
     number: int
     params: dict[str, Any]
-    val_top1: float
+    val_top1: float | None  # None: the trial diverged
     test_top1: float | None
     bundle_dir: Path | None
+    diverged: str | None = None  # why (the loss and where), for a trial whose training diverged
 
 
 @dataclass
@@ -140,6 +152,16 @@ def run_sweep(
     if len(set(keys)) != len(keys):
         raise UsageError(f"--param names a key twice: {', '.join(sorted(k for k in keys if keys.count(k) > 1))}")
     load_config(config, overrides or [])  # a bad base config fails before the study is created
+    for p in params:  # ... and so does a searched value the config would refuse (not trial N, hours later)
+        for value in p.probes():
+            try:
+                load_config(config, [*(overrides or []), f"{p.key}={_yaml_value(value)}"])
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"--param {p.key} ({p.kind}) would try {value!r}, which the configuration refuses: {exc.message}",
+                    hint="narrow the range or fix the choices"
+                    + ("; for whole numbers use int:LO:HI" if p.kind in ("uniform", "loguniform") else ""),
+                ) from None
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'study.db'}"
@@ -161,25 +183,44 @@ def run_sweep(
         sets = [*(overrides or []), *(f"{k}={_yaml_value(v)}" for k, v in values.items())]
         cfg = load_config(config, sets, {"out": str(trial_out)})
         cbs = callbacks_for_trial(trial.number) if callbacks_for_trial else None
-        result = fit(cfg, callbacks=cbs)
+        try:
+            result = fit(cfg, callbacks=cbs)
+        except DivergedError as exc:
+            # A learning rate too high for the model is a result, not a failure of the sweep: the trial is
+            # pruned, which TPE ranks below every completed trial (it ignores failed ones), so it learns to
+            # avoid the region. Its run directory keeps the checkpoints, no bundle.
+            trial.set_user_attr("diverged", exc.message)
+            raise optuna.TrialPruned(exc.message) from None
         trial.set_user_attr("bundle_dir", str(result.bundle_dir))
         trial.set_user_attr("test_top1", result.metrics.get("test_top1"))
         trial.set_user_attr("eval_split", result.metrics.get("eval_split"))
         return float(result.metrics[OBJECTIVE])
 
     s.optimize(objective, n_trials=trials, catch=())
-    done = [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    state = optuna.trial.TrialState
     results = [
         TrialResult(
             number=t.number,
             params=dict(t.params),
-            val_top1=float(t.value),
+            val_top1=float(t.value) if t.state == state.COMPLETE else None,
             test_top1=t.user_attrs.get("test_top1"),
             bundle_dir=Path(t.user_attrs["bundle_dir"]) if t.user_attrs.get("bundle_dir") else None,
+            diverged=t.user_attrs.get("diverged"),
         )
-        for t in done
+        for t in s.trials
+        if t.state == state.COMPLETE or (t.state == state.PRUNED and t.user_attrs.get("diverged"))
     ]
-    best = max(results, key=lambda r: (r.val_top1, -r.number))
+    scored = [(r.val_top1, -r.number, r) for r in results if r.val_top1 is not None]
+    if not scored:
+        tried = "; ".join(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in
+                                    r.params.items()) for r in results[-5:])  # fmt: skip
+        raise DivergedError(
+            f"every trial of study {name!r} diverged ({len(results)} so far: {tried}); the last: "
+            f"{results[-1].diverged}",
+            hint="lower the searched learning rates (the HIGH of --param optim.lr=...) or clip gradients "
+            "(--set optim.grad_clip=1.0)",
+        )
+    best = max(scored, key=lambda x: x[:2])[2]
     return SweepResult(study=name, storage=storage, trials=results, best=best)
 
 

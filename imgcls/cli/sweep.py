@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,7 @@ def sweep(
             show_default=False,
         ),
     ],
-    trials: Annotated[int, typer.Option(help="Trials this command runs.")] = 10,
+    trials: Annotated[int, typer.Option(help="Trials this command runs.", min=1)] = 10,
     out: Annotated[
         Path | None, typer.Option(help="Where trial bundles go (default runs/sweep-<study>).", show_default=False)
     ] = None,
@@ -49,13 +50,19 @@ def sweep(
 
     optuna = require("optuna", feature="imgcls sweep")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:  # Optuna's own default handler
+        handler.addFilter(_without_traceback)  # a failed trial's error is printed once, below, with its fix
     console.print(f"study [bold]{name}[/]: {trials} trial(s), trial bundles in {out_dir}", highlight=False)
     result = run_sweep(
         config, params, trials=trials, out=out_dir, storage=storage, study=name, overrides=set_ or [], seed=seed
     )
     for t in sorted(result.trials, key=lambda t: t.number):
-        test = f"{t.test_top1:.4f}" if isinstance(t.test_top1, float) else "-"
         values = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        if t.val_top1 is None:
+            console.print(f"trial {t.number:4d}  [yellow]diverged[/] ({t.diverged})  {values}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
+            continue
+        test = f"{t.test_top1:.4f}" if isinstance(t.test_top1, float) else "-"
         mark = " [bold green]best[/]" if t.number == result.best.number else ""
         console.print(
             f"trial {t.number:4d}  val top-1 {t.val_top1:.4f}  test {test}  {values}{mark}",
@@ -64,9 +71,15 @@ def sweep(
         )
     best = result.best
     console.print(
-        f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1:.4f}, bundle {best.bundle_dir}",
+        f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1 or 0:.4f}, bundle {best.bundle_dir}",
         highlight=False,
         soft_wrap=True,
     )
     console.print(f"  publish it: imgcls push {best.bundle_dir} --alias candidate", highlight=False, soft_wrap=True)
     console.print(f"  storage: {result.storage} (study {result.study})", highlight=False, soft_wrap=True)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Optuna logs a failed trial's traceback as a warning; keep its one-line message only."""
+    record.exc_info = record.exc_text = None
+    return True

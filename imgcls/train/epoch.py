@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgcls.config import RunConfig
-from imgcls.errors import ImgclsError
+from imgcls.errors import DivergedError
 from imgcls.train.callbacks import Callback, StepEnd
 from imgcls.train.checkpoint import TrainState
 from imgcls.train.evaluate import Evaluation
@@ -106,7 +106,7 @@ def train_one_epoch(
     with ``dist`` the epoch's loss and accuracy are summed over the processes.
 
     Raises:
-        ImgclsError: the loss is not finite (exit 1).
+        DivergedError: the loss is not finite (exit 1).
     """
     import torch
     import torch.nn.functional as F
@@ -156,7 +156,7 @@ def train_one_epoch(
         loss_value = float(loss.detach())  # waits for the device
         seconds = timer.seconds() if timer is not None else seconds + time.perf_counter() - step_start
         if not math.isfinite(loss_value):
-            raise ImgclsError(
+            raise DivergedError(
                 f"training diverged: the loss is {loss_value} at epoch {epoch}, step {step}",
                 hint="lower the learning rate (--lr) or clip gradients (--set optim.grad_clip=1.0)",
             )

@@ -67,3 +67,53 @@ def test_sweep_cli_reports_the_best_trial_and_how_to_push_it(tmp_path):
     assert "best trial 0: val top-1" in proc.stdout
     assert f"imgcls push {tmp_path / 's' / 'trial-0000'}" in proc.stdout
     assert (tmp_path / "s" / "trial-0000" / "bundle.json").is_file()
+
+
+def test_a_searched_value_the_config_refuses_is_refused_before_any_trial(tmp_path):
+    cases = [
+        ("optim.name=choice:sgd,bogus", "would try 'bogus'"),
+        ("train.batch_size=uniform:32:64", "for whole numbers use int:LO:HI"),  # a float range on an int key
+        ("train.batch_size=int:0:64", "would try 0"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            run_sweep(CONFIG, [Param.parse(spec)], trials=1, out=tmp_path / "s", overrides=TINY)
+        assert not (tmp_path / "s").exists()  # no study, no trial directory
+
+
+def test_diverged_trials_are_reported_and_do_not_end_the_sweep(tmp_path):
+    from imgcls.errors import DivergedError
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(DivergedError, match=r"every trial of study 'digits' diverged \(1 so far: optim\.lr="):
+        run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:1e5:1e6")], trials=1, out=tmp_path / "a",
+                  storage=storage, overrides=TINY)  # fmt: skip
+    assert not (tmp_path / "a" / "trial-0000" / "bundle.json").exists()
+    # the same study goes on (here with a sane range): the diverged trial is listed, the best is a completed one
+    result = run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "b",
+                       storage=storage, overrides=TINY)  # fmt: skip
+    diverged, done = result.trials
+    assert diverged.number == 0 and diverged.val_top1 is None and diverged.bundle_dir is None
+    assert diverged.diverged is not None and "training diverged: the loss is" in diverged.diverged
+    assert result.best is done and done.number == 1 and done.val_top1 is not None
+    assert (tmp_path / "b" / "trial-0001" / "bundle.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--param", "optim.lr=loguniform:1e5:1e6"], 1, "every trial of study 'digits' diverged"),
+        (["--param", "optim.lr=loguniform:0.02:0.1", "--set", "data.name=folder:{tmp}/missing"], 2, "missing"),
+    ],
+)
+def test_a_sweep_that_fails_in_a_trial_says_why_once_without_a_traceback(tmp_path, extra, code, message):
+    sets = [x for item in TINY for x in ("--set", item)]
+    extra = [x.replace("{tmp}", str(tmp_path)) for x in extra]
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "sweep", str(CONFIG), *extra, "--trials", "1", "--out", str(tmp_path / "s"),
+         *sets],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and 'File "' not in proc.stderr  # Optuna's warning keeps one line
