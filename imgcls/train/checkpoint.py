@@ -46,6 +46,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl records
     wandb_run_id: str | None = None
     dataset_fingerprint: str | None = None  # the data a resume must train on
+    world_size: int | None = None  # processes of the job (None: a checkpoint from before it was recorded)
 
 
 def _state_tensors(prefix: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +106,7 @@ def save_checkpoint(
             "elapsed": state.elapsed,
             "wandb_run_id": state.wandb_run_id,
             "dataset_fingerprint": state.dataset_fingerprint,
+            "world_size": state.world_size,
         },
         "history": state.history,
         "optimizer": {"param_groups": opt["param_groups"], "scalars": optim_scalars},
@@ -229,8 +231,36 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         history=list(record.get("history", [])),
         wandb_run_id=s.get("wandb_run_id"),
         dataset_fingerprint=s.get("dataset_fingerprint"),
+        world_size=int(s["world_size"]) if s.get("world_size") is not None else None,
     )
     return Checkpoint(state=state, config=dict(record["config"]), tensors=tensors, record=record)
+
+
+def check_world_size(run_dir: Path, saved: int | None, world_size: int) -> None:
+    """UsageError unless a run is resumed by as many processes as it was trained by (``saved``; None: unknown).
+
+    Another count would change the global batch, the scaled learning rate and the steps per epoch in mid-run,
+    and with them where the schedule stands.
+    """
+    if saved is None or saved == world_size:
+        return
+    flag = f" --nproc-per-node {saved}" if saved > 1 else ""
+    raise UsageError(
+        f"--resume {run_dir}: the run was trained by {saved} process(es), not {world_size}; another count would "
+        "change its global batch, learning rate and schedule in mid-run",
+        hint=f"resume it as it ran: `imgcls train --resume {run_dir}{flag}` (on several machines, the same "
+        "--nnodes × --nproc-per-node)",
+    )
+
+
+def saved_world_size(run_dir: Path) -> int | None:
+    """The world size an interrupted run's checkpoint records (reads only ``last.json``; None: not recorded)."""
+    last = Path(run_dir) / CHECKPOINT_DIR / LAST
+    try:
+        value = json.loads(last.read_text())["state"].get("world_size")
+    except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError):
+        return None  # the resume itself then reports what is wrong with the checkpoint
+    return int(value) if isinstance(value, int) else None
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:

@@ -89,13 +89,17 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
     return (host, port) if sep and host and port.isdigit() and 1 <= int(port) <= 65535 else None
 
 
-def preflight(launch: Launch, device: str, sync_bn: bool) -> None:
-    """Refuse, before any worker starts, what every worker would refuse (no GPU for each, SyncBatchNorm on CPU)."""
+def preflight(launch: Launch, device: str, sync_bn: bool, resume: Path | None = None) -> None:
+    """Refuse, before any worker starts, what every worker would refuse: no GPU for each, SyncBatchNorm on the CPU,
+    a resume with another number of processes than the run was trained by."""
+    from imgcls.train.checkpoint import check_world_size, saved_world_size
     from imgcls.train.distributed import check_sync_bn
     from imgcls.train.factory import check_device
 
     check_device(device, gpus=launch.nproc_per_node)
     check_sync_bn(sync_bn and launch.world_size > 1, device)
+    if resume is not None:
+        check_world_size(resume, saved_world_size(resume), launch.world_size)
 
 
 def worker_args(argv: list[str], out: Path | None) -> list[str]:

@@ -28,7 +28,14 @@ from imgcls.config import RunConfig, save_config
 from imgcls.errors import UsageError
 from imgcls.train import distributed
 from imgcls.train.callbacks import Callback, CallbackList, EpochEnd, FitResult, FitStart
-from imgcls.train.checkpoint import Checkpoint, CheckpointSaver, TrainState, has_checkpoint, load_checkpoint
+from imgcls.train.checkpoint import (
+    Checkpoint,
+    CheckpointSaver,
+    TrainState,
+    check_world_size,
+    has_checkpoint,
+    load_checkpoint,
+)
 from imgcls.train.distributed import DistEnv, device_for
 from imgcls.train.epoch import StepPlan, train_one_epoch, validate
 from imgcls.train.factory import (
@@ -102,6 +109,7 @@ def fit(
                 hint="resume without other options: the run's saved configuration is used",
             )
         cfg = saved
+        check_world_size(run_dir, checkpoint.state.world_size, dist.world_size)
     elif cfg is None:
         raise UsageError("fit() needs a configuration or a run directory to resume")
     else:
@@ -161,7 +169,7 @@ def _fit(
         whitened = whiten_first_conv(model, dataset.train.images, dataset.input, seed=cfg.train.seed)
         logger.info("whitening stem: %d filters from the training patches", whitened)
     optimizer = build_optimizer(cfg, model)
-    state = TrainState()
+    state = TrainState(world_size=dist.world_size)
     best_state = None
     if checkpoint is not None:
         saved_fp = checkpoint.state.dataset_fingerprint

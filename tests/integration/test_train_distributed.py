@@ -179,6 +179,15 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
     done = json.loads((run / "checkpoints" / "last.json").read_text())["state"]["epoch"]
     assert done >= 1
 
+    for other in ([], ["--nproc-per-node", "3"]):  # another count would change the global batch and the schedule
+        refused = _imgcls("train", "--resume", str(run), *other, cwd=tmp_path)
+        message = " ".join(refused.stderr.split())
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"the run was trained by 2 process(es), not {3 if other else 1}" in message
+        assert f"imgcls train --resume {run} --nproc-per-node 2" in message
+        assert "launching" not in refused.stdout  # the launcher refused it before starting any worker
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["state"]["epoch"] == done  # untouched
+
     resumed = _imgcls("train", "--resume", str(run), "--nproc-per-node", "2", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming after epoch {done}/5" in resumed.stdout
