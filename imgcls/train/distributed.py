@@ -154,8 +154,11 @@ def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | No
         )
     except (RuntimeError, ValueError) as exc:
         raise ImgclsError(
-            f"rank {env.rank} could not join the {backend} process group of {env.world_size}: {exc}",
-            hint="start the job with `imgcls train --nproc-per-node N` or torchrun (they set MASTER_ADDR/PORT)",
+            f"rank {env.rank} could not join the {backend} process group of {env.world_size} within {join_s:g} s: "
+            f"{exc}",
+            hint="every rank needs MASTER_ADDR and MASTER_PORT naming rank 0's machine, and rank 0 running and "
+            "reachable there (`imgcls train --nproc-per-node N`, torchrun and PyTorchJob set them); if rank 0 "
+            "starts late, raise --set distributed.join_timeout_s",
         ) from None
     logger.info("rank %d/%d joined (%s)", env.rank, env.world_size, backend)
 

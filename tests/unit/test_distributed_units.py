@@ -175,3 +175,21 @@ def test_print_launch_refuses_an_unknown_kind():
 
     with pytest.raises(UsageError, match="vertex, k8s"):
         launch_spec("slurm", RunConfig(), None, Launch(1))
+
+
+def test_a_rank_that_cannot_reach_rank_0_ends_with_the_address_and_the_fix(monkeypatch):
+    import socket
+
+    from imgcls.errors import ImgclsError
+    from imgcls.train.distributed import init
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    with pytest.raises(ImgclsError) as caught:
+        init(DistEnv(rank=1, world_size=2, local_world_size=2), "cpu", timeout_s=1.0, join_timeout_s=1.0)
+    assert "rank 1 could not join the gloo process group of 2 within 1 s" in caught.value.message
+    assert str(port) in caught.value.message  # torch names where it looked for rank 0
+    assert "distributed.join_timeout_s" in (caught.value.hint or "")
