@@ -176,6 +176,12 @@ def closest_key(key: str) -> str | None:
     return match[0]
 
 
+def override_text(key: str, value: Any) -> str:
+    """``key=value`` as ``--set`` takes it (the value in YAML flow style): ``parse_override`` reads it back."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20)
+    return f"{key}={str(text).strip().removesuffix('...').strip()}"
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
     if "=" not in item:

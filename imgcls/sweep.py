@@ -141,7 +141,7 @@ def run_sweep(
     from imgcls.deps import require
 
     optuna = require("optuna", feature="imgcls sweep")
-    from imgcls.config import load_config
+    from imgcls.config import load_config, override_text
     from imgcls.train import fit
 
     if trials < 1:
@@ -155,7 +155,7 @@ def run_sweep(
     for p in params:  # ... and so does a searched value the config would refuse (not trial N, hours later)
         for value in p.probes():
             try:
-                load_config(config, [*(overrides or []), f"{p.key}={_yaml_value(value)}"])
+                load_config(config, [*(overrides or []), override_text(p.key, value)])
             except ConfigError as exc:
                 raise ConfigError(
                     f"--param {p.key} ({p.kind}) would try {value!r}, which the configuration refuses: {exc.message}",
@@ -180,7 +180,7 @@ def run_sweep(
     def objective(trial: Any) -> float:
         values = {p.key: p.suggest(trial) for p in params}
         trial_out = out / f"trial-{trial.number:04d}"
-        sets = [*(overrides or []), *(f"{k}={_yaml_value(v)}" for k, v in values.items())]
+        sets = [*(overrides or []), *(override_text(k, v) for k, v in values.items())]
         cfg = load_config(config, sets, {"out": str(trial_out)})
         cbs = callbacks_for_trial(trial.number) if callbacks_for_trial else None
         try:
@@ -222,9 +222,3 @@ def run_sweep(
         )
     best = max(scored, key=lambda x: x[:2])[2]
     return SweepResult(study=name, storage=storage, trials=results, best=best)
-
-
-def _yaml_value(value: Any) -> str:
-    import yaml
-
-    return str(yaml.safe_dump(value, default_flow_style=True)).strip().removesuffix("...").strip()

@@ -193,3 +193,41 @@ def test_a_rank_that_cannot_reach_rank_0_ends_with_the_address_and_the_fix(monke
     assert "rank 1 could not join the gloo process group of 2 within 1 s" in caught.value.message
     assert str(port) in caught.value.message  # torch names where it looked for rank 0
     assert "distributed.join_timeout_s" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("kind", ["vertex", "k8s"])
+def test_print_launch_carries_every_option_that_changed_the_config(kind):
+    """The cluster must train what this command line would have: --set, --epochs, --lr and --data are carried."""
+    import shlex
+
+    from imgcls.config import load_config
+
+    cmd = [sys.executable, "-m", "imgcls", "train", "--config", "configs/digits.yaml", "--epochs", "3", "--lr", "0.2"]
+    cmd += ["--set", "augment.hflip=true", "--set", "wandb.project=my project (a)", "--set", "name=a.b_c"]
+    cmd += ["--nproc-per-node", "2", "--print-launch", kind]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load(proc.stdout)
+    if kind == "k8s":
+        container = spec["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+        assert spec["metadata"]["name"] == "a-b-c"  # a Kubernetes name: no '.' or '_'
+    else:
+        container = spec["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
+    words = shlex.split(container["command"][2])  # as `sh -c` splits it
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    config = words[words.index("--config") + 1]
+    carried = load_config(ROOT / config, sets, {"train.device": "cuda"}).to_dict()
+    given = ["augment.hflip=true", "wandb.project=my project (a)", "name=a.b_c"]
+    flags = {"train.epochs": 3, "optim.lr": 0.2, "train.device": "cuda"}
+    wanted = load_config(ROOT / "configs" / "digits.yaml", given, flags).to_dict()
+    assert carried == wanted
+    assert "--gpu" in words and not any(s.startswith(("out=", "train.device=")) for s in sets)
+
+
+def test_print_launch_without_a_config_file_carries_the_flags_alone():
+    from imgcls.train.launch_spec import launch_spec
+
+    cfg = RunConfig.model_validate({"data": {"name": "fashion-mnist"}})
+    text = launch_spec("vertex", cfg, None, Launch(1))
+    command = yaml.safe_load(text)["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["command"][2]
+    assert "--config" not in command and command.endswith("--set data.name=fashion-mnist")
