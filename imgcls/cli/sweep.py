@@ -53,9 +53,18 @@ def sweep(
     for handler in logging.getLogger("optuna").handlers:  # Optuna's own default handler
         handler.addFilter(_without_traceback)  # a failed trial's error is printed once, below, with its fix
     console.print(f"study [bold]{name}[/]: {trials} trial(s), trial bundles in {out_dir}", highlight=False)
-    result = run_sweep(
-        config, params, trials=trials, out=out_dir, storage=storage, study=name, overrides=set_ or [], seed=seed
-    )
+    try:
+        result = run_sweep(
+            config, params, trials=trials, out=out_dir, storage=storage, study=name, overrides=set_ or [], seed=seed
+        )
+    except KeyboardInterrupt:
+        from imgcls.errors import ImgclsError
+
+        raise ImgclsError(
+            "interrupted: the running trial is recorded as failed; the finished ones stay in the study",
+            hint="run the same command again to continue the study (its storage keeps every finished trial)",
+            exit_code=130,
+        ) from None
     for t in sorted(result.trials, key=lambda t: t.number):
         values = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         if t.val_top1 is None:

@@ -117,3 +117,31 @@ def test_a_sweep_that_fails_in_a_trial_says_why_once_without_a_traceback(tmp_pat
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and 'File "' not in proc.stderr  # Optuna's warning keeps one line
+
+
+def test_an_interrupted_sweep_says_how_to_continue_and_the_study_continues(tmp_path):
+    import signal
+    import time
+
+    sets = [x for item in [*TINY, "train.epochs=1000"] for x in ("--set", item)]  # never done before the interrupt
+    cmd = [sys.executable, "-m", "imgcls", "sweep", str(CONFIG), "--param", "optim.lr=loguniform:0.02:0.1"]
+    cmd += ["--trials", "3", "--out", str(tmp_path / "s"), *sets]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job inherits SIGINT ignored
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "s" / "trial-0000" / "metrics.jsonl").exists():  # the first epoch of trial 0 is done
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "error: interrupted" in err and "run the same command again to continue the study" in err
+    assert "Traceback" not in err
+    again = run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "s",
+                      overrides=TINY)  # fmt: skip
+    assert [t.number for t in again.trials] == [1]  # the interrupted trial 0 failed; the study went on from it
