@@ -39,5 +39,4 @@ fi
 cp "$src"/*-ubyte.gz "$kit/fashion-mnist/"
 du -sh "$kit" | sed 's/^/gpu_kit: /'
 ls "$kit/whl" | sed 's/^/  /'
-echo 'gpu_kit: now call the device tool: run(command="bash scripts/gpu_check.sh bars", carry=[".gpu"], timeout_s=600),'
-echo '  then at once (the machine stays warm 30 s): run(command="bash scripts/gpu_check.sh tests", carry=[".gpu"], timeout_s=400)'
+echo 'gpu_kit: now ONE device call: run(command="bash scripts/gpu_check.sh", carry=[".gpu"], timeout_s=600)'
