@@ -160,6 +160,17 @@ def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+def config_leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config tree (``RunConfig.to_dict()``) as ``{"optim.lr": 0.1, ...}``: every leaf under its dotted key."""
+    leaves: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            leaves.update(config_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
 def config_keys() -> list[str]:
     """Every settable key of a run configuration, dotted (``optim.lr``, ``train.batch_size``, ...)."""
     return _all_keys(RunConfig)

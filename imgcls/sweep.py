@@ -101,6 +101,10 @@ class TrialResult:
     bundle_dir: Path | None
     diverged: str | None = None  # why (the loss and where), for a trial whose training diverged
 
+    def describe_params(self, sep: str = "  ") -> str:
+        """``optim.lr=0.0123  train.batch_size=64``: the trial's values, floats to 4 significant digits."""
+        return sep.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+
 
 @dataclass
 class SweepResult:
@@ -212,8 +216,7 @@ def run_sweep(
     ]
     scored = [(r.val_top1, -r.number, r) for r in results if r.val_top1 is not None]
     if not scored:
-        tried = "; ".join(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in
-                                    r.params.items()) for r in results[-5:])  # fmt: skip
+        tried = "; ".join(r.describe_params(", ") for r in results[-5:])
         raise DivergedError(
             f"every trial of study {name!r} diverged ({len(results)} so far: {tried}); the last: "
             f"{results[-1].diverged}",

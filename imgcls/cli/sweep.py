@@ -66,7 +66,7 @@ def sweep(
             exit_code=130,
         ) from None
     for t in sorted(result.trials, key=lambda t: t.number):
-        values = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        values = t.describe_params()
         if t.val_top1 is None:
             console.print(f"trial {t.number:4d}  [yellow]diverged[/] ({t.diverged})  {values}", highlight=False,
                           soft_wrap=True)  # fmt: skip

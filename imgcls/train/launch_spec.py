@@ -45,24 +45,14 @@ def _command(cfg: RunConfig, config: Path | None, gpus: int, nodes: int, rank: s
 def _overrides(cfg: RunConfig, config: Path | None) -> list[str]:
     """``key=value`` for every leaf where ``cfg`` differs from its config file alone (or from the defaults): what
     --set, --epochs, --lr, --data … changed, so that the cluster trains what this command line would have."""
-    from imgcls.config import load_config, override_text
+    from imgcls.config import config_leaves, load_config, override_text
 
-    base = _leaves(load_config(config).to_dict() if config is not None else RunConfig().to_dict())
+    base = config_leaves(load_config(config).to_dict() if config is not None else RunConfig().to_dict())
     return [
         override_text(key, value)
-        for key, value in _leaves(cfg.to_dict()).items()
+        for key, value in config_leaves(cfg.to_dict()).items()
         if key not in _SPEC_OWNS and (key not in base or base[key] != value)
     ]
-
-
-def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _k8s_name(text: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.bundle import MANIFEST
-from imgcls.config import RunConfig
+from imgcls.config import RunConfig, config_leaves
 from imgcls.errors import UsageError
 from imgcls.fsio import atomic_write_bytes, replace_dir
 from imgcls.train.checkpoint import has_checkpoint
@@ -63,18 +63,11 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UsageError(f"--out {run_dir} exists and is not empty", hint="choose a new or empty directory")
 
 
-def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+def config_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
     """``key: old -> new`` for every leaf that differs between two config trees."""
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            inner = config_diff(va, vb, f"{prefix}{key}.")
-            if inner:
-                diffs.append(inner)
-        elif va != vb:
-            diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return ", ".join(diffs)
+    la, lb = config_leaves(a), config_leaves(b)
+    changed = [k for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)]
+    return ", ".join(f"{k}: {la.get(k)!r} -> {lb.get(k)!r}" for k in changed)
 
 
 def append_metrics_line(run_dir: Path, record: dict[str, Any]) -> None:

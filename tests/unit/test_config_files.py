@@ -78,3 +78,17 @@ def test_cli_bad_value_exits_2_naming_key_and_value(tmp_path):
     assert proc.returncode == 2 and "key.sub=value" in proc.stderr
     proc = _train("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_config_leaves_and_diff_name_every_changed_key():
+    from imgcls.config import RunConfig, config_leaves, load_config
+    from imgcls.train.rundir import config_diff
+
+    base = RunConfig().to_dict()
+    changed = load_config(None, ["optim.lr=0.3", "train.epochs=2", "augment.hflip=false"]).to_dict()
+    leaves = config_leaves(changed)
+    assert leaves["optim.lr"] == 0.3 and leaves["train.epochs"] == 2 and "optim" not in leaves
+    assert config_diff(base, changed) == (
+        f"augment.hflip: True -> False, optim.lr: 0.1 -> 0.3, train.epochs: {base['train']['epochs']!r} -> 2"
+    )
+    assert config_diff(base, base) == ""
