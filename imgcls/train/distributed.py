@@ -153,9 +153,9 @@ def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | No
             backend=backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs
         )
     except (RuntimeError, ValueError) as exc:
+        waited = f" within {join_s:g} s" if _TIMED_OUT.search(str(exc)) else ""
         raise ImgclsError(
-            f"rank {env.rank} could not join the {backend} process group of {env.world_size} within {join_s:g} s: "
-            f"{exc}",
+            f"rank {env.rank} could not join the {backend} process group of {env.world_size}{waited}: {exc}",
             hint="every rank needs MASTER_ADDR and MASTER_PORT naming rank 0's machine, and rank 0 running and "
             "reachable there (`imgcls train --nproc-per-node N`, torchrun and PyTorchJob set them); if rank 0 "
             "starts late, raise --set distributed.join_timeout_s",

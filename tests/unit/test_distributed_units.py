@@ -193,6 +193,10 @@ def test_a_rank_that_cannot_reach_rank_0_ends_with_the_address_and_the_fix(monke
     assert "rank 1 could not join the gloo process group of 2 within 1 s" in caught.value.message
     assert str(port) in caught.value.message  # torch names where it looked for rank 0
     assert "distributed.join_timeout_s" in (caught.value.hint or "")
+    monkeypatch.delenv("MASTER_ADDR")
+    with pytest.raises(ImgclsError) as caught:  # no waiting: the launcher's variables are missing
+        init(DistEnv(rank=1, world_size=2, local_world_size=2), "cpu", timeout_s=1.0, join_timeout_s=1.0)
+    assert "MASTER_ADDR" in caught.value.message and " within " not in caught.value.message
 
 
 @pytest.mark.parametrize("kind", ["vertex", "k8s"])
