@@ -36,10 +36,10 @@ def _command(cfg: RunConfig, config: Path | None, gpus: int, nodes: int, rank: s
     name = bundle_name(cfg)
     sets = "".join(f" --set {shlex.quote(item)}" for item in _overrides(cfg, config))
     source = f"--config {shlex.quote(str(config))} " if config is not None else ""
-    return (
-        f"imgcls train {source}--gpu --nproc-per-node {gpus} --nnodes {nodes} "
-        f'--node-rank "{rank}" --rdzv-endpoint "{endpoint}" --max-restarts 3 --out {out}/{name}{sets}'
-    )
+    # One machine needs no rendezvous address (torchrun --standalone): the platform may not set one for a job of
+    # a single replica, and an empty "$MASTER_ADDR:$MASTER_PORT" would be refused as not HOST:PORT.
+    nodes_flags = f'--nnodes {nodes} --node-rank "{rank}" --rdzv-endpoint "{endpoint}" ' if nodes > 1 else ""
+    return f"imgcls train {source}--gpu --nproc-per-node {gpus} {nodes_flags}--max-restarts 3 --out {out}/{name}{sets}"
 
 
 def _overrides(cfg: RunConfig, config: Path | None) -> list[str]:

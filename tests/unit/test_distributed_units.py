@@ -235,3 +235,4 @@ def test_print_launch_without_a_config_file_carries_the_flags_alone():
     text = launch_spec("vertex", cfg, None, Launch(1))
     command = yaml.safe_load(text)["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["command"][2]
     assert "--config" not in command and command.endswith("--set data.name=fashion-mnist")
+    assert "--rdzv-endpoint" not in command and "--node-rank" not in command  # one machine: torchrun --standalone
