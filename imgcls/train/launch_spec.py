@@ -3,9 +3,10 @@
 Both specs run the same container command on every machine: ``imgcls train --config CONFIG --nproc-per-node G
 --nnodes M --node-rank R --rdzv-endpoint HOST:PORT --out SHARED_DIR``, with R and HOST:PORT taken from the
 variables the platform sets (Vertex AI: RANK, MASTER_ADDR, MASTER_PORT per replica; the Kubeflow training
-operator: PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT). The run directory must be on storage every node
-sees (a Cloud Storage FUSE path on Vertex, a ReadWriteMany volume on Kubernetes): rank 0 writes checkpoints
-and the bundle there, and a restarted group resumes from them. Replace the ``<...>`` placeholders.
+operator: PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT); on one machine the last three flags are left out.
+Every option that changed the configuration follows as ``--set KEY=VALUE``. The run directory must be on storage
+every node sees (a Cloud Storage FUSE path on Vertex, a ReadWriteMany volume on Kubernetes): rank 0 writes
+checkpoints and the bundle there, and a restarted group resumes from them. Replace the ``<...>`` placeholders.
 """
 
 from __future__ import annotations
