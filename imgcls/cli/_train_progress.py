@@ -35,7 +35,9 @@ class Progress(Callback):
         ds = start.dataset
         h, w = ds.input.size
         test = len(ds.test) if ds.test is not None else 0
-        where = f"{start.device}" + (f", {start.threads} threads" if start.device == "cpu" else "")
+        where = start.device
+        if start.device == "cpu":
+            where += f", {start.threads} thread{'' if start.threads == 1 else 's'}"
         console.print(
             f"training [bold]{start.config.model.arch}[/] ({start.num_parameters:,} parameters) on "
             f"[bold]{ds.name}[/]: {len(ds.classes)} classes, {len(ds.train):,} train / {len(ds.val):,} val / "

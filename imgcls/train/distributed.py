@@ -84,11 +84,16 @@ class DistEnv:
                 raise ConfigError(f"environment variable {key}={raw!r} is not an integer") from None
 
         world = num("WORLD_SIZE", 1)
+        # torchrun sets all four. A Kubernetes PyTorchJob or a Vertex AI job that runs one process per replica sets
+        # only RANK and WORLD_SIZE: that process is alone on its machine, and sharing the cores with WORLD_SIZE - 1
+        # processes that are elsewhere left it 1/WORLD_SIZE of them. With a LOCAL_RANK but no LOCAL_WORLD_SIZE,
+        # the peers on this machine are unknown: assume they all are, so that no core is oversubscribed.
+        local_world = num("LOCAL_WORLD_SIZE", world if "LOCAL_RANK" in environ else 1)
         env = cls(
             rank=num("RANK", 0),
             world_size=world,
             local_rank=num("LOCAL_RANK", 0),
-            local_world_size=num("LOCAL_WORLD_SIZE", world),
+            local_world_size=local_world,
             restart_count=num("TORCHELASTIC_RESTART_COUNT", 0),
         )
         if not 0 <= env.rank < env.world_size or not 0 <= env.local_rank < max(env.local_world_size, 1):

@@ -25,6 +25,11 @@ def test_env_is_read_from_torchrun_variables_and_defaults_to_one_process():
     )
     assert (env.rank, env.world_size, env.local_rank, env.local_world_size, env.restart_count) == (3, 4, 1, 2, 1)
     assert env.enabled and not env.is_primary
+    # One process per replica (a PyTorchJob or Vertex AI job without torchrun): alone on its machine, all its cores.
+    replica = DistEnv.from_environ({"RANK": "1", "WORLD_SIZE": "4"})
+    assert (replica.rank, replica.local_rank, replica.local_world_size) == (1, 0, 1)
+    # A local rank without the local world size: the peers on this machine are unknown, none is left out.
+    assert DistEnv.from_environ({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}).local_world_size == 4
     with pytest.raises(ConfigError, match="RANK"):
         DistEnv.from_environ({"RANK": "x", "WORLD_SIZE": "2"})
     with pytest.raises(ConfigError, match="inconsistent"):
