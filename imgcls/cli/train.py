@@ -80,10 +80,17 @@ def train(
             rich_help_panel=_DIST,
         ),
     ] = None,
-    nnodes: Annotated[int, typer.Option(help="Machines in the job.", rich_help_panel=_DIST)] = 1,
+    nnodes: Annotated[
+        int | None, typer.Option(help="Machines in the job (default 1).", show_default=False, rich_help_panel=_DIST)
+    ] = None,
     node_rank: Annotated[
-        int, typer.Option(help="This machine's index (0 = the one at --rdzv-endpoint).", rich_help_panel=_DIST)
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="This machine's index (0, the default, is the one at --rdzv-endpoint).",
+            show_default=False,
+            rich_help_panel=_DIST,
+        ),
+    ] = None,
     rdzv_endpoint: Annotated[
         str | None,
         typer.Option(
@@ -91,12 +98,14 @@ def train(
         ),
     ] = None,
     max_restarts: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Restart the worker group this often after a failure (it resumes from the last checkpoint).",
+            help="Restart the worker group this often after a failure (it resumes from the last checkpoint; "
+            "default 0).",
+            show_default=False,
             rich_help_panel=_DIST,
         ),
-    ] = 0,
+    ] = None,
     print_launch: Annotated[
         str | None,
         typer.Option(
@@ -117,29 +126,31 @@ def train(
     from imgcls.train.launch import Launch
     from imgcls.train.wandb_logger import check_wandb
 
-    flags: dict[str, Any] = {
-        "data.name": data,
-        "data.dir": str(data_dir) if data_dir else None,
-        "model.arch": model,
-        "model.pretrained": pretrained,
-        "train.epochs": epochs,
-        "train.batch_size": batch_size,
-        "optim.lr": lr,
-        "data.img_size": img_size,
-        "train.device": "cuda" if gpu else None,
-        "out": str(out) if out else None,
-        "train.seed": seed,
-        "wandb.enabled": wandb,
-        "wandb.mode": wandb_mode,
-        "train.compile": compile_,
-        "distributed.sync_bn": sync_bn,
+    # option as typed -> (config key, value); None: not given
+    options: dict[str, tuple[str, Any]] = {
+        "--data": ("data.name", data),
+        "--data-dir": ("data.dir", str(data_dir) if data_dir else None),
+        "--model": ("model.arch", model),
+        "--pretrained": ("model.pretrained", pretrained),
+        "--epochs": ("train.epochs", epochs),
+        "--batch-size": ("train.batch_size", batch_size),
+        "--lr": ("optim.lr", lr),
+        "--img-size": ("data.img_size", img_size),
+        "--gpu": ("train.device", "cuda" if gpu else None),
+        "--out": ("out", str(out) if out else None),
+        "--seed": ("train.seed", seed),
+        "--no-wandb" if wandb is False else "--wandb": ("wandb.enabled", wandb),
+        "--wandb-mode": ("wandb.mode", wandb_mode),
+        "--no-compile" if compile_ is False else "--compile": ("train.compile", compile_),
+        "--sync-bn": ("distributed.sync_bn", sync_bn),
     }
+    flags = dict(options.values())
     if wandb_mode is not None and wandb_mode not in ("online", "offline"):
         raise UsageError(f"--wandb-mode must be online or offline, not {wandb_mode!r}")
     if resume is not None:
         from imgcls.train.checkpoint import saved_config
 
-        given = [f"--{k.split('.')[-1].replace('_', '-')}" for k, v in flags.items() if v is not None]
+        given = [option for option, (_, value) in options.items() if value is not None]
         if config is not None:
             given.append("--config")
         if set_:
@@ -156,13 +167,15 @@ def train(
     if print_launch is not None:
         from imgcls.train.launch_spec import launch_spec
 
-        launch_nodes = Launch(nproc_per_node or 1, nnodes, rdzv_endpoint=rdzv_endpoint or "<HOST>:29500")
+        launch_nodes = Launch(_or(nproc_per_node, 1), _or(nnodes, 1), rdzv_endpoint=rdzv_endpoint or "<HOST>:29500")
         typer.echo(launch_spec(print_launch, cfg, config, launch_nodes), nl=False)
         return
     started = time.perf_counter()
-    if nproc_per_node is not None:
+    # Any launch flag launches (torchrun's defaults for the others: one worker on one node, no restart); before,
+    # `--nnodes 2 --rdzv-endpoint H:P` without --nproc-per-node trained alone and never met the other node.
+    if any(flag is not None for flag in (nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts)):
         launch = Launch(
-            nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts,
+            _or(nproc_per_node, 1), _or(nnodes, 1), _or(node_rank, 0), rdzv_endpoint, _or(max_restarts, 0),
             join_timeout_s=cfg.distributed.join_timeout_s,
         )  # fmt: skip
         _launch(launch, cfg, resume, started=started)
@@ -188,6 +201,11 @@ def train(
         progress.stop()
     if dist.is_primary:
         _summary(result, time.perf_counter() - started)
+
+
+def _or(given: int | None, default: int) -> int:
+    """``given`` unless the flag was not given (0 is a value, checked by :class:`Launch`, not a default)."""
+    return default if given is None else given
 
 
 def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> None:

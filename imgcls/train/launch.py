@@ -47,7 +47,9 @@ class Launch:
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1:
             raise UsageError(f"--nproc-per-node must be at least 1, not {self.nproc_per_node}")
-        if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+        if self.nnodes < 1:
+            raise UsageError(f"--nnodes must be at least 1, not {self.nnodes}")
+        if not 0 <= self.node_rank < self.nnodes:
             raise UsageError(f"--node-rank {self.node_rank} is not in 0..{self.nnodes - 1} (--nnodes {self.nnodes})")
         if self.nnodes > 1 and not self.rdzv_endpoint:
             raise UsageError(

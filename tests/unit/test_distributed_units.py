@@ -241,3 +241,36 @@ def test_print_launch_without_a_config_file_carries_the_flags_alone():
     command = yaml.safe_load(text)["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["command"][2]
     assert "--config" not in command and command.endswith("--set data.name=fashion-mnist")
     assert "--rdzv-endpoint" not in command and "--node-rank" not in command  # one machine: torchrun --standalone
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--nnodes", "2"], "--nnodes 2 needs --rdzv-endpoint HOST:PORT"),
+        (["--node-rank", "1"], "--node-rank 1 is not in 0..0 (--nnodes 1)"),
+        (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:29500"], "--node-rank 2 is not in 0..1"),
+        (["--nnodes", "0"], "--nnodes must be at least 1, not 0"),
+        (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1, not 0"),
+        (["--max-restarts", "-1"], "--max-restarts must be 0 or more, not -1"),
+    ],
+)
+def test_a_launch_flag_without_nproc_per_node_launches_and_is_checked(flags, message, tmp_path):
+    # Before, every launch flag without --nproc-per-node was ignored: `--nnodes 2 --rdzv-endpoint H:P` trained
+    # alone on each machine and wrote two bundles. Now any of them launches, one worker per node by default.
+    run_dir = tmp_path / "run"
+    proc = _imgcls("train", "--config", str(ROOT / "configs" / "digits.yaml"), "--out", str(run_dir), "--no-wandb",
+                   *flags)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert not run_dir.exists()
+
+
+def test_resume_with_options_names_each_as_it_was_typed(tmp_path):
+    proc = _imgcls("train", "--resume", str(tmp_path), "--no-wandb", "--data", "digits", "--gpu", "--no-compile",
+                   "--lr", "1")  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "drop --data, --gpu, --lr, --no-compile, --no-wandb" in " ".join(proc.stderr.split())
+
+
+def _imgcls(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, timeout=120)
