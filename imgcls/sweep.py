@@ -60,9 +60,21 @@ class Param:
                 hint=example,
             )
         if kind == "choice":
-            values = tuple(yaml.safe_load(v) for v in args.split(","))
+            try:
+                values: tuple[Any, ...] = tuple(yaml.safe_load(v) for v in args.split(","))
+            except yaml.YAMLError:  # "[1": refused below with the same words as a list
+                values = ([],)
+            # Optuna stores a choice as one of these (a list or a mapping cannot be a trial's value)
+            if not all(v is None or isinstance(v, bool | int | float | str) for v in values):
+                raise ConfigError(
+                    f"--param {text!r}: each choice must be a number, a word, true/false or null, separated by commas",
+                    hint=example,
+                )
             if len(values) < 2:
                 raise ConfigError(f"--param {text!r}: choice needs at least two values", hint=example)
+            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            if twice:
+                raise ConfigError(f"--param {text!r}: choice lists {', '.join(twice)} more than once", hint=example)
             return cls(key, kind, choices=values)
         lo, _, hi = args.partition(":")
         try:
@@ -146,6 +158,7 @@ def run_sweep(
 
     optuna = require("optuna", feature="imgcls sweep")
     from imgcls.config import load_config, override_text
+    from imgcls.models import check_model_name
     from imgcls.train import fit
 
     if trials < 1:
@@ -155,11 +168,13 @@ def run_sweep(
     keys = [p.key for p in params]
     if len(set(keys)) != len(keys):
         raise UsageError(f"--param names a key twice: {', '.join(sorted(k for k in keys if keys.count(k) > 1))}")
-    load_config(config, overrides or [])  # a bad base config fails before the study is created
+    base = load_config(config, overrides or [])  # a bad base config fails before the study is created
+    check_model_name(base.model.arch, pretrained=base.model.pretrained)
     for p in params:  # ... and so does a searched value the config would refuse (not trial N, hours later)
         for value in p.probes():
             try:
-                load_config(config, [*(overrides or []), override_text(p.key, value)])
+                probe = load_config(config, [*(overrides or []), override_text(p.key, value)])
+                check_model_name(probe.model.arch, pretrained=probe.model.pretrained)
             except ConfigError as exc:
                 raise ConfigError(
                     f"--param {p.key} ({p.kind}) would try {value!r}, which the configuration refuses: {exc.message}",

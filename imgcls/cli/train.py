@@ -215,7 +215,7 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
     from imgcls.train.launch import preflight, run_workers, worker_args
     from imgcls.train.rundir import check_new_run_dir, default_run_dir
 
-    preflight(launch, cfg.train.device, cfg.distributed.sync_bn, resume)
+    preflight(launch, cfg, resume)
 
     if resume is not None:
         run_dir = resume.resolve()

@@ -6,6 +6,7 @@ Example:
 """
 
 from imgcls.models.registry import (
+    check_model_name,
     create_model,
     is_registered,
     list_models,
@@ -14,4 +15,5 @@ from imgcls.models.registry import (
     register_model,
 )
 
-__all__ = ["create_model", "is_registered", "list_models", "model_from_spec", "model_spec", "register_model"]
+__all__ = ["check_model_name", "create_model", "is_registered", "list_models", "model_from_spec", "model_spec"]
+__all__ += ["register_model"]

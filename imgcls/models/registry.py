@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 SMALL_INPUT_MAX = 64
 
 # register_model lives in the leaf module _registry (model modules import it from there: no cycle)
-__all__ = ["SMALL_INPUT_MAX", "create_model", "is_registered", "list_models", "model_from_spec", "model_spec"]
-__all__ += ["register_model"]
+__all__ = ["SMALL_INPUT_MAX", "check_model_name", "create_model", "is_registered", "list_models", "model_from_spec"]
+__all__ += ["model_spec", "register_model"]
 
 
 def _ensure_builtin() -> None:
@@ -48,6 +48,19 @@ def _unknown(name: str) -> ConfigError:
         f"unknown model {name!r}" + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""),
         hint="use an imgcls model (resnet8, resnet8_wide) or any timm name (resnet18, efficientnet_b0, ...)",
     )
+
+
+def check_model_name(name: str, *, pretrained: bool = False) -> None:
+    """ConfigError naming close names for a model neither imgcls nor timm has, or pretrained weights for one of
+    imgcls' own networks (which have none). Cheap: nothing is built, timm is imported only for a timm name."""
+    _ensure_builtin()
+    if name in _REGISTRY:
+        if pretrained:
+            raise ConfigError(f"model {name!r} has no pretrained weights", hint="drop --pretrained")
+        return
+    timm = require("timm", feature="timm models")
+    if not timm.is_model(name):
+        raise _unknown(name)
 
 
 def adapt_small_input_stem(model: Any) -> bool:
@@ -95,13 +108,10 @@ def create_model(
     require("torch", feature="building a model")
     _ensure_builtin()
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    check_model_name(name, pretrained=pretrained)
     if name in _REGISTRY:
-        if pretrained:
-            raise ConfigError(f"model {name!r} has no pretrained weights", hint="drop --pretrained")
         return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
     timm = require("timm", feature="timm models")
-    if not timm.is_model(name):
-        raise _unknown(name)
     kwargs.pop("width", None)
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)

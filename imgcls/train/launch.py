@@ -16,8 +16,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgcls.errors import ImgclsError, UsageError
+
+if TYPE_CHECKING:
+    from imgcls.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +95,17 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
     return (host, port) if sep and host and port.isdigit() and 1 <= int(port) <= 65535 else None
 
 
-def preflight(launch: Launch, device: str, sync_bn: bool, resume: Path | None = None) -> None:
+def preflight(launch: Launch, cfg: RunConfig, resume: Path | None = None) -> None:
     """Refuse, before any worker starts, what every worker would refuse: no GPU for each, SyncBatchNorm on the CPU,
-    a resume with another number of processes than the run was trained by."""
+    a model that does not exist, a resume with another number of processes than the run was trained by."""
+    from imgcls.models import check_model_name
     from imgcls.train.checkpoint import check_world_size, saved_world_size
     from imgcls.train.distributed import check_sync_bn
     from imgcls.train.factory import check_device
 
-    check_device(device, gpus=launch.nproc_per_node)
-    check_sync_bn(sync_bn and launch.world_size > 1, device)
+    check_device(cfg.train.device, gpus=launch.nproc_per_node)
+    check_sync_bn(cfg.distributed.sync_bn and launch.world_size > 1, cfg.train.device)
+    check_model_name(cfg.model.arch, pretrained=cfg.model.pretrained)
     if resume is not None:
         check_world_size(resume, saved_world_size(resume), launch.world_size)
 

@@ -26,6 +26,7 @@ import numpy as np
 from imgcls.bundle import MANIFEST
 from imgcls.config import RunConfig, save_config
 from imgcls.errors import UsageError
+from imgcls.models import check_model_name
 from imgcls.train import distributed
 from imgcls.train.callbacks import Callback, CallbackList, EpochEnd, FitResult, FitStart
 from imgcls.train.checkpoint import (
@@ -124,6 +125,7 @@ def fit(
         cfg = RunConfig.model_validate({**cfg.to_dict(), "out": str(run_dir)})
 
     check_device(cfg.train.device, gpus=dist.local_rank + 1)  # this process uses cuda:LOCAL_RANK
+    check_model_name(cfg.model.arch, pretrained=cfg.model.pretrained)  # before the data loads, not after
     device = device_for(cfg.train.device, dist)
     distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
     try:

@@ -30,6 +30,11 @@ def test_param_specs_parse_and_bad_ones_name_the_fix():
         Param.parse("optim.lr=loguniform:0:1")
     with pytest.raises(ConfigError, match="whole numbers"):
         Param.parse("train.epochs=int:1.5:3")
+    for spec in ("optim.lr=choice:[1,2", "optim.lr=choice:{a: 1},2", "train.batch_size=choice:[32],64"):
+        with pytest.raises(ConfigError, match="each choice must be a number, a word, true/false or null"):
+            Param.parse(spec)  # not YAML's own error, nor a list that Optuna cannot store
+    with pytest.raises(ConfigError, match=r"choice lists 0\.1 more than once"):
+        Param.parse("optim.lr=choice:0.1,0.2,0.1")
 
 
 def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_study(tmp_path):
@@ -74,6 +79,8 @@ def test_a_searched_value_the_config_refuses_is_refused_before_any_trial(tmp_pat
         ("optim.name=choice:sgd,bogus", "would try 'bogus'"),
         ("train.batch_size=uniform:32:64", "for whole numbers use int:LO:HI"),  # a float range on an int key
         ("train.batch_size=int:0:64", "would try 0"),
+        # a model that does not exist: before, trial N failed with it, after the data had loaded
+        ("model.arch=choice:resnet8,resnet188", "would try 'resnet188'.*did you mean 'resnet18'"),
     ]
     for spec, message in cases:
         with pytest.raises(ConfigError, match=message):

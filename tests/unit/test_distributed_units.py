@@ -117,18 +117,26 @@ def test_the_launcher_refuses_before_any_worker_starts_what_every_worker_would_r
     from imgcls.errors import DeviceError
     from imgcls.train.launch import preflight
 
+    def cfg(**keys: object) -> RunConfig:
+        return RunConfig.model_validate(
+            {"train": {"device": keys.get("device", "cpu")}, "distributed": {"sync_bn": keys.get("sync_bn", False)},
+             "model": {"arch": keys.get("arch", "resnet8")}}
+        )  # fmt: skip
+
     with pytest.raises(ConfigError, match="needs CUDA"):
-        preflight(Launch(2), "cpu", sync_bn=True)
-    preflight(Launch(1), "cpu", sync_bn=True)  # one process: nothing to synchronise, nothing refused
-    preflight(Launch(2), "cpu", sync_bn=False)
+        preflight(Launch(2), cfg(sync_bn=True))
+    preflight(Launch(1), cfg(sync_bn=True))  # one process: nothing to synchronise, nothing refused
+    preflight(Launch(2), cfg())
+    with pytest.raises(ConfigError, match="unknown model 'resnet188'; did you mean 'resnet18'"):
+        preflight(Launch(2), cfg(arch="resnet188"))
     import torch
 
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
-            preflight(Launch(2), "cuda", sync_bn=False)
+            preflight(Launch(2), cfg(device="cuda"))
     else:
         with pytest.raises(DeviceError, match=f"has {torch.cuda.device_count()}"):
-            preflight(Launch(torch.cuda.device_count() + 1), "cuda", sync_bn=False)
+            preflight(Launch(torch.cuda.device_count() + 1), cfg(device="cuda"))
 
 
 def test_a_job_whose_every_worker_refused_the_run_exits_2_without_a_resume_hint(tmp_path):
