@@ -53,6 +53,10 @@ class Param:
             raise ConfigError(
                 f"--param {text!r} is not KEY=KIND:ARGS with KIND one of {', '.join(KINDS)}", hint=example
             )
+        if key == "out":
+            raise ConfigError(
+                f"--param {text!r}: the sweep sets out for every trial (OUT/trial-NNNN)", hint="choose OUT with --out"
+            )
         if key not in config_keys():
             near = closest_key(key)
             raise ConfigError(
@@ -165,6 +169,8 @@ def run_sweep(
         raise UsageError(f"--trials must be at least 1, not {trials}")
     if not params:
         raise UsageError("imgcls sweep needs at least one --param", hint="e.g. --param optim.lr=loguniform:1e-3:1")
+    if any(o.partition("=")[0].strip() == "out" for o in overrides or []):
+        raise UsageError("--set out=...: the sweep sets out for every trial (OUT/trial-NNNN)", hint="use --out OUT")
     keys = [p.key for p in params]
     if len(set(keys)) != len(keys):
         raise UsageError(f"--param names a key twice: {', '.join(sorted(k for k in keys if keys.count(k) > 1))}")

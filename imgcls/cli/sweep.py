@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from imgcls.cli._render import console
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def sweep(
@@ -41,10 +44,19 @@ def sweep(
     ] = None,
 ) -> None:
     """Search hyper-parameters with Optuna: every trial trains a normal bundle; the best one is reported."""
+    from imgcls.errors import ImgclsError, UsageError
     from imgcls.sweep import Param, run_sweep
 
     params = [Param.parse(p) for p in param]
+    if study is not None and not study.strip():
+        raise UsageError("--study is empty", hint="name the study, e.g. --study digits-lr, or drop --study")
     name = study or config.stem
+    if out is None and not _SAFE_NAME.fullmatch(name):
+        # the name becomes a folder: '../x' or 'a/b' would put the trials outside runs/
+        raise UsageError(
+            f"--study {name!r} cannot name the folder runs/sweep-<study>: use letters, digits, '.', '_' and '-'",
+            hint="or choose the folder yourself with --out DIR",
+        )
     out_dir = out or Path("runs") / f"sweep-{name}"
     from imgcls.deps import require
 
@@ -58,8 +70,6 @@ def sweep(
             config, params, trials=trials, out=out_dir, storage=storage, study=name, overrides=set_ or [], seed=seed
         )
     except KeyboardInterrupt:
-        from imgcls.errors import ImgclsError
-
         raise ImgclsError(
             "interrupted: the running trial is recorded as failed; the finished ones stay in the study",
             hint="run the same command again to continue the study (its storage keeps every finished trial)",

@@ -152,3 +152,24 @@ def test_an_interrupted_sweep_says_how_to_continue_and_the_study_continues(tmp_p
     again = run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "s",
                       overrides=TINY)  # fmt: skip
     assert [t.number for t in again.trials] == [1]  # the interrupted trial 0 failed; the study went on from it
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "out=choice:a,b"], "the sweep sets out for every trial"),  # was accepted, and then ignored
+        (["--set", "out=/elsewhere"], "the sweep sets out for every trial"),
+        (["--study", "../../escape"], "--study '../../escape' cannot name the folder runs/sweep-<study>"),
+        (["--study", "a/b"], "cannot name the folder"),
+        (["--study", " "], "--study is empty"),
+    ],
+)
+def test_a_sweep_refuses_what_would_put_trials_elsewhere_than_asked(tmp_path, args, message):
+    base = ["--param", "optim.lr=loguniform:0.02:0.1"] if args[0] != "--param" else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "sweep", str(CONFIG), *base, *args, "--trials", "1"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in " ".join(proc.stderr.split())
+    assert list(tmp_path.iterdir()) == []  # no study, no runs/ folder
