@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from _ports import free_port
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -38,12 +38,6 @@ ARGS = [
     "--disable-sync",
 ]
 UPLOAD_LIMIT_MB = 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _ports import free_port
 from PIL import Image
 
 from imgcls.bench.http import run_http_bench
@@ -23,12 +23,6 @@ from imgcls.runtime.profile import ServingProfile, write_serving_profile
 
 TOKEN = "bench-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _ports import free_port
 from PIL import Image
 
 from imgcls.bundle import load_bundle
@@ -109,12 +109,6 @@ def test_report_over_image_folders_clean_and_inverted(
     r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--images", str(inverted))
     assert r.returncode == 0  # without --fail-on-drift the report is the product
     assert "brightness rose from" in r.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _ports import free_port
 
 
 def _probe(port: int) -> int:
@@ -28,7 +22,7 @@ def _probe(port: int) -> int:
 
 
 def test_port_env_sets_the_port_and_the_probe_follows_it(exported_digits_bundle: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     assert _probe(port) == 1  # nothing listens yet
     log = tmp_path / "serve.log"
     cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(exported_digits_bundle), "--log-predictions", "off"]

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _ports import free_port
 from PIL import Image
 
 from imgcls.bundle import edit_bundle
 from imgcls.serve.predlog import read_predictions
 
 TOKEN = "process-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

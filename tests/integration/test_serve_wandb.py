@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _ports import free_port
 from _store_helpers import cli_env, run_cli, variant
 from _wandb_offline import OfflineRun, offline_runs
 from fastapi.testclient import TestClient
@@ -54,15 +54,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _serve(model: str, tmp_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "imgcls", "serve", "--model", model, "--port", str(port), *args]
     err = open(tmp_path / "serve.log", "wb")  # noqa: SIM115  # closed below
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_env(tmp_path), cwd=tmp_path,
@@ -182,7 +176,7 @@ def test_online_without_a_key_refuses_to_start_and_bad_drift_flags_exit_2(
 ) -> None:
     env = _env(tmp_path)
     env["NETRC"] = str(tmp_path / "no-netrc")
-    model = ["serve", "--model", str(exported_digits_bundle), "--port", str(_free_port())]
+    model = ["serve", "--model", str(exported_digits_bundle), "--port", str(free_port())]
     res = run_cli(*model, "--wandb", "--wandb-mode", "online", env=env)
     assert res.returncode == 2 and "API key" in res.stderr and "--wandb-mode offline" in res.stderr
     res = run_cli(*model, "--wandb-drift-every", "15m", env=env)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _ports import free_port
 from _store_helpers import ROOT, cli_env, flip_stored_byte, variant
 
 from imgcls.store import Store
@@ -67,14 +68,6 @@ def test_serve_watch_needs_a_store_alias(exported_digits_bundle: Path, cli) -> N
     assert res.returncode == 2 and "--watch follows a store alias" in res.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_watch_deploys_under_load_with_zero_failed_requests(
     stored: tuple[str, list], png_file: Path, tmp_path: Path
 ) -> None:
@@ -84,7 +77,7 @@ def test_watch_deploys_under_load_with_zero_failed_requests(
     store_uri, versions = stored
     store = Store.open(store_uri)
     flip_stored_byte(store_uri, versions[2].key, "model.onnx")
-    port = _free_port()
+    port = free_port()
     stderr_path = tmp_path / "server.err"
     env = cli_env(IMGCLS_CACHE=str(tmp_path / "cache"))
     with open(stderr_path, "wb") as err:

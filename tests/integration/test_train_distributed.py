@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -241,18 +242,10 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     assert load_bundle(run).meta.lineage.training.epochs_run == 5
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_nodes_meet_at_the_rendezvous_endpoint_and_write_one_bundle(tmp_path):
     """Two `imgcls train --nnodes 2` launchers on this machine stand for two machines (1 worker each)."""
     run = tmp_path / "run"
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     args = ["train", *SHORT, "--epochs", "2", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", endpoint]
     args += ["--out", str(run), "--set", "distributed.join_timeout_s=240"]
 
@@ -279,7 +272,7 @@ def test_two_nodes_meet_at_the_rendezvous_endpoint_and_write_one_bundle(tmp_path
 
 
 def test_a_node_that_never_meets_the_others_ends_with_a_clear_message(tmp_path):
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     for node_rank in (0, 1):  # node 0 waits for a node 1 that never comes; node 1 finds nobody at the endpoint
         proc = _imgcls(
             "train", *SHORT, "--nnodes", "2", "--node-rank", str(node_rank), "--nproc-per-node", "1",
