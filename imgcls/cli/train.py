@@ -171,9 +171,19 @@ def train(
         typer.echo(launch_spec(print_launch, cfg, config, launch_nodes), nl=False)
         return
     started = time.perf_counter()
+    from imgcls.train.distributed import DistEnv
+
+    dist = DistEnv.from_environ(os.environ)  # set by torchrun / our own launcher / a PyTorchJob
     # Any launch flag launches (torchrun's defaults for the others: one worker on one node, no restart); before,
     # `--nnodes 2 --rdzv-endpoint H:P` without --nproc-per-node trained alone and never met the other node.
     if any(flag is not None for flag in (nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts)):
+        if dist.enabled:  # each of the launcher's workers would start a job of its own, all in one run directory
+            raise UsageError(
+                f"this process is already worker {dist.rank} of {dist.world_size} (RANK / WORLD_SIZE are set by a "
+                "launcher): it cannot launch workers of its own",
+                hint="drop --nproc-per-node, --nnodes, --node-rank, --rdzv-endpoint and --max-restarts here: the "
+                "launcher that started this process decides them",
+            )
         launch = Launch(
             _or(nproc_per_node, 1), _or(nnodes, 1), _or(node_rank, 0), rdzv_endpoint, _or(max_restarts, 0),
             join_timeout_s=cfg.distributed.join_timeout_s,
@@ -181,9 +191,6 @@ def train(
         _launch(launch, cfg, resume, started=started)
         return
 
-    from imgcls.train.distributed import DistEnv
-
-    dist = DistEnv.from_environ(os.environ)  # set by torchrun / our own launcher / a PyTorchJob
     progress = Progress()
     try:
         result = fit(None if resume else cfg, callbacks=[progress], resume=resume, dist=dist)

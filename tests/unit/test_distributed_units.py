@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -273,6 +274,16 @@ def test_a_launch_flag_without_nproc_per_node_launches_and_is_checked(flags, mes
     assert not run_dir.exists()
 
 
+def test_a_worker_of_a_launcher_cannot_launch_workers_of_its_own(tmp_path):
+    # `torchrun --nproc-per-node 2 -m imgcls train --nproc-per-node 2`: two jobs of two, in one run directory
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    proc = _imgcls("train", "--config", str(ROOT / "configs" / "digits.yaml"), "--out", str(tmp_path / "run"),
+                   "--nproc-per-node", "2", env=env)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "already worker 1 of 2" in " ".join(proc.stderr.split()) and "drop --nproc-per-node" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_with_options_names_each_as_it_was_typed(tmp_path):
     proc = _imgcls("train", "--resume", str(tmp_path), "--no-wandb", "--data", "digits", "--gpu", "--no-compile",
                    "--lr", "1")  # fmt: skip
@@ -280,5 +291,5 @@ def test_resume_with_options_names_each_as_it_was_typed(tmp_path):
     assert "drop --data, --gpu, --lr, --no-compile, --no-wandb" in " ".join(proc.stderr.split())
 
 
-def _imgcls(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, timeout=120)
+def _imgcls(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, timeout=120, env=env)
