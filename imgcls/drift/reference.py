@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_FILE = "drift/reference.npz"
 EMBEDDING_OUTPUT = "embedding"
-MIN_IMAGES, MAX_IMAGES = 1000, 5000
+MIN_IMAGES, MAX_IMAGES = 1000, 5000  # the --size asked for
+MIN_SOURCE_IMAGES = 20  # fewer images than this make no reference (a smaller split is used whole, with a warning)
 DEFAULT_IMAGES = 2000
 DEFAULT_K = 8
 PCA_FIT_IMAGES = 5000  # training images the PCA is fitted on
@@ -197,8 +198,8 @@ def build_reference(
 
     if not MIN_IMAGES <= size <= MAX_IMAGES:
         raise UsageError(f"--size {size}: a reference holds between {MIN_IMAGES} and {MAX_IMAGES} images")
-    if len(images) < 20:
-        raise UsageError(f"{source} has {len(images)} images; a drift reference needs at least {MIN_IMAGES}")
+    if len(images) < MIN_SOURCE_IMAGES:
+        raise UsageError(f"{source} has {len(images)} images; a drift reference needs at least {MIN_SOURCE_IMAGES}")
     if len(images) < size:
         logger.warning("%s has only %d images (asked for %d): the reference uses them all", source, len(images), size)
     pick = stratified_sample(labels, size, seed)

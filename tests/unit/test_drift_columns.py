@@ -92,3 +92,16 @@ def test_calibrated_thresholds_hold_the_false_alarm_rate_and_catch_one_column() 
     prior = _data(rng, 300)
     prior["pred_class"][:210] = 3  # 70 % one class
     assert "pred_class" in alarm(prior)
+
+
+def test_too_few_images_for_a_reference_names_the_real_minimum():
+    from imgcls.bundle import InputSpec
+    from imgcls.drift.reference import MIN_SOURCE_IMAGES, build_reference
+    from imgcls.errors import UsageError
+
+    images = np.zeros((MIN_SOURCE_IMAGES - 1, 8, 8, 1), np.uint8)
+    spec = InputSpec(size=(8, 8), channels=1, mean=(0.5,), std=(0.5,))
+    # it said "needs at least 1000" (the smallest --size) while a split of 20 images makes one
+    with pytest.raises(UsageError, match=f"val has {MIN_SOURCE_IMAGES - 1} images; a drift reference needs at least "
+                                         f"{MIN_SOURCE_IMAGES}$"):  # fmt: skip
+        build_reference(None, spec, images, np.zeros(len(images), np.int64), source="val")
