@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imgcls.bundle import sha256_file
 from imgcls.errors import UsageError
@@ -47,6 +48,42 @@ class TrainState:
     wandb_run_id: str | None = None
     dataset_fingerprint: str | None = None  # the data a resume must train on
     world_size: int | None = None  # processes of the job (None: a checkpoint from before it was recorded)
+
+
+class _StateRecord(BaseModel):
+    """``last.json``'s ``state``: what :class:`TrainState` is rebuilt from (checked, as every field is)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    epoch: int = Field(ge=0)
+    global_step: int = Field(ge=0)
+    best_val_top1: float
+    best_val_loss: float = 1e30
+    best_epoch: int = Field(ge=0)
+    epochs_without_improvement: int = Field(ge=0)
+    elapsed: float = Field(0.0, ge=0)
+    wandb_run_id: str | None = None
+    dataset_fingerprint: str | None = None
+    world_size: int | None = Field(None, ge=1)
+
+
+class _OptimizerRecord(BaseModel):
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, dict[str, Any]] = {}
+
+
+class _Record(BaseModel):
+    """``last.json``: a damaged or hand-edited file is refused with the field at fault, never half-applied."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tensors: str = Field(pattern=r"^epoch-[0-9]{4,}\.safetensors$")  # a name in checkpoints/, never a path
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    state: _StateRecord
+    history: list[dict[str, Any]] = []
+    optimizer: _OptimizerRecord
+    rng: dict[str, Any] = {}
+    config: dict[str, Any]
 
 
 def _state_tensors(prefix: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +230,22 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     """Read ``run_dir``'s last checkpoint; UsageError (exit 2) when there is none or it is damaged."""
     from imgcls.deps import require
 
-    run_dir = Path(run_dir)
+    raw, record = _read_last(Path(run_dir))
+    last = Path(run_dir) / CHECKPOINT_DIR / LAST
+    tensor_path = last.parent / record.tensors
+    if not tensor_path.is_file() or sha256_file(tensor_path) != record.sha256:
+        raise UsageError(
+            f"checkpoint {tensor_path} is missing or does not match {last}",
+            hint="the checkpoint is damaged; start the run again",
+        )
+    safetensors_torch = require("safetensors.torch", feature="--resume")
+    tensors = safetensors_torch.load_file(str(tensor_path), device="cpu")
+    state = TrainState(**record.state.model_dump(), history=record.history)
+    return Checkpoint(state=state, config=record.config, tensors=tensors, record=raw)
+
+
+def _read_last(run_dir: Path) -> tuple[dict[str, Any], _Record]:
+    """``last.json`` as read and as checked; UsageError naming what is missing or damaged."""
     last = run_dir / CHECKPOINT_DIR / LAST
     if not last.is_file():
         if (run_dir / "bundle.json").is_file():
@@ -206,34 +258,18 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
             hint="pass the --out directory of an interrupted `imgcls train` run (checkpoints are written per epoch)",
         )
     try:
-        record = json.loads(last.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = json.loads(last.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"checkpoint {last} is unreadable ({exc})", hint="start the run again") from None
-    if record.get("format") != FORMAT:
-        raise UsageError(f"checkpoint {last} has unknown format {record.get('format')!r}", hint="start the run again")
-    tensor_path = last.parent / str(record["tensors"])
-    if not tensor_path.is_file() or sha256_file(tensor_path) != record.get("sha256"):
-        raise UsageError(
-            f"checkpoint {tensor_path} is missing or does not match {last}",
-            hint="the checkpoint is damaged; start the run again",
-        )
-    safetensors_torch = require("safetensors.torch", feature="--resume")
-    tensors = safetensors_torch.load_file(str(tensor_path), device="cpu")
-    s = record["state"]
-    state = TrainState(
-        epoch=int(s["epoch"]),
-        global_step=int(s["global_step"]),
-        best_val_top1=float(s["best_val_top1"]),
-        best_val_loss=float(s.get("best_val_loss", 1e30)),
-        best_epoch=int(s["best_epoch"]),
-        epochs_without_improvement=int(s["epochs_without_improvement"]),
-        elapsed=float(s.get("elapsed", 0.0)),
-        history=list(record.get("history", [])),
-        wandb_run_id=s.get("wandb_run_id"),
-        dataset_fingerprint=s.get("dataset_fingerprint"),
-        world_size=int(s["world_size"]) if s.get("world_size") is not None else None,
-    )
-    return Checkpoint(state=state, config=dict(record["config"]), tensors=tensors, record=record)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise UsageError(f"checkpoint {last} has unknown format {found!r}", hint="start the run again")
+    try:
+        return raw, _Record.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "the file"
+        raise UsageError(f"checkpoint {last} is damaged: {where}: {err['msg']}", hint="start the run again") from None
 
 
 def check_world_size(run_dir: Path, saved: int | None, world_size: int) -> None:
@@ -246,30 +282,22 @@ def check_world_size(run_dir: Path, saved: int | None, world_size: int) -> None:
         return
     flag = f" --nproc-per-node {saved}" if saved > 1 else ""
     raise UsageError(
-        f"--resume {run_dir}: the run was trained by {saved} process(es), not {world_size}; another count would "
+        f"--resume {run_dir}: the run was trained by {_processes(saved)}, not {world_size}; another count would "
         "change its global batch, learning rate and schedule in mid-run",
         hint=f"resume it as it ran: `imgcls train --resume {run_dir}{flag}` (on several machines, the same "
         "--nnodes × --nproc-per-node)",
     )
 
 
+def _processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
 def saved_world_size(run_dir: Path) -> int | None:
     """The world size an interrupted run's checkpoint records (reads only ``last.json``; None: not recorded)."""
-    last = Path(run_dir) / CHECKPOINT_DIR / LAST
-    try:
-        value = json.loads(last.read_text())["state"].get("world_size")
-    except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError):
-        return None  # the resume itself then reports what is wrong with the checkpoint
-    return int(value) if isinstance(value, int) else None
+    return _read_last(Path(run_dir))[1].state.world_size
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
     """The resolved configuration an interrupted run was started with (reads only ``last.json``)."""
-    run_dir = Path(run_dir)
-    last = run_dir / CHECKPOINT_DIR / LAST
-    if not last.is_file():
-        load_checkpoint(run_dir)  # raises the explanatory error
-    try:
-        return dict(json.loads(last.read_text())["config"])
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"checkpoint {last} is unreadable ({exc})", hint="start the run again") from None
+    return _read_last(Path(run_dir))[1].config

@@ -184,7 +184,7 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
         refused = _imgcls("train", "--resume", str(run), *other, cwd=tmp_path)
         message = " ".join(refused.stderr.split())
         assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert f"the run was trained by 2 process(es), not {3 if other else 1}" in message
+        assert f"the run was trained by 2 processes, not {3 if other else 1}" in message
         assert f"imgcls train --resume {run} --nproc-per-node 2" in message
         assert "launching" not in refused.stdout  # the launcher refused it before starting any worker
     assert json.loads((run / "checkpoints" / "last.json").read_text())["state"]["epoch"] == done  # untouched

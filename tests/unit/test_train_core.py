@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,45 @@ def test_damaged_or_missing_checkpoint_is_a_clear_error(tmp_path):
     tensors = next((tmp_path / "checkpoints").glob("epoch-*.safetensors"))
     tensors.write_bytes(tensors.read_bytes()[:-3] + b"xyz")
     with pytest.raises(UsageError, match="does not match"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # a name that leaves checkpoints/ is refused before anything outside is opened
+        (lambda r: r.update(tensors="../../../etc/passwd"), "damaged: tensors: String should match pattern"),
+        (lambda r: r["state"].update(world_size=0), "damaged: state.world_size: Input should be greater than or"),
+        (lambda r: r["state"].update(epoch=-5), "damaged: state.epoch"),
+        (lambda r: r["state"].update(global_step="many"), "damaged: state.global_step: Input should be a valid int"),
+        (lambda r: r.pop("state"), "damaged: state: Field required"),
+        (lambda r: r.pop("config"), "damaged: config: Field required"),
+        (lambda r: r["optimizer"].pop("param_groups"), "damaged: optimizer.param_groups: Field required"),
+        (lambda r: r.update(sha256="abc"), "damaged: sha256"),
+        (lambda r: r.update(format="imgcls.checkpoint/9"), "unknown format 'imgcls.checkpoint/9'"),
+    ],
+)
+def test_a_damaged_or_edited_last_json_is_refused_with_the_field_at_fault(tmp_path, edit, message):
+    import torch
+
+    from imgcls.train.checkpoint import TrainState, load_checkpoint, save_checkpoint, saved_config, saved_world_size
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path, model=model, best_state=None, optimizer=opt, state=TrainState(epoch=1, world_size=2),
+                    config={"a": 1})  # fmt: skip
+    assert saved_world_size(tmp_path) == 2 and saved_config(tmp_path) == {"a": 1}
+    last = tmp_path / "checkpoints" / "last.json"
+    record = json.loads(last.read_text())
+    edit(record)
+    last.write_text(json.dumps(record))
+    # the worker's load, and the launcher's and the CLI's reads before any worker starts, say the same
+    for read in (load_checkpoint, saved_world_size, saved_config):
+        with pytest.raises(UsageError, match=re.escape(message)) as info:
+            read(tmp_path)
+        assert info.value.exit_code == 2 and "start the run again" in (info.value.hint or "")
+    last.write_text("[1, 2]")
+    with pytest.raises(UsageError, match="unknown format 'list'"):
         load_checkpoint(tmp_path)
 
 
