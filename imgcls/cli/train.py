@@ -147,6 +147,11 @@ def train(
     flags = dict(options.values())
     if wandb_mode is not None and wandb_mode not in ("online", "offline"):
         raise UsageError(f"--wandb-mode must be online or offline, not {wandb_mode!r}")
+    if resume is not None and print_launch is not None:
+        raise UsageError(
+            "--print-launch writes the spec of a new run; a run on the cluster resumes by itself",
+            hint="drop --resume: the spec's --max-restarts restarts failed workers from the run's last checkpoint",
+        )
     if resume is not None:
         from imgcls.train.checkpoint import saved_config
 
@@ -219,7 +224,7 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
     """The launcher process: resolve the run directory once, run the workers, summarise the bundle."""
     import sys
 
-    from imgcls.train.launch import preflight, run_workers, worker_args
+    from imgcls.train.launch import count, preflight, run_workers, worker_args
     from imgcls.train.rundir import check_new_run_dir, default_run_dir
 
     preflight(launch, cfg, resume)
@@ -232,7 +237,8 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
             check_new_run_dir(run_dir)
     args = worker_args(sys.argv[1:], None if resume is not None else run_dir)
     console.print(
-        f"launching {launch.world_size} workers ({launch.nproc_per_node} per node × {launch.nnodes} node(s)) "
+        f"launching {count(launch.world_size, 'worker')} ({launch.nproc_per_node} per node × "
+        f"{count(launch.nnodes, 'node')}) "
         f"under torch.distributed.run; run directory {run_dir}",
         highlight=False,
         soft_wrap=True,

@@ -36,6 +36,11 @@ LAUNCH_FLAGS = {
 }
 
 
+def count(n: int, noun: str) -> str:
+    """``1 node``, ``2 nodes``, ``3 processes``: what the launcher and the specs print."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
 @dataclass(frozen=True)
 class Launch:
     """How many workers, on how many machines, and how they find each other."""

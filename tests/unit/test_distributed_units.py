@@ -261,6 +261,8 @@ def test_print_launch_without_a_config_file_carries_the_flags_alone():
         (["--nnodes", "0"], "--nnodes must be at least 1, not 0"),
         (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1, not 0"),
         (["--max-restarts", "-1"], "--max-restarts must be 0 or more, not -1"),
+        # a spec for a new run from a saved config, with the user's --resume dropped: refused
+        (["--print-launch", "k8s", "--resume", "/nonexistent"], "--print-launch writes the spec of a new run"),
     ],
 )
 def test_a_launch_flag_without_nproc_per_node_launches_and_is_checked(flags, message, tmp_path):
