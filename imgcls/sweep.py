@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,17 @@ class TrialResult:
     test_top1: float | None
     bundle_dir: Path | None
     diverged: str | None = None  # why (the loss and where), for a trial whose training diverged
+    host: str | None = None  # the machine that ran it, where its bundle is (a study may span many)
+
+    def elsewhere(self, here: str | None = None) -> str | None:
+        """The machine the bundle is on, when that is not ``here`` (default: this machine); else None."""
+        here = platform.node() if here is None else here
+        return self.host if self.host and self.host != here else None
+
+    def where(self, here: str | None = None) -> str:
+        """The bundle's path, with the machine it is on when that is another one."""
+        host = self.elsewhere(here)
+        return f"{self.bundle_dir}" + (f" (on {host})" if host else "")
 
     def describe_params(self, sep: str = "  ") -> str:
         """``optim.lr=0.0123  train.batch_size=64``: the trial's values, floats to 4 significant digits."""
@@ -217,6 +229,7 @@ def run_sweep(
             trial.set_user_attr("diverged", exc.message)
             raise optuna.TrialPruned(exc.message) from None
         trial.set_user_attr("bundle_dir", str(result.bundle_dir))
+        trial.set_user_attr("host", platform.node())
         trial.set_user_attr("test_top1", result.metrics.get("test_top1"))
         trial.set_user_attr("eval_split", result.metrics.get("eval_split"))
         return float(result.metrics[OBJECTIVE])
@@ -231,6 +244,7 @@ def run_sweep(
             test_top1=t.user_attrs.get("test_top1"),
             bundle_dir=Path(t.user_attrs["bundle_dir"]) if t.user_attrs.get("bundle_dir") else None,
             diverged=t.user_attrs.get("diverged"),
+            host=t.user_attrs.get("host"),
         )
         for t in s.trials
         if t.state == state.COMPLETE or (t.state == state.PRUNED and t.user_attrs.get("diverged"))

@@ -90,11 +90,13 @@ def sweep(
         )
     best = result.best
     console.print(
-        f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1 or 0:.4f}, bundle {best.bundle_dir}",
+        f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1 or 0:.4f}, bundle {best.where()}",
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"  publish it: imgcls push {best.bundle_dir} --alias candidate", highlight=False, soft_wrap=True)
+    on = f" (on {host})" if (host := best.elsewhere()) else ""
+    console.print(f"  publish it{on}: imgcls push {best.bundle_dir} --alias candidate", highlight=False,
+                  soft_wrap=True)  # fmt: skip
     console.print(f"  storage: {result.storage} (study {result.study})", highlight=False, soft_wrap=True)
 
 

@@ -54,6 +54,12 @@ def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_stud
     second = run_sweep(CONFIG, params, trials=1, out=tmp_path / "b", storage=first.storage, overrides=TINY)
     assert [t.number for t in second.trials] == [0, 1, 2]
     assert second.trials[2].bundle_dir == tmp_path / "b" / "trial-0002"
+    # each trial names the machine its bundle is on: the best may be on another one
+    import platform
+
+    assert {t.host for t in second.trials} == {platform.node()}
+    assert second.trials[2].where() == str(tmp_path / "b" / "trial-0002")
+    assert second.trials[2].where(here="other") == f"{tmp_path / 'b' / 'trial-0002'} (on {platform.node()})"
     with pytest.raises(UsageError, match="twice"):
         run_sweep(CONFIG, params * 2, trials=1, out=tmp_path / "c")
 
