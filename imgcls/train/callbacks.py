@@ -46,10 +46,10 @@ class StepEnd:
     steps_per_epoch: int
     global_step: int  # 1-based over the whole run
     total_steps: int
-    loss: float  # this batch's training loss
-    top1: float  # this batch's training accuracy (against the hard labels)
+    loss: float  # this batch's training loss (this process's shard of it: no collective per step)
+    top1: float  # this batch's training accuracy (against the hard labels; this process's shard)
     lr: float
-    images_per_sec: float
+    images_per_sec: float  # over all processes, as the epoch's figure is
     elapsed: float  # seconds since fit() started
 
 

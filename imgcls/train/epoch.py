@@ -171,7 +171,8 @@ def train_one_epoch(
                 loss=loss_value,
                 top1=float(batch_correct) / len(idx),
                 lr=lr,
-                images_per_sec=seen / max(seconds, 1e-9),
+                # every process takes an equal slice of each global batch: the job's rate is world_size × ours
+                images_per_sec=seen * plan.world_size / max(seconds, 1e-9),
                 elapsed=elapsed(),
             )
         )

@@ -83,6 +83,12 @@ class WandbLogger(Callback):
         )
         self.run.summary["num_parameters"] = start.num_parameters
         self.run.summary["dataset"] = start.dataset.name
+        # how the run was laid out, beside the config, so that runs of different world sizes can be compared
+        # (the bundle's lineage.training.distributed records the same)
+        self.run.config.update(
+            {"world_size": start.world_size, "global_batch": start.global_batch, "lr_peak": start.lr},
+            allow_val_change=True,
+        )
 
     def on_step_end(self, step: StepEnd) -> None:
         if self.run is None or step.global_step % self.log_every:

@@ -43,8 +43,9 @@ def _imgcls(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("ddp")
     proc = _imgcls(
-        "train", *CONVERGED, "--batch-size", "32", "--nproc-per-node", "2", "--out", str(work / "run"), cwd=work
-    )
+        "train", *CONVERGED, "--batch-size", "32", "--nproc-per-node", "2", "--out", str(work / "run"),
+        "--wandb", "--wandb-mode", "offline", cwd=work,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {"work": work, "bundle": work / "run", "proc": proc}
 
@@ -65,6 +66,19 @@ def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_
     out = ddp_run["proc"].stdout
     assert "2 processes × batch 32 = global batch 64; lr 0.1 scaled none -> 0.1" in out
     assert out.count("bundle ") == 1  # one summary (rank 0), not one per process
+
+
+def test_only_rank_0_logs_to_wandb_and_the_run_records_the_layout(ddp_run):
+    from _wandb_offline import offline_runs
+
+    runs = offline_runs(ddp_run["work"])
+    assert len(runs) == 1, [r.path for r in runs]  # one W&B run, not one per process
+    run = runs[0]
+    assert (run.config["world_size"], run.config["global_batch"], run.config["lr_peak"]) == (2, 64, 0.1)
+    assert len(run.values("val/top1")) == EPOCHS  # each epoch logged once
+    from imgcls.bundle import load_bundle
+
+    assert run.summary["test/top1"] == pytest.approx(load_bundle(ddp_run["bundle"]).metrics.test_top1)
 
 
 def test_two_process_test_top1_is_within_one_point_of_one_process(ddp_run, tmp_path):
