@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from imgcls.cli import _render
 from imgcls.cli._render import console
 
 _DIST = "Distributed (torchrun)"
@@ -179,6 +181,10 @@ def train(
     from imgcls.train.distributed import DistEnv
 
     dist = DistEnv.from_environ(os.environ)  # set by torchrun / our own launcher / a PyTorchJob
+    if dist.enabled and not dist.is_primary and not _render.STATE.verbose:
+        # rank 0 warns for the job (every rank loads the same data, so it would say the same N times); errors,
+        # which may be a rank's own, still come from every rank
+        logging.getLogger().setLevel(logging.ERROR)
     # Any launch flag launches (torchrun's defaults for the others: one worker on one node, no restart); before,
     # `--nnodes 2 --rdzv-endpoint H:P` without --nproc-per-node trained alone and never met the other node.
     if any(flag is not None for flag in (nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts)):

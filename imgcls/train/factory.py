@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from typing import Any
@@ -11,8 +10,6 @@ import numpy as np
 
 from imgcls.config import RunConfig
 from imgcls.errors import ConfigError, DeviceError
-
-logger = logging.getLogger(__name__)
 
 
 def check_device(device: str, gpus: int = 1) -> None:
@@ -82,8 +79,6 @@ def load_data(cfg: RunConfig, dataset: Any = None) -> Any:
             f"dataset {cfg.data.name!r} has no validation images (data.val_fraction={cfg.data.val_fraction})",
             hint="set data.val_fraction > 0 (e.g. --set data.val_fraction=0.1) or add a val/ folder",
         )
-    for skipped in dataset.skipped[:20]:
-        logger.warning("skipped unreadable image %s", skipped)
     return dataset
 
 

@@ -77,3 +77,23 @@ def test_predict_over_the_test_pngs_gives_the_reported_top1(folder_run):
     right = sum(Path(r["path"]).parent.name == r["label"] for r in rows)
     reported = json.loads((bundle_dir / "bundle.json").read_text())["metrics"]["test_top1"]
     assert right / len(rows) == pytest.approx(reported, abs=1e-12)
+
+
+def test_two_processes_on_a_folder_warn_once_for_the_job(folder_run, tmp_path):
+    # every rank loads the same folder: its unreadable file was reported by each of them, and twice by each
+    # (the folder's one warning, then the training loop's line per file)
+    import shutil
+
+    data = tmp_path / "pngs"
+    shutil.copytree(folder_run[1], data)
+    (data / "train" / "seven" / "broken.png").write_bytes(b"not an image")
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{data}", "--model", "resnet8", "--epochs", "1",
+         "--batch-size", "16", "--set", "model.width=8", "--set", "augment.hflip=false", "--nproc-per-node", "2",
+         "--out", str(tmp_path / "b")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.count("broken.png") == 1, proc.stderr
+    assert "skipped 1 unreadable file(s)" in proc.stderr
