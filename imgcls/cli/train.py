@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -203,22 +204,31 @@ def train(
         return
 
     progress = Progress()
+    if not dist.enabled:  # a worker's SIGTERM comes from its launcher, which reports the job's end itself
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         result = fit(None if resume else cfg, callbacks=[progress], resume=resume, dist=dist)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         from imgcls.errors import ImgclsError
         from imgcls.train.checkpoint import has_checkpoint
 
+        what, code = ("stopped by SIGTERM", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         run_dir = progress.run_dir
         if run_dir is not None and has_checkpoint(run_dir):
-            raise ImgclsError(
-                "interrupted", hint=f"continue with `imgcls train --resume {run_dir}`", exit_code=130
-            ) from None
-        raise
+            raise ImgclsError(what, hint=f"continue with `imgcls train --resume {run_dir}`", exit_code=code) from None
+        raise ImgclsError(f"{what} before the first checkpoint", exit_code=code) from None
     finally:
         progress.stop()
     if dist.is_primary:
         _summary(result, time.perf_counter() - started)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a pod evicted, a job cancelled): handled as Ctrl-C is, between two steps; exit 143."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _or(given: int | None, default: int) -> int:

@@ -152,12 +152,22 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
     # saying so; the machine's cores shared between the workers is the rule the workers apply to torch anyway.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // launch.nproc_per_node)))
     from torch.distributed import DistError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.rendezvous import RendezvousError
 
     try:
         torchrun.run(parsed)
     except ChildFailedError as exc:
         raise _job_failed(exc, launch, run_dir) from None
+    except SignalException as exc:  # SIGTERM/SIGINT to the launcher: the agent stopped the workers
+        import signal
+
+        name = signal.Signals(exc.sigval).name
+        raise ImgclsError(
+            f"stopped by {name}: the workers were stopped",
+            hint=_resume_hint(launch, run_dir, "") or None,
+            exit_code=128 + int(exc.sigval),
+        ) from None
     except (DistError, RendezvousError) as exc:  # the nodes never met: a node missing, or node 0 unreachable
         raise ImgclsError(
             f"node {launch.node_rank}: the {launch.nnodes} nodes did not all meet at {launch.rdzv_endpoint} within "
@@ -187,13 +197,18 @@ def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsErro
             hint="the workers' error and its fix are printed above",
             exit_code=2,
         )
+    resume = _resume_hint(launch, run_dir, " (or pass --max-restarts K to restart automatically)")
+    hint = f"its error is above; {resume}" if resume else "its error is above; the other workers were stopped"
+    return ImgclsError(f"distributed training failed{restarts}: {summary}", hint=hint, exit_code=1)
+
+
+def _resume_hint(launch: Launch, run_dir: Path | None, more: str) -> str:
+    """How to continue from the run's last checkpoint ("" when there is none yet)."""
     from imgcls.train.checkpoint import has_checkpoint
 
-    if run_dir is not None and has_checkpoint(run_dir):
-        hint = (
-            f"its error is above; continue from the last checkpoint with `imgcls train --resume {run_dir} "
-            f"--nproc-per-node {launch.nproc_per_node}` (or pass --max-restarts K to restart automatically)"
-        )
-    else:
-        hint = "its error is above; the other workers were stopped"
-    return ImgclsError(f"distributed training failed{restarts}: {summary}", hint=hint, exit_code=1)
+    if run_dir is None or not has_checkpoint(run_dir):
+        return ""
+    return (
+        f"continue from the last checkpoint with `imgcls train --resume {run_dir} --nproc-per-node "
+        f"{launch.nproc_per_node}`{more}"
+    )

@@ -99,12 +99,23 @@ def test_resume_finishes_with_the_same_result_as_an_uninterrupted_run(runs):
     assert resumed.metrics == reference.metrics
 
 
-def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
-    # So many epochs that no machine can finish them before the signal lands; the interrupt comes right after
+@pytest.mark.parametrize(
+    ("sig", "launch", "code", "message"),
+    [
+        (signal.SIGINT, [], 130, "error: interrupted"),
+        # a pod evicted, a job cancelled: it was a silent death (one process) or an "unexpected SignalException"
+        # (the launcher)
+        (signal.SIGTERM, [], 143, "error: stopped by SIGTERM"),
+        (signal.SIGTERM, ["--nproc-per-node", "2"], 143, "error: stopped by SIGTERM: the workers were stopped"),
+    ],
+    ids=["ctrl-c", "sigterm", "sigterm-launcher"],
+)
+def test_a_signal_after_an_epoch_says_how_to_resume(tmp_path, sig, launch, code, message):
+    # So many epochs that no machine can finish them before the signal lands; the signal comes right after
     # epoch 1, so the run stays short on every machine.
     args = [*ARGS[: ARGS.index("--epochs") + 1], "1000", *ARGS[ARGS.index("--epochs") + 2 :]]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imgcls", "train", *args, "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "imgcls", "train", *args, *launch, "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -117,9 +128,10 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume(tmp_path):
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("epoch 1/1000 ") and "train loss" in line:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)  # to imgcls itself: the launcher, when there is one
             break
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "interrupted" in err and f"imgcls train --resume {tmp_path / 'run'}" in err
-    assert "Traceback" not in err
+    assert proc.returncode == code, err
+    resume = f"imgcls train --resume {tmp_path / 'run'}" + (" --nproc-per-node 2" if launch else "")
+    assert message in err and resume in err
+    assert "Traceback" not in err and "unexpected" not in err
