@@ -17,7 +17,7 @@ from imgcls.errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # no inf or nan anywhere
 
 
 class DataConfig(_Strict):

@@ -43,6 +43,14 @@ def test_set_overrides_and_flags_take_precedence():
     assert cfg.optim.lr == 0.05 and cfg.augment.hflip is True and cfg.train.epochs == 3
 
 
+@pytest.mark.parametrize("override", ["optim.lr=inf", "optim.lr=.inf", "distributed.timeout_s=inf",
+                                      "distributed.join_timeout_s=.inf", "optim.momentum=nan"])  # fmt: skip
+def test_no_setting_takes_inf_or_nan(override):
+    # --lr inf was accepted (inf > 0), and the run diverged at its second step
+    with pytest.raises(ConfigError, match="Input should be a finite number"):
+        load_config(ROOT / "configs" / "digits.yaml", [override])
+
+
 def test_unknown_key_suggests_the_closest(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lrr: 0.1\n")
