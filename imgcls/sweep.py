@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ConfigError, DivergedError, UsageError
+from imgcls.errors import ConfigError, DeviceError, DivergedError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +174,8 @@ def run_sweep(
 
     optuna = require("optuna", feature="imgcls sweep")
     from imgcls.config import load_config, override_text
-    from imgcls.models import check_model_name
     from imgcls.train import fit
+    from imgcls.train.factory import check_run
 
     if trials < 1:
         raise UsageError(f"--trials must be at least 1, not {trials}")
@@ -187,13 +187,13 @@ def run_sweep(
     if len(set(keys)) != len(keys):
         raise UsageError(f"--param names a key twice: {', '.join(sorted(k for k in keys if keys.count(k) > 1))}")
     base = load_config(config, overrides or [])  # a bad base config fails before the study is created
-    check_model_name(base.model.arch, pretrained=base.model.pretrained)
+    check_run(base)
     for p in params:  # ... and so does a searched value the config would refuse (not trial N, hours later)
         for value in p.probes():
             try:
                 probe = load_config(config, [*(overrides or []), override_text(p.key, value)])
-                check_model_name(probe.model.arch, pretrained=probe.model.pretrained)
-            except ConfigError as exc:
+                check_run(probe)
+            except (ConfigError, DeviceError) as exc:
                 raise ConfigError(
                     f"--param {p.key} ({p.kind}) would try {value!r}, which the configuration refuses: {exc.message}",
                     hint="narrow the range or fix the choices"

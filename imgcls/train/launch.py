@@ -103,14 +103,10 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
 def preflight(launch: Launch, cfg: RunConfig, resume: Path | None = None) -> None:
     """Refuse, before any worker starts, what every worker would refuse: no GPU for each, SyncBatchNorm on the CPU,
     a model that does not exist, a resume with another number of processes than the run was trained by."""
-    from imgcls.models import check_model_name
     from imgcls.train.checkpoint import check_world_size, saved_world_size
-    from imgcls.train.distributed import check_sync_bn
-    from imgcls.train.factory import check_device
+    from imgcls.train.factory import check_run
 
-    check_device(cfg.train.device, gpus=launch.nproc_per_node)
-    check_sync_bn(cfg.distributed.sync_bn and launch.world_size > 1, cfg.train.device)
-    check_model_name(cfg.model.arch, pretrained=cfg.model.pretrained)
+    check_run(cfg, gpus=launch.nproc_per_node, world_size=launch.world_size)
     if resume is not None:
         check_world_size(resume, saved_world_size(resume), launch.world_size)
 

@@ -26,7 +26,6 @@ import numpy as np
 from imgcls.bundle import MANIFEST
 from imgcls.config import RunConfig, save_config
 from imgcls.errors import UsageError
-from imgcls.models import check_model_name
 from imgcls.train import distributed
 from imgcls.train.callbacks import Callback, CallbackList, EpochEnd, FitResult, FitStart
 from imgcls.train.checkpoint import (
@@ -42,7 +41,7 @@ from imgcls.train.epoch import StepPlan, train_one_epoch, validate
 from imgcls.train.factory import (
     build_model,
     build_optimizer,
-    check_device,
+    check_run,
     configure_torch,
     load_data,
     seed_everything,
@@ -124,8 +123,8 @@ def fit(
             check_new_run_dir(run_dir)
         cfg = RunConfig.model_validate({**cfg.to_dict(), "out": str(run_dir)})
 
-    check_device(cfg.train.device, gpus=dist.local_rank + 1)  # this process uses cuda:LOCAL_RANK
-    check_model_name(cfg.model.arch, pretrained=cfg.model.pretrained)  # before the data loads, not after
+    # before the data loads, not after; this process uses cuda:LOCAL_RANK
+    check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size)
     device = device_for(cfg.train.device, dist)
     distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
     try:

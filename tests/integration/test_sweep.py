@@ -94,6 +94,16 @@ def test_a_searched_value_the_config_refuses_is_refused_before_any_trial(tmp_pat
         assert not (tmp_path / "s").exists()  # no study, no trial directory
 
 
+def test_a_searched_device_this_machine_lacks_is_refused_before_any_trial(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: every device is there to be searched")
+    with pytest.raises(ConfigError, match=r"would try 'cuda'.*CUDA is not available"):
+        run_sweep(CONFIG, [Param.parse("train.device=choice:cpu,cuda")], trials=1, out=tmp_path / "s", overrides=TINY)
+    assert not (tmp_path / "s").exists()
+
+
 def test_diverged_trials_are_reported_and_do_not_end_the_sweep(tmp_path):
     from imgcls.errors import DivergedError
 
