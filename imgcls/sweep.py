@@ -10,6 +10,10 @@ test top-1 of each trial is kept beside it. Each trial writes its own bundle, ``
 reported with the ``imgcls push`` command that publishes it. Every searched value is checked against the
 configuration before the first trial. A trial that diverges is pruned, not failed: the sweep goes on, and TPE,
 which ignores failed trials, ranks pruned ones below the completed ones.
+
+Each trial reports its validation top-1 after every epoch, and the study's pruner (Optuna's median rule by
+default, Hyperband, or none) stops one that is falling behind the others at the same epoch. A stopped trial keeps
+its checkpoints, so ``imgcls train --resume OUT/trial-NNNN`` finishes it when the pruner was wrong.
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ConfigError, DeviceError, DivergedError, UsageError
+from imgcls.errors import ConfigError, DeviceError, DivergedError, ImgclsError, UsageError
+from imgcls.train.callbacks import Callback, EpochEnd
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 OBJECTIVE = "val_top1"
+PRUNERS = ("median", "hyperband", "none")
+# The median rule waits for this many finished trials (Optuna's default), and never stops a trial at its first
+# epoch: under warm-up every learning rate looks alike there.
+MEDIAN_STARTUP_TRIALS = 5
 
 
 @dataclass(frozen=True)
@@ -113,10 +122,11 @@ class Param:
 class TrialResult:
     number: int
     params: dict[str, Any]
-    val_top1: float | None  # None: the trial diverged
+    val_top1: float | None  # None: the trial diverged or was pruned
     test_top1: float | None
     bundle_dir: Path | None
     diverged: str | None = None  # why (the loss and where), for a trial whose training diverged
+    pruned: str | None = None  # when and why the pruner stopped it (its run directory keeps the checkpoints)
     host: str | None = None  # the machine that ran it, where its bundle is (a study may span many)
 
     def elsewhere(self, here: str | None = None) -> str | None:
@@ -132,6 +142,41 @@ class TrialResult:
     def describe_params(self, sep: str = "  ") -> str:
         """``optim.lr=0.0123  train.batch_size=64``: the trial's values, floats to 4 significant digits."""
         return sep.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+
+
+def make_pruner(name: str) -> Any:
+    """The Optuna pruner called ``name`` (one of :data:`PRUNERS`); the step it sees is the epoch."""
+    import optuna
+
+    if name == "median":
+        # the earliest prunable step is n_warmup_steps; the steps reported are epochs counted from 1
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UsageError(f"--pruner {name!r} is not one of {', '.join(PRUNERS)}", hint="e.g. --pruner median")
+
+
+class _Pruning(Callback):
+    """A training callback: report each epoch's validation top-1 to the trial, and stop the trial (raise Optuna's
+    ``TrialPruned`` from the loop) when the study's pruner says it is falling behind. The epoch's checkpoint is
+    already written, so the trial can still be finished with ``imgcls train --resume``."""
+
+    def __init__(self, trial: Any, pruner: str) -> None:
+        self.trial, self.pruner = trial, pruner
+
+    def on_epoch_end(self, epoch: EpochEnd) -> None:
+        import optuna
+
+        self.trial.report(epoch.val_top1, epoch.epoch)
+        if epoch.epoch < epoch.epochs and not epoch.stopping and self.trial.should_prune():
+            why = (
+                f"stopped after epoch {epoch.epoch}/{epoch.epochs} by the {self.pruner} pruner: "
+                f"val top-1 {epoch.val_top1:.4f}"
+            )
+            self.trial.set_user_attr("pruned", why)
+            raise optuna.TrialPruned(why)
 
 
 @dataclass
@@ -152,6 +197,7 @@ def run_sweep(
     study: str | None = None,
     overrides: list[str] | None = None,
     seed: int = 0,
+    pruner: str = "median",
     callbacks_for_trial: Any = None,
 ) -> SweepResult:
     """Run ``trials`` more trials of the study (created on first use) and return all of its finished trials.
@@ -163,6 +209,8 @@ def run_sweep(
         out: each trial's bundle goes to ``out/trial-NNNN``; the default storage is ``out/study.db``.
         storage: an SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://...``) shared by every machine.
         study: the study name (default: the config file's stem).
+        pruner: ``median`` (stop a trial whose validation top-1 is below the median of the finished trials' at
+            the same epoch, once 5 have finished), ``hyperband`` or ``none``.
         callbacks_for_trial: ``f(number) -> list[Callback]`` for progress display.
 
     Example:
@@ -179,6 +227,7 @@ def run_sweep(
 
     if trials < 1:
         raise UsageError(f"--trials must be at least 1, not {trials}")
+    pruning = make_pruner(pruner)
     if not params:
         raise UsageError("imgcls sweep needs at least one --param", hint="e.g. --param optim.lr=loguniform:1e-3:1")
     if any(o.partition("=")[0].strip() == "out" for o in overrides or []):
@@ -210,6 +259,7 @@ def run_sweep(
             load_if_exists=True,
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=pruning,
         )
     except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server, missing driver)
         raise UsageError(f"cannot open the Optuna storage {storage!r}: {exc}", hint="check --storage") from None
@@ -219,7 +269,7 @@ def run_sweep(
         trial_out = out / f"trial-{trial.number:04d}"
         sets = [*(overrides or []), *(override_text(k, v) for k, v in values.items())]
         cfg = load_config(config, sets, {"out": str(trial_out)})
-        cbs = callbacks_for_trial(trial.number) if callbacks_for_trial else None
+        cbs = [*(callbacks_for_trial(trial.number) if callbacks_for_trial else []), _Pruning(trial, pruner)]
         try:
             result = fit(cfg, callbacks=cbs)
         except DivergedError as exc:
@@ -244,13 +294,21 @@ def run_sweep(
             test_top1=t.user_attrs.get("test_top1"),
             bundle_dir=Path(t.user_attrs["bundle_dir"]) if t.user_attrs.get("bundle_dir") else None,
             diverged=t.user_attrs.get("diverged"),
+            pruned=t.user_attrs.get("pruned"),
             host=t.user_attrs.get("host"),
         )
         for t in s.trials
-        if t.state == state.COMPLETE or (t.state == state.PRUNED and t.user_attrs.get("diverged"))
+        if t.state == state.COMPLETE or (t.state == state.PRUNED and t.user_attrs.keys() & {"diverged", "pruned"})
     ]
     scored = [(r.val_top1, -r.number, r) for r in results if r.val_top1 is not None]
     if not scored:
+        diverged = [r for r in results if r.diverged]
+        if len(diverged) < len(results):  # Hyperband may stop trials before any has finished
+            raise ImgclsError(
+                f"no trial of study {name!r} has finished: {len(diverged)} diverged, "
+                f"{len(results) - len(diverged)} stopped by the {pruner} pruner",
+                hint="run more trials, or --pruner none",
+            )
         tried = "; ".join(r.describe_params(", ") for r in results[-5:])
         raise DivergedError(
             f"every trial of study {name!r} diverged ({len(results)} so far: {tried}); the last: "

@@ -39,6 +39,13 @@ def sweep(
     ] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: the config's file name).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    pruner: Annotated[
+        str,
+        typer.Option(
+            help="Stop a trial that falls behind the others at the same epoch: median (once 5 trials have "
+            "finished), hyperband or none. A stopped trial keeps its checkpoints (imgcls train --resume DIR)."
+        ),
+    ] = "median",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key in every trial (repeatable).")
     ] = None,
@@ -67,7 +74,15 @@ def sweep(
     console.print(f"study [bold]{name}[/]: {trials} trial(s), trial bundles in {out_dir}", highlight=False)
     try:
         result = run_sweep(
-            config, params, trials=trials, out=out_dir, storage=storage, study=name, overrides=set_ or [], seed=seed
+            config,
+            params,
+            trials=trials,
+            out=out_dir,
+            storage=storage,
+            study=name,
+            overrides=set_ or [],
+            seed=seed,
+            pruner=pruner,
         )
     except KeyboardInterrupt:
         raise ImgclsError(
@@ -78,8 +93,8 @@ def sweep(
     for t in sorted(result.trials, key=lambda t: t.number):
         values = t.describe_params()
         if t.val_top1 is None:
-            console.print(f"trial {t.number:4d}  [yellow]diverged[/] ({t.diverged})  {values}", highlight=False,
-                          soft_wrap=True)  # fmt: skip
+            what = f"[yellow]diverged[/] ({t.diverged})" if t.diverged else f"[yellow]pruned[/] ({t.pruned})"
+            console.print(f"trial {t.number:4d}  {what}  {values}", highlight=False, soft_wrap=True)
             continue
         test = f"{t.test_top1:.4f}" if isinstance(t.test_top1, float) else "-"
         mark = " [bold green]best[/]" if t.number == result.best.number else ""
@@ -88,6 +103,9 @@ def sweep(
             highlight=False,
             soft_wrap=True,
         )
+    if any(t.pruned for t in result.trials):
+        console.print(f"  a pruned trial keeps its checkpoints: imgcls train --resume {out_dir}/trial-NNNN finishes it",
+                      highlight=False, soft_wrap=True)  # fmt: skip
     best = result.best
     console.print(
         f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1 or 0:.4f}, bundle {best.where()}",

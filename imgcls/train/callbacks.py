@@ -120,7 +120,9 @@ class FitResult:
 
 
 class Callback:
-    """Override the hooks you need. Hooks must not raise for ordinary conditions; they cannot stop training."""
+    """Override the hooks you need. Hooks must not raise for ordinary conditions. One that raises ends the run
+    with its exception (the sweep's pruner does, from ``on_epoch_end``): the run directory keeps the epoch's
+    checkpoint, so ``fit(resume=run_dir)`` can finish it."""
 
     def on_fit_start(self, start: FitStart) -> None:
         pass

@@ -154,7 +154,8 @@ def _fit(
     if cfg.wandb.enabled and primary:
         from imgcls.train.wandb_logger import WandbLogger
 
-        cbs.callbacks.append(WandbLogger(cfg.wandb, resume_id=checkpoint.state.wandb_run_id if checkpoint else None))
+        # first: it logs each epoch before a later callback (the sweep's pruner) may end the run at it
+        cbs.callbacks.insert(0, WandbLogger(cfg.wandb, resume_id=checkpoint.state.wandb_run_id if checkpoint else None))
 
     started = time.perf_counter()
     threads = configure_torch(cfg, processes_per_machine=dist.local_world_size if dist.enabled else 1)

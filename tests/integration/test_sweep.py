@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -189,3 +190,41 @@ def test_a_sweep_refuses_what_would_put_trials_elsewhere_than_asked(tmp_path, ar
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert list(tmp_path.iterdir()) == []  # no study, no runs/ folder
+
+
+def test_a_trial_falling_behind_the_others_is_pruned_and_can_still_be_finished(tmp_path):
+    import optuna
+
+    from imgcls.bundle import load_bundle
+    from imgcls.train import fit
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="digits", storage=storage, direction="maximize")
+    for lr in [0.1] * 5 + [1e-6]:  # five that learn, then one that cannot: below their median at epoch 2
+        study.enqueue_trial({"optim.lr": lr})
+    result = run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:1e-6:0.5")], trials=6, out=tmp_path / "s",
+                       storage=storage, overrides=[*TINY, "train.epochs=3"])  # fmt: skip
+    *done, pruned = result.trials
+    assert [t.val_top1 is not None and t.pruned is None for t in done] == [True] * 5  # 5 finish before any is cut
+    assert pruned.number == 5 and pruned.val_top1 is None and pruned.bundle_dir is None and pruned.diverged is None
+    assert pruned.pruned is not None and pruned.pruned.startswith("stopped after epoch 2/3 by the median pruner")
+    assert result.best in done
+    run_dir = tmp_path / "s" / "trial-0005"
+    assert not (run_dir / "bundle.json").exists()
+    assert [r["epoch"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+    finished = fit(resume=run_dir)  # the pruner may be wrong: the trial's checkpoint finishes it
+    assert finished.epochs_run == 3 and load_bundle(run_dir).metrics.val_top1 is not None
+
+
+def test_the_pruner_is_one_optuna_knows_and_a_bad_name_is_refused(tmp_path):
+    import optuna
+
+    from imgcls.sweep import make_pruner
+
+    assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("hyperband"), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
+    with pytest.raises(UsageError, match="--pruner 'mean' is not one of median, hyperband, none"):
+        run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "s",
+                  pruner="mean", overrides=TINY)  # fmt: skip
+    assert not (tmp_path / "s").exists()
