@@ -158,6 +158,28 @@ def make_pruner(name: str) -> Any:
     raise UsageError(f"--pruner {name!r} is not one of {', '.join(PRUNERS)}", hint="e.g. --pruner median")
 
 
+def trial_seeded_sampler(seed: int) -> Any:
+    """Optuna's TPE sampler, whose random draws for trial N come from ``(seed, N)``.
+
+    One ``TPESampler(seed=seed)`` per process draws the same sequence in every process: two machines (or two
+    commands, one per GPU) joining a study with the same ``--seed`` tried the same values, trial for trial.
+    Seeded by the trial's number, unique in the study, each trial draws its own values, and a sweep run again
+    from scratch draws the same ones.
+    """
+    import numpy as np
+    import optuna
+
+    class TrialSeededTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study: Any, trial: Any) -> None:
+            state = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
+            # the two generators TPESampler draws from (its own; its random sampler's, for the first trials)
+            self._rng.rng.seed(state)
+            self._random_sampler._rng.rng.seed(state)
+            super().before_trial(study, trial)
+
+    return TrialSeededTPESampler(seed=seed)
+
+
 class _Pruning(Callback):
     """A training callback: report each epoch's validation top-1 to the trial, and stop the trial (raise Optuna's
     ``TrialPruned`` from the loop) when the study's pruner says it is falling behind. The epoch's checkpoint is
@@ -227,6 +249,8 @@ def run_sweep(
 
     if trials < 1:
         raise UsageError(f"--trials must be at least 1, not {trials}")
+    if not 0 <= seed < 2**32:  # numpy's bounds for a seed
+        raise UsageError(f"--seed {seed} is out of range", hint=f"use a whole number from 0 to {2**32 - 1}")
     pruning = make_pruner(pruner)
     if not params:
         raise UsageError("imgcls sweep needs at least one --param", hint="e.g. --param optim.lr=loguniform:1e-3:1")
@@ -258,7 +282,7 @@ def run_sweep(
             storage=storage,
             load_if_exists=True,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
+            sampler=trial_seeded_sampler(seed),
             pruner=pruning,
         )
     except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server, missing driver)

@@ -55,6 +55,12 @@ def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_stud
     second = run_sweep(CONFIG, params, trials=1, out=tmp_path / "b", storage=first.storage, overrides=TINY)
     assert [t.number for t in second.trials] == [0, 1, 2]
     assert second.trials[2].bundle_dir == tmp_path / "b" / "trial-0002"
+    # with the same --seed, the machine that joins draws values of its own, not the first machine's again ...
+    drawn = [t.params["optim.lr"] for t in second.trials]
+    assert len(set(drawn)) == 3, drawn
+    # ... and a study run again from scratch with that seed draws the same values as the first
+    again = run_sweep(CONFIG, params, trials=1, out=tmp_path / "fresh", overrides=TINY)
+    assert again.trials[0].params == first.trials[0].params
     # each trial names the machine its bundle is on: the best may be on another one
     import platform
 
@@ -63,6 +69,9 @@ def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_stud
     assert second.trials[2].where(here="other") == f"{tmp_path / 'b' / 'trial-0002'} (on {platform.node()})"
     with pytest.raises(UsageError, match="twice"):
         run_sweep(CONFIG, params * 2, trials=1, out=tmp_path / "c")
+    with pytest.raises(UsageError, match="--seed -1 is out of range"):  # not a storage error, as numpy's was
+        run_sweep(CONFIG, params, trials=1, out=tmp_path / "c", seed=-1)
+    assert not (tmp_path / "c").exists()
 
 
 def test_sweep_cli_reports_the_best_trial_and_how_to_push_it(tmp_path):
