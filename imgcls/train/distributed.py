@@ -21,7 +21,7 @@ import datetime as _dt
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,16 +115,19 @@ def device_for(device: str, env: DistEnv) -> str:
     return f"cuda:{env.local_rank}" if device == "cuda" and env.enabled else device
 
 
-def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | None = None) -> None:
+def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | None = None) -> Any:
     """Join the process group (NCCL for CUDA, gloo for CPU); MASTER_ADDR/PORT come from the launcher.
 
     Every rank first waits (up to ``join_timeout_s``, default ``timeout_s``) on the launcher's store until all
     ``world_size`` ranks have arrived; only then is the group formed, with ``timeout_s`` for its connections and
     collectives. Without that barrier a rank that starts late (imports on a loaded machine, a restarted group)
     made the early ones' gloo connect time out after ``timeout_s``.
+
+    Returns:
+        The launcher's key-value store (None for one process), for :func:`agree`.
     """
     if not env.enabled:
-        return
+        return None
     import time
 
     import torch
@@ -138,10 +141,10 @@ def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | No
     timeout = _dt.timedelta(seconds=timeout_s)
     join_s = max(join_timeout_s or timeout_s, timeout_s)
     try:
-        store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=_dt.timedelta(seconds=join_s)))
+        job, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=_dt.timedelta(seconds=join_s)))
         # The launcher's store outlives a restart of the worker group: a key prefix per attempt keeps the
         # restarted workers from reading the dead ones' addresses (seen: "Connection refused" on restart).
-        store = dist.PrefixStore(f"imgcls/attempt-{env.restart_count}", store)
+        store = dist.PrefixStore(f"imgcls/attempt-{env.restart_count}", job)
         arrived = int(store.add("arrived", 1))
         deadline = time.monotonic() + join_s
         while arrived < env.world_size:
@@ -166,6 +169,26 @@ def init(env: DistEnv, device: str, timeout_s: float, join_timeout_s: float | No
             "starts late, raise --set distributed.join_timeout_s",
         ) from None
     logger.info("rank %d/%d joined (%s)", env.rank, env.world_size, backend)
+    return dist.PrefixStore("imgcls/job", job)
+
+
+def agree(env: DistEnv, store: Any, key: str, propose: Callable[[], str]) -> str:
+    """The value of ``key`` that rank 0 proposes, the same on every rank (``propose`` runs on rank 0 only).
+
+    ``store`` is :func:`init`'s: under torchrun it is the launcher's, which outlives a restart of the worker group,
+    so a restarted group gets the value the first one agreed on (a job's run directory stays the job's).
+    """
+    if not env.enabled:
+        return propose()
+    if env.is_primary and not store.check([key]):
+        store.set(key, propose())
+    try:
+        return bytes(store.get(key)).decode()  # waits until rank 0 has set it (the store's timeout: join_timeout_s)
+    except RuntimeError:  # DistStoreError: rank 0 failed or hung before it set the value
+        raise PeerTimeout(
+            f"rank {env.rank}: rank 0 did not share the job's {key} in time: it failed or hung",
+            hint="rank 0's error is in its log; or raise --set distributed.join_timeout_s",
+        ) from None
 
 
 def shutdown(env: DistEnv) -> None:

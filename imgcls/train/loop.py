@@ -94,6 +94,32 @@ def fit(
         print(result.bundle_dir, result.metrics["test_top1"])  # "val_top1" for a dataset without a test split
     """
     dist = dist or DistEnv()
+    store = None
+    try:
+        if cfg is not None and cfg.out is None and resume is None and dist.enabled:
+            # An external launcher (torchrun, a PyTorchJob, Vertex AI) started the job without --out: rank 0 names
+            # the run directory for every rank and, through the launcher's store, for every restart of the group.
+            check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size)  # before waiting for the others
+            timeouts = cfg.distributed.timeout_s, cfg.distributed.join_timeout_s
+            store = distributed.init(dist, device_for(cfg.train.device, dist), *timeouts)
+            new = cfg
+            out = distributed.agree(dist, store, "run directory", lambda: str(Path(default_run_dir(new)).resolve()))
+            cfg = RunConfig.model_validate({**cfg.to_dict(), "out": out})
+        return _start(cfg, resume, callbacks, dataset, dist, joined=store is not None)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _start(
+    cfg: RunConfig | None,
+    resume: str | Path | None,
+    callbacks: list[Callback] | None,
+    dataset: Any,
+    dist: DistEnv,
+    *,
+    joined: bool,
+) -> FitResult:
+    """Choose the run directory (new, resumed, or restarted by torchelastic), check the run, join the group."""
     restarted = cfg is not None and cfg.out is not None and resume is None and dist.restart_count > 0
     if restarted and cfg is not None and has_checkpoint(Path(str(cfg.out)).resolve()):
         resume, cfg = Path(str(cfg.out)), None  # torchelastic restarted the job: continue from the checkpoint
@@ -113,11 +139,6 @@ def fit(
     elif cfg is None:
         raise UsageError("fit() needs a configuration or a run directory to resume")
     else:
-        if cfg.out is None and dist.enabled:
-            raise UsageError(
-                "a job of several processes needs --out: every process must write to the same run directory",
-                hint="pass --out DIR (`imgcls train --nproc-per-node N` sets it for you)",
-            )
         run_dir = Path(cfg.out or default_run_dir(cfg)).resolve()
         if dist.restart_count == 0:
             check_new_run_dir(run_dir)
@@ -126,7 +147,8 @@ def fit(
     # before the data loads, not after; this process uses cuda:LOCAL_RANK
     check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size)
     device = device_for(cfg.train.device, dist)
-    distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
+    if not joined:
+        distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
     try:
         return _fit(cfg, run_dir, checkpoint, callbacks, dataset, dist, device)
     except RuntimeError as exc:  # a hung peer: gloo's timeout, not an "unexpected" error with a traceback
@@ -134,8 +156,6 @@ def fit(
         if timed_out is None:
             raise
         raise timed_out from None
-    finally:
-        distributed.shutdown(dist)
 
 
 def _fit(

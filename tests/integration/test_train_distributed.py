@@ -134,11 +134,12 @@ def _workers(pid: int) -> list[int]:
 
 
 def _signal_a_worker_after_epoch_1(
-    args: list[str], cwd: Path, sig: signal.Signals = signal.SIGKILL
+    args: list[str], cwd: Path, sig: signal.Signals = signal.SIGKILL, launcher: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[str], int]:
-    """Start `imgcls train ARGS`; once epoch 1 is reported, send ``sig`` to one worker. -> (the job, that worker)."""
+    """Start `imgcls train ARGS` (under ``launcher``, e.g. torchrun's command, if given); once epoch 1 is reported,
+    send ``sig`` to one worker. -> (the job, that worker)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imgcls", "train", *args],
+        [*(launcher or (sys.executable,)), "-m", "imgcls", "train", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -254,6 +255,28 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
     assert load_bundle(run).meta.lineage.training.epochs_run == 5
+
+
+def test_the_same_command_runs_unchanged_under_torchrun_and_a_restarted_group_keeps_its_run_directory(tmp_path):
+    # no --out: rank 0 names the timestamped run directory for every rank, and the launcher's store keeps it for the
+    # group that torchrun restarts after the kill, which then resumes from its checkpoint
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "--max-restarts", "1", "--monitor-interval", "0.5")  # fmt: skip
+    proc, killed = _signal_a_worker_after_epoch_1(SHORT, tmp_path, launcher=torchrun)
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        _leave_nothing_behind(proc, killed)
+    assert proc.returncode == 0, out + err
+    assert "resuming after epoch " in out
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [r.name.startswith("digits-resnet8-") for r in runs] == [True]  # one run directory, not one per rank
+    from imgcls.bundle import load_bundle
+
+    history = [json.loads(x) for x in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    training = load_bundle(runs[0]).meta.lineage.training
+    assert training.epochs_run == 5 and training.distributed is not None and training.distributed.world_size == 2
 
 
 def test_two_nodes_meet_at_the_rendezvous_endpoint_and_write_one_bundle(tmp_path):

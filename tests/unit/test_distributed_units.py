@@ -295,3 +295,25 @@ def test_resume_with_options_names_each_as_it_was_typed(tmp_path):
 
 def _imgcls(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_every_rank_and_every_restarted_group_gets_the_value_rank_0_proposed():
+    import datetime
+
+    import torch.distributed as dist
+
+    from imgcls.train.distributed import DistEnv, PeerTimeout, agree
+
+    def never() -> str:
+        raise AssertionError("only rank 0 proposes, once per job")
+
+    store = dist.HashStore()
+    assert agree(DistEnv(rank=0, world_size=2), store, "run directory", lambda: "/runs/a") == "/runs/a"
+    assert agree(DistEnv(rank=1, world_size=2), store, "run directory", never) == "/runs/a"
+    restarted = DistEnv(rank=0, world_size=2, restart_count=1)  # a later timestamp would start the run anew
+    assert agree(restarted, store, "run directory", lambda: "/runs/b") == "/runs/a"
+    assert agree(DistEnv(), None, "run directory", lambda: "/runs/c") == "/runs/c"  # one process: no store
+    empty = dist.HashStore()
+    empty.set_timeout(datetime.timedelta(seconds=0.2))
+    with pytest.raises(PeerTimeout, match="rank 1: rank 0 did not share the job's run directory in time"):
+        agree(DistEnv(rank=1, world_size=2), empty, "run directory", never)
