@@ -317,3 +317,18 @@ def test_every_rank_and_every_restarted_group_gets_the_value_rank_0_proposed():
     empty.set_timeout(datetime.timedelta(seconds=0.2))
     with pytest.raises(PeerTimeout, match="rank 1: rank 0 did not share the job's run directory in time"):
         agree(DistEnv(rank=1, world_size=2), empty, "run directory", never)
+
+
+@pytest.mark.parametrize(("out", "run_dir"), [(None, "/runs/digits-resnet8"), ("runs/my-run", "/runs/my-run"),
+                                              ("..", "/runs/digits-resnet8"), (".", "/runs/digits-resnet8")],
+                         )  # fmt: skip
+def test_print_launch_names_the_shared_run_directory_as_out_does_and_says_where_it_is(out, run_dir):
+    from imgcls.config import load_config
+    from imgcls.train.launch_spec import launch_spec
+
+    cfg = load_config(ROOT / "configs" / "digits.yaml", [], {"out": out} if out else {})
+    text = launch_spec("k8s", cfg, ROOT / "configs" / "digits.yaml", Launch(2, 2, rdzv_endpoint="h:1"))
+    assert f"# the run directory, {run_dir}, is on storage that every node shares." in text
+    commands = [c["command"][2] for r in yaml.safe_load(text)["spec"]["pytorchReplicaSpecs"].values()
+                for c in r["template"]["spec"]["containers"]]  # fmt: skip
+    assert len(commands) == 2 and all(c.endswith(f" --out {run_dir}") for c in commands), commands
