@@ -120,6 +120,8 @@ class WandbConfig(_Strict):
     mode: Literal["online", "offline"] = "offline"
     project: str = "imgcls"
     entity: str | None = None
+    group: str | None = None
+    """W&B run group; ``imgcls sweep`` puts every trial in its study's group."""
 
 
 class RunConfig(_Strict):

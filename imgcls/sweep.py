@@ -291,7 +291,9 @@ def run_sweep(
     def objective(trial: Any) -> float:
         values = {p.key: p.suggest(trial) for p in params}
         trial_out = out / f"trial-{trial.number:04d}"
-        sets = [*(overrides or []), *(override_text(k, v) for k, v in values.items())]
+        # the study is the W&B group of its trials (when they log to W&B), unless --set wandb.group=... says otherwise
+        sets = [override_text("wandb.group", name), *(overrides or [])]
+        sets += [override_text(k, v) for k, v in values.items()]
         cfg = load_config(config, sets, {"out": str(trial_out)})
         cbs = [*(callbacks_for_trial(trial.number) if callbacks_for_trial else []), _Pruning(trial, pruner)]
         try:

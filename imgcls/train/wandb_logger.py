@@ -73,6 +73,7 @@ class WandbLogger(Callback):
             directory=start.run_dir,
             project=self.cfg.project,
             entity=self.cfg.entity,
+            group=self.cfg.group,
             name=start.bundle_name,
             mode=self.cfg.mode,
             config=start.config.to_dict(),

@@ -65,6 +65,7 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     job_type: str = ""
+    group: str = ""
     artifacts: list[Any] = field(default_factory=list)  # ArtifactRecord protobufs (name, type, aliases, manifest)
     used_artifacts: list[Any] = field(default_factory=list)
 
@@ -102,6 +103,7 @@ def read_run(run_dir: Path) -> OfflineRun:
             run.config.update({_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "run":
             run.job_type = record.run.job_type
+            run.group = record.run.run_group
             run.config.update({_key(i): json.loads(i.value_json) for i in record.run.config.update})
         elif kind == "artifact":
             run.artifacts.append(record.artifact)

@@ -237,3 +237,17 @@ def test_the_pruner_is_one_optuna_knows_and_a_bad_name_is_refused(tmp_path):
         run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "s",
                   pruner="mean", overrides=TINY)  # fmt: skip
     assert not (tmp_path / "s").exists()
+
+
+def test_trials_that_log_to_wandb_are_grouped_by_their_study(tmp_path):
+    from _wandb_offline import offline_runs
+
+    wandb = ["wandb.enabled=true", "wandb.mode=offline"]
+    result = run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "s",
+                       study="digits-lr", overrides=[*TINY, *wandb])  # fmt: skip
+    (run,) = offline_runs(tmp_path / "s" / "trial-0000")
+    assert run.group == "digits-lr" and run.config["optim"]["lr"] == pytest.approx(result.trials[0].params["optim.lr"])
+    mine = run_sweep(CONFIG, [Param.parse("optim.lr=loguniform:0.02:0.1")], trials=1, out=tmp_path / "t",
+                     overrides=[*TINY, *wandb, "wandb.group=mine"])  # fmt: skip
+    assert mine.trials[0].bundle_dir is not None
+    assert [r.group for r in offline_runs(tmp_path / "t" / "trial-0000")] == ["mine"]  # --set wins
