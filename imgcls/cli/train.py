@@ -252,10 +252,11 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
         if launch.node_rank == 0:
             check_new_run_dir(run_dir)
     args = worker_args(sys.argv[1:], None if resume is not None else run_dir)
+    # Rank 0 prints the run directory after its header, on node 0; another node's launcher is all its user sees.
+    where = "" if launch.node_rank == 0 else f"; rank 0, on node 0, reports progress; run directory {run_dir}"
     console.print(
         f"launching {count(launch.world_size, 'worker')} ({launch.nproc_per_node} per node × "
-        f"{count(launch.nnodes, 'node')}) "
-        f"under torch.distributed.run; run directory {run_dir}",
+        f"{count(launch.nnodes, 'node')}) under torch.distributed.run{where}",
         highlight=False,
         soft_wrap=True,
     )

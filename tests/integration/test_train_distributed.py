@@ -66,6 +66,7 @@ def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_
     out = ddp_run["proc"].stdout
     assert "2 processes × batch 32 = global batch 64; lr 0.1 scaled none -> 0.1" in out
     assert out.count("bundle ") == 1  # one summary (rank 0), not one per process
+    assert out.count(f"run directory {ddp_run['bundle']}") == 1  # said once: by rank 0, not again by the launcher
 
 
 def test_only_rank_0_logs_to_wandb_and_the_run_records_the_layout(ddp_run):
@@ -306,6 +307,8 @@ def test_two_nodes_meet_at_the_rendezvous_endpoint_and_write_one_bundle(tmp_path
     assert distributed is not None and distributed.world_size == 2
     node0_out = outputs[1][0]
     assert "bundle " in node0_out and "bundle " not in outputs[0][0]  # the summary comes from rank 0's node
+    # each node's user learns the run directory once: node 0's from rank 0, node 1's from its launcher
+    assert [out.count(f"run directory {run}") for out, _ in outputs] == [1, 1]
 
 
 def test_a_node_that_never_meets_the_others_ends_with_a_clear_message(tmp_path):
