@@ -214,9 +214,9 @@ def engine_advice(flags: set[str]) -> list[str]:
 
 
 def check_cpu(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> Check:
-    import os
+    from imgcls.runtime.machine import cpu_count
 
-    cores = os.cpu_count() or 0
+    cores = cpu_count()  # the ones this process may use (a container's cpuset), not the host's
     try:
         text = cpuinfo_path.read_text()
     except OSError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Any
 
@@ -60,11 +59,9 @@ def configure_torch(cfg: RunConfig, processes_per_machine: int = 1) -> int:
     import torch
 
     if cfg.train.device == "cpu":
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        torch.set_num_threads(cfg.train.threads or max(1, cores // processes_per_machine))
+        from imgcls.runtime.machine import cpu_count
+
+        torch.set_num_threads(cfg.train.threads or max(1, cpu_count() // processes_per_machine))
         torch.set_flush_denormal(True)
     else:
         torch.backends.cudnn.benchmark = True

@@ -103,12 +103,20 @@ def _host_port(endpoint: str) -> tuple[str, str] | None:
 def preflight(launch: Launch, cfg: RunConfig, resume: Path | None = None) -> None:
     """Refuse, before any worker starts, what every worker would refuse: no GPU for each, SyncBatchNorm on the CPU,
     a model that does not exist, a resume with another number of processes than the run was trained by."""
+    from imgcls.runtime.machine import cpu_count
     from imgcls.train.checkpoint import check_world_size, saved_world_size
     from imgcls.train.factory import check_run
 
     check_run(cfg, gpus=launch.nproc_per_node, world_size=launch.world_size)
     if resume is not None:
         check_world_size(resume, saved_world_size(resume), launch.world_size)
+    cores = cpu_count()
+    if cfg.train.device == "cpu" and launch.nproc_per_node > cores:  # allowed (a test of 2 ranks on 1 core), but slow
+        logger.warning(
+            "%s on %s: they take turns on the cores at 1 thread each, which is slower than --nproc-per-node %d "
+            "or fewer",
+            count(launch.nproc_per_node, "worker"), count(cores, "core"), cores,
+        )  # fmt: skip
 
 
 def worker_args(argv: list[str], out: Path | None) -> list[str]:
@@ -146,7 +154,9 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
     logger.info("torch.distributed.run %s", " ".join(launch.torchrun_args(args)))
     # The workers inherit this environment. Without OMP_NUM_THREADS torchrun sets 1 and prints a four-line banner
     # saying so; the machine's cores shared between the workers is the rule the workers apply to torch anyway.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // launch.nproc_per_node)))
+    from imgcls.runtime.machine import cpu_count
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // launch.nproc_per_node)))
     from torch.distributed import DistError
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.rendezvous import RendezvousError

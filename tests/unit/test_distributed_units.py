@@ -140,6 +140,23 @@ def test_the_launcher_refuses_before_any_worker_starts_what_every_worker_would_r
             preflight(Launch(torch.cuda.device_count() + 1), cfg(device="cuda"))
 
 
+def test_more_cpu_workers_than_cores_is_allowed_with_a_warning_that_says_why_it_is_slow(caplog):
+    from imgcls.runtime.machine import cpu_count
+    from imgcls.train.launch import preflight
+
+    cores = cpu_count()
+    cpu = RunConfig.model_validate({"train": {"device": "cpu"}, "model": {"arch": "resnet8"}})
+    with caplog.at_level("WARNING", logger="imgcls.train.launch"):
+        preflight(Launch(cores), cpu)
+        assert not caplog.records  # one worker per core: nothing to say
+        preflight(Launch(cores + 1), cpu)
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"{cores + 1} workers on {cores} core{'s' if cores > 1 else ''}: they take turns on the cores at 1 thread "
+        f"each, which is slower than --nproc-per-node {cores} or fewer"
+    )
+
+
 def test_a_job_whose_every_worker_refused_the_run_exits_2_without_a_resume_hint(tmp_path):
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
