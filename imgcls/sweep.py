@@ -125,6 +125,7 @@ class TrialResult:
     val_top1: float | None  # None: the trial diverged or was pruned
     test_top1: float | None
     bundle_dir: Path | None
+    run_dir: Path | None = None  # where it trained: a pruned or diverged trial's checkpoints are there
     diverged: str | None = None  # why (the loss and where), for a trial whose training diverged
     pruned: str | None = None  # when and why the pruner stopped it (its run directory keeps the checkpoints)
     host: str | None = None  # the machine that ran it, where its bundle is (a study may span many)
@@ -135,9 +136,10 @@ class TrialResult:
         return self.host if self.host and self.host != here else None
 
     def where(self, here: str | None = None) -> str:
-        """The bundle's path, with the machine it is on when that is another one."""
+        """The bundle's path (the run directory's for a trial without one), with the machine it is on when that is
+        another one."""
         host = self.elsewhere(here)
-        return f"{self.bundle_dir}" + (f" (on {host})" if host else "")
+        return f"{self.bundle_dir or self.run_dir}" + (f" (on {host})" if host else "")
 
     def describe_params(self, sep: str = "  ") -> str:
         """``optim.lr=0.0123  train.batch_size=64``: the trial's values, floats to 4 significant digits."""
@@ -296,6 +298,9 @@ def run_sweep(
         sets += [override_text(k, v) for k, v in values.items()]
         cfg = load_config(config, sets, {"out": str(trial_out)})
         cbs = [*(callbacks_for_trial(trial.number) if callbacks_for_trial else []), _Pruning(trial, pruner)]
+        # recorded before it trains: a trial pruned or diverged on any machine of the study says where it is
+        trial.set_user_attr("host", platform.node())
+        trial.set_user_attr("run_dir", str(trial_out.resolve()))
         try:
             result = fit(cfg, callbacks=cbs)
         except DivergedError as exc:
@@ -305,7 +310,6 @@ def run_sweep(
             trial.set_user_attr("diverged", exc.message)
             raise optuna.TrialPruned(exc.message) from None
         trial.set_user_attr("bundle_dir", str(result.bundle_dir))
-        trial.set_user_attr("host", platform.node())
         trial.set_user_attr("test_top1", result.metrics.get("test_top1"))
         trial.set_user_attr("eval_split", result.metrics.get("eval_split"))
         return float(result.metrics[OBJECTIVE])
@@ -319,6 +323,7 @@ def run_sweep(
             val_top1=float(t.value) if t.state == state.COMPLETE else None,
             test_top1=t.user_attrs.get("test_top1"),
             bundle_dir=Path(t.user_attrs["bundle_dir"]) if t.user_attrs.get("bundle_dir") else None,
+            run_dir=Path(t.user_attrs["run_dir"]) if t.user_attrs.get("run_dir") else None,
             diverged=t.user_attrs.get("diverged"),
             pruned=t.user_attrs.get("pruned"),
             host=t.user_attrs.get("host"),

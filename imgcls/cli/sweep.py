@@ -94,7 +94,8 @@ def sweep(
         values = t.describe_params()
         if t.val_top1 is None:
             what = f"[yellow]diverged[/] ({t.diverged})" if t.diverged else f"[yellow]pruned[/] ({t.pruned})"
-            console.print(f"trial {t.number:4d}  {what}  {values}", highlight=False, soft_wrap=True)
+            at = f"  run directory {t.where()}" if t.pruned and t.run_dir else ""
+            console.print(f"trial {t.number:4d}  {what}  {values}{at}", highlight=False, soft_wrap=True)
             continue
         test = f"{t.test_top1:.4f}" if isinstance(t.test_top1, float) else "-"
         mark = " [bold green]best[/]" if t.number == result.best.number else ""
@@ -104,7 +105,7 @@ def sweep(
             soft_wrap=True,
         )
     if any(t.pruned for t in result.trials):
-        console.print(f"  a pruned trial keeps its checkpoints: imgcls train --resume {out_dir}/trial-NNNN finishes it",
+        console.print("  a pruned trial keeps its checkpoints: imgcls train --resume RUN_DIRECTORY finishes it",
                       highlight=False, soft_wrap=True)  # fmt: skip
     best = result.best
     console.print(

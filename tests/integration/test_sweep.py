@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,6 @@ def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_stud
     again = run_sweep(CONFIG, params, trials=1, out=tmp_path / "fresh", overrides=TINY)
     assert again.trials[0].params == first.trials[0].params
     # each trial names the machine its bundle is on: the best may be on another one
-    import platform
 
     assert {t.host for t in second.trials} == {platform.node()}
     assert second.trials[2].where() == str(tmp_path / "b" / "trial-0002")
@@ -219,6 +219,9 @@ def test_a_trial_falling_behind_the_others_is_pruned_and_can_still_be_finished(t
     assert pruned.pruned is not None and pruned.pruned.startswith("stopped after epoch 2/3 by the median pruner")
     assert result.best in done
     run_dir = tmp_path / "s" / "trial-0005"
+    assert pruned.run_dir == run_dir.resolve()  # recorded before it trained, with the machine it trains on
+    assert pruned.where() == str(run_dir.resolve())
+    assert pruned.where(here="another-machine") == f"{run_dir.resolve()} (on {platform.node()})"
     assert not (run_dir / "bundle.json").exists()
     assert [r["epoch"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == [1, 2]
     finished = fit(resume=run_dir)  # the pruner may be wrong: the trial's checkpoint finishes it
