@@ -102,7 +102,7 @@ def fit(
             check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size)  # before waiting for the others
             timeouts = cfg.distributed.timeout_s, cfg.distributed.join_timeout_s
             store = distributed.init(dist, device_for(cfg.train.device, dist), *timeouts)
-            new = cfg
+            new = cfg  # not None, for the closure (mypy does not carry the narrowing of `cfg` into a lambda)
             out = distributed.agree(dist, store, "run directory", lambda: str(Path(default_run_dir(new)).resolve()))
             cfg = RunConfig.model_validate({**cfg.to_dict(), "out": out})
         return _start(cfg, resume, callbacks, dataset, dist, joined=store is not None)
