@@ -71,6 +71,8 @@ def sweep(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for handler in logging.getLogger("optuna").handlers:  # Optuna's own default handler
         handler.addFilter(_without_traceback)  # a failed trial's error is printed once, below, with its fix
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WarnOnce())
     console.print(f"study [bold]{name}[/]: {trials} trial(s), trial bundles in {out_dir}", highlight=False)
     try:
         result = run_sweep(
@@ -117,6 +119,24 @@ def sweep(
     console.print(f"  publish it{on}: imgcls push {best.bundle_dir} --alias candidate", highlight=False,
                   soft_wrap=True)  # fmt: skip
     console.print(f"  storage: {result.storage} (study {result.study})", highlight=False, soft_wrap=True)
+
+
+class _WarnOnce(logging.Filter):
+    """Each warning once in a sweep: every trial loads the same data and model, so their warnings (a small split,
+    an unreadable file) would repeat once per trial."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
