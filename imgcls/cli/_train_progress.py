@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 from imgcls.train.callbacks import Callback, EpochEnd, FitEnd, FitStart, StepEnd
 
 
@@ -39,9 +39,14 @@ class Progress(Callback):
         if start.device == "cpu":
             where += f", {start.threads} thread{'' if start.threads == 1 else 's'}"
         console.print(
-            f"training [bold]{start.config.model.arch}[/] ({start.num_parameters:,} parameters) on "
-            f"[bold]{ds.name}[/]: {len(ds.classes)} classes, {len(ds.train):,} train / {len(ds.val):,} val / "
-            f"{test:,} test images at {h}×{w}×{ds.input.channels}, on {where}",
+            styled(
+                "training [bold]{}[/] {} on [bold]{}[/]: {}",
+                start.config.model.arch,
+                f"({start.num_parameters:,} parameters)",
+                ds.name,
+                f"{len(ds.classes)} classes, {len(ds.train):,} train / {len(ds.val):,} val / "
+                f"{test:,} test images at {h}×{w}×{ds.input.channels}, on {where}",
+            ),
             highlight=False,
             soft_wrap=True,
         )

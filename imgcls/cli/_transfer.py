@@ -14,10 +14,10 @@ LARGE_FILE = 4 << 20  # bytes; smaller files move without a bar
 @contextlib.contextmanager
 def transfer_progress(verb: str) -> Iterator[Callable[[str, int, int], None]]:
     """Yield a ``progress(key, done, total)`` callback that draws one bar per large file on stderr."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     bars = Progress(
-        "[progress.description]{task.description}",
+        TextColumn("{task.description}", markup=False),  # a file's name, shown as it is
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),

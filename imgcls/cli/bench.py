@@ -9,9 +9,14 @@ left unchanged: no serving profile is written), 2 usage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from imgcls.cli._render import styled
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:
@@ -150,7 +155,7 @@ def bench(
         console.print(_http_table(report), soft_wrap=True)
         for row in report["results"]:
             for warning in row.get("warnings", []):
-                err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+                err_console.print(styled("[yellow]warning:[/] {}", warning), highlight=False, soft_wrap=True)
         _finish(report, json_path, None, baseline, regression)
         return
 
@@ -184,7 +189,7 @@ def bench(
     )
     console.print(_table(report), soft_wrap=True)
     if report["model"]["flops_per_image"] is None:
-        err_console.print(f"[yellow]note:[/] {report['model']['flops_note']}", highlight=False)
+        err_console.print(styled("[yellow]note:[/] {}", report["model"]["flops_note"]), highlight=False)
     if pick:
         from imgcls.bench.pick import profile_from, slo_sweep, write_pick
 
@@ -237,9 +242,16 @@ def bench(
             else ""
         )
         console.print(
-            f"picked [bold]{profile.engine} {profile.precision}[/] × {profile.threads} threads "
-            f"({report['pick']['img_per_s']:.0f} img/s at batch {report['pick']['batch']}){batching} → serving "
-            f"profile of {bundle_path}",
+            styled(
+                "picked [bold]{} {}[/] × {} threads ({:.0f} img/s at batch {}){} → serving profile of {}",
+                profile.engine,
+                profile.precision,
+                profile.threads,
+                report["pick"]["img_per_s"],
+                report["pick"]["batch"],
+                batching,
+                bundle_path,
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -289,7 +301,8 @@ def _finish(
         bad = [e for e in entries if e["regression"]]
         if bad:
             err_console.print(
-                f"[red]{len(bad)} regression(s) beyond {regression:.0%} against {baseline}[/]", highlight=False
+                styled("[red]{}[/]", f"{len(bad)} regression(s) beyond {regression:.0%} against {baseline}"),
+                highlight=False,
             )
             raise typer.Exit(1)
 
@@ -298,10 +311,10 @@ def _fmt(value: Any, spec: str = ".0f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _row_line(row: dict[str, Any]) -> str:
+def _row_line(row: dict[str, Any]) -> Text | str:
     what = f"{row['engine']} {row['precision']}" + (f" ×{row['threads']}" if row.get("threads") else "")
     if row["status"] != "ok":
-        return f"  {what}: [red]{row['status'].replace('_', ' ')}[/] — {row['error']}"
+        return styled("  {}: [red]{}[/] — {}", what, row["status"].replace("_", " "), row["error"])
     return (
         f"  {what} batch {row['batch']}: {row['img_per_s']:.0f} img/s, p50 {row['p50_ms']:.2f} ms, "
         f"p99 {row['p99_ms']:.2f} ms"
@@ -335,7 +348,11 @@ def _table(report: dict[str, Any]) -> Any:
     ):
         table.add_column(col, justify="right" if col not in ("engine", "precision", "gate") else "left")
     for r in report["results"]:
-        gate = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status'].replace('_', ' ')}: {r['error']}[/]"
+        gate = (
+            styled("[green]ok[/]")
+            if r["status"] == "ok"
+            else styled("[red]{}: {}[/]", r["status"].replace("_", " "), r["error"])
+        )
         agree = "–" if r["top1_agreement"] is None else f"{r['top1_agreement']:.2%}"
         table.add_row(
             r["engine"],
@@ -404,6 +421,6 @@ def _baseline_table(entries: list[dict[str, Any]], baseline: Path, threshold: fl
             _fmt(e["current"]),
             _fmt(e["baseline"]),
             f"{e['ratio']:.2f}×",
-            "[red]regression[/]" if e["regression"] else "[green]ok[/]",
+            styled("[red]regression[/]") if e["regression"] else styled("[green]ok[/]"),
         )
     return table

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
 if TYPE_CHECKING:  # describe imports numpy and Pillow: only on use, not for --help
     from imgcls.data.describe import Description
@@ -71,22 +71,21 @@ def describe(
 
 
 def _render(d: Description) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     totals = d.split_totals()
-    table = Table(title=f"{escape(d.data)} — {len(d.classes)} classes", title_justify="left")
+    table = Table(title=f"{d.data} — {len(d.classes)} classes", title_justify="left")
     table.add_column("class", overflow="fold")
     for split in ("train", "val", "test") if d.has_test else ("train", "val"):
         table.add_column(split, justify="right")
     table.add_column("total", justify="right")
     for c in d.classes[:MAX_ROWS]:
         cells = [str(c.train), str(c.val)] + ([str(c.test)] if d.has_test else [])
-        table.add_row(escape(c.name), *cells, str(c.total))
+        table.add_row(c.name, *cells, str(c.total))
     if len(d.classes) > MAX_ROWS:
         table.add_row(f"… {len(d.classes) - MAX_ROWS} more (see describe.json)", *[""] * (len(table.columns) - 1))
     split_cells = [str(totals["train"]), str(totals["val"])] + ([str(totals["test"])] if d.has_test else [])
-    table.add_row("[bold]all[/]", *split_cells, str(sum(c.total for c in d.classes)), end_section=True)
+    table.add_row(styled("[bold]all[/]"), *split_cells, str(sum(c.total for c in d.classes)), end_section=True)
     console.print(table)
 
     sizes = ", ".join(f"{w}×{h} ({n:,})" for h, w, n in d.native_sizes[:5])

@@ -7,10 +7,15 @@ from typing import Annotated
 
 import typer
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
-_MARK = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "missing": "[red]miss[/]", "fail": "[red]FAIL[/]",
-         "info": "[blue]info[/]"}  # fmt: skip
+_MARK = {
+    "ok": "[green]ok  [/]",
+    "warn": "[yellow]warn[/]",
+    "missing": "[red]miss[/]",
+    "fail": "[red]FAIL[/]",
+    "info": "[blue]info[/]",
+}  # fmt: skip  (rich markup, for styled())
 
 
 def doctor(
@@ -46,10 +51,14 @@ def doctor(
     else:
         for check in report.checks:
             console.print(
-                f"{_MARK[check.status]} [bold]{check.name:<12}[/] {check.summary}", highlight=False, soft_wrap=True
+                styled(_MARK[check.status] + " [bold]{}[/] {}", f"{check.name:<12}", check.summary),
+                highlight=False,
+                soft_wrap=True,
             )
             for note in check.notes:
                 console.print(f"     {'':<12} → {note}", highlight=False, soft_wrap=True)
             if check.fix:
-                console.print(f"     {'':<12} [yellow]fix:[/] {check.fix}", highlight=False, soft_wrap=True)
+                console.print(
+                    styled("     {} [yellow]fix:[/] {}", " " * 12, check.fix), highlight=False, soft_wrap=True
+                )
     report.require(required)

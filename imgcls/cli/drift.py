@@ -12,9 +12,14 @@ import contextlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from imgcls.cli._render import styled
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 app = typer.Typer(
     help="Drift: a reference made with the model, reports over the server's own traffic.",
@@ -105,7 +110,7 @@ def report(
             err_console.print(f"W&B run {run['id']}: {where}", highlight=False, soft_wrap=True)
     s = result.summary
     for w in s["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(styled("[yellow]warning:[/] {}", w), highlight=False, soft_wrap=True)
     if fmt == "json":
         print(json.dumps(s, indent=2))
     else:
@@ -117,7 +122,7 @@ def report(
         raise typer.Exit(DRIFT_EXIT_CODE)
 
 
-def _verdict(s: dict[str, Any]) -> str:
+def _verdict(s: dict[str, Any]) -> Text:
     acc = s["accuracy"]
     est = (
         f"estimated accuracy {acc['estimated']:.1%} [{acc['interval'][0]:.1%}, {acc['interval'][1]:.1%}] "
@@ -128,11 +133,11 @@ def _verdict(s: dict[str, Any]) -> str:
         f"; {sizes['other_models']} rows of other models not compared" if sizes["other_models"] else ""
     )
     if s["drift"] is None:
-        return f"[yellow]no verdict[/]: too few rows ({rows}); {est}"
+        return styled("[yellow]no verdict[/]: too few rows ({}); {}", rows, est)
     if not s["drift"]:
-        return f"[green]no drift[/] ({rows}); {est}"
+        return styled("[green]no drift[/] ({}); {}", rows, est)
     words = "; ".join(c["description"] for c in s["columns"] if c["drifted"])
-    return f"[bold red]drift[/] in {len(s['drifted_columns'])} column(s): {words} ({rows}); {est}"
+    return styled("[bold red]drift[/] in {} column(s): {} ({}); {}", len(s["drifted_columns"]), words, rows, est)
 
 
 def _table(s: dict[str, Any]) -> Any:
@@ -142,7 +147,7 @@ def _table(s: dict[str, Any]) -> Any:
     for col in ("column", "method", "score", "threshold", "drifted", "change"):
         table.add_column(col)
     for c in s["columns"]:
-        mark = "[bold red]yes[/]" if c["drifted"] else "no"
+        mark = styled("[bold red]yes[/]") if c["drifted"] else "no"
         table.add_row(
             c["name"], c["method"], f"{c['score']:.4f}", f"{c['threshold']:.4f}", mark, c["description"] or ""
         )

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from imgcls.cli._render import styled
+
 if TYPE_CHECKING:
     from imgcls.bundle import ExportSection
 
@@ -63,5 +65,5 @@ def _table(section: ExportSection) -> Any:
             gate = f"drop {entry.top1_drop_points:.2f} ≤ {entry.tolerance['max_top1_drop_points']} pt"
         else:
             gate = f"|Δ| ≤ {entry.tolerance['max_abs_logit_diff']:.0e}"
-        table.add_row(precision, entry.file, diffs, agree, _pct(entry.val_top1), f"[green]ok[/] {gate}")
+        table.add_row(precision, entry.file, diffs, agree, _pct(entry.val_top1), styled("[green]ok[/] {}", gate))
     return table

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
 app = typer.Typer(
     help="List, show and alias the models in a store (folder, file:// or gs://).",
@@ -126,8 +126,8 @@ def show(
         print(json.dumps({"version": record, "bundle": json.loads(raw)}, indent=2))
         return
     spec = meta.input
+    console.print(styled("[bold]{}[/] version [bold]{}[/]  ({})", model, version.seq, version.digest), highlight=False)
     lines = [
-        f"[bold]{model}[/] version [bold]{version.seq}[/]  ({version.digest})",
         f"  store     {store.uri}",
         f"  created   {version.created}",
         f"  aliases   {', '.join(on_it) or '-'}",

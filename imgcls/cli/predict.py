@@ -95,7 +95,7 @@ def predict(
 
 def _render(results: Any, output: OutputFormat, *, total: int, batch_size: int, provider: str) -> int:
     """Print results in ``output`` format as they come; returns how many files failed."""
-    from imgcls.cli._render import console, err_console
+    from imgcls.cli._render import console, err_console, styled
 
     # json/csv stream a line per file already; a live bar would also capture their stdout lines
     show_progress = output is OutputFormat.table and sys.stdout.isatty() and total > batch_size
@@ -130,7 +130,7 @@ def _render(results: Any, output: OutputFormat, *, total: int, batch_size: int, 
     if output is OutputFormat.table:
         console.print(_table(rows, provider), soft_wrap=True)
     if failed:
-        err_console.print(f"[yellow]{failed} of {total} file(s) could not be predicted[/]", highlight=False)
+        err_console.print(styled("[yellow]{} of {} file(s) could not be predicted[/]", failed, total), highlight=False)
     return failed
 
 
@@ -138,7 +138,7 @@ def _progress(console: Any, total: int) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -165,8 +165,9 @@ def _csv_row(path: Path, result: Any, ok: bool) -> list[Any]:
 
 
 def _table(rows: list[tuple[Path, Any]], provider: str) -> Any:
-    from rich.markup import escape
     from rich.table import Table
+
+    from imgcls.cli._render import styled
 
     table = Table(title=f"predictions ({provider.replace('ExecutionProvider', '')})", title_justify="left")
     table.add_column("path", overflow="fold")
@@ -175,8 +176,8 @@ def _table(rows: list[tuple[Path, Any]], provider: str) -> Any:
     table.add_column("top-k")
     for path, result in rows:
         if hasattr(result, "code"):
-            table.add_row(escape(str(path)), f"[red]error: {result.code}[/]", "", escape(result.message))
+            table.add_row(str(path), styled("[red]error: {}[/]", result.code), "", result.message)
         else:
-            top = ", ".join(f"{escape(t.label)} {t.probability:.1%}" for t in result.top_k[1:])
-            table.add_row(escape(str(path)), escape(result.label), f"{result.confidence:.1%}", top)
+            top = ", ".join(f"{t.label} {t.probability:.1%}" for t in result.top_k[1:])
+            table.add_row(str(path), result.label, f"{result.confidence:.1%}", top)
     return table

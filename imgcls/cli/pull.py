@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
 
 def pull(
@@ -37,7 +37,13 @@ def pull(
     with transfer_progress("downloading") as progress:
         dest = store.pull(version, to, progress=progress, max_bytes=int(max_bundle_mb * 2**20))
     console.print(
-        f"pulled [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}) into {dest} (verified)",
+        styled(
+            "pulled [bold]{}[/] version [bold]{}[/] ({}) into {} (verified)",
+            version.name,
+            version.seq,
+            version.id,
+            dest,
+        ),
         highlight=False,
         soft_wrap=True,
     )

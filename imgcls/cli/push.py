@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
 
 def push(
@@ -59,14 +59,25 @@ def push(
     version = result.version
     if result.created:
         console.print(
-            f"pushed [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}, "
-            f"{format_size(version.size)}) to {store.uri}",
+            styled(
+                "pushed [bold]{}[/] version [bold]{}[/] ({}, {}) to {}",
+                version.name,
+                version.seq,
+                version.id,
+                format_size(version.size),
+                store.uri,
+            ),
             highlight=False,
         )
     else:
         console.print(
-            f"already stored: [bold]{version.name}[/] version [bold]{version.seq}[/] ({version.id}) in {store.uri}; "
-            "nothing uploaded",
+            styled(
+                "already stored: [bold]{}[/] version [bold]{}[/] ({}) in {}; nothing uploaded",
+                version.name,
+                version.seq,
+                version.id,
+                store.uri,
+            ),
             highlight=False,
         )
     for move in result.aliases:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from imgcls.cli._render import STATE, err_console
+from imgcls.cli._render import STATE, err_console, styled
 
 # Every option's help, default and range come from its ServeSettings field (its docstring, default and bounds):
 # this module restates none of them. Importing the settings (pydantic) costs `imgcls serve` only: `imgcls --help`
@@ -178,9 +178,16 @@ def serve(
         app = runner.build_app(settings)
         served = app.state.holder.current
         err_console.print(
-            f"serving [bold]{served.name}[/] version [bold]{served.version}[/] on {served.predictor.engine.name} "
-            f"{served.predictor.provider} ({served.predictor.precision}, {served.predictor.choice_reason}, "
-            f"max batch {served.batcher.max_batch}) at [bold]{url}[/] — {admin}; {log_note}",
+            styled(
+                "serving [bold]{}[/] version [bold]{}[/] on {} at [bold]{}[/] — {}; {}",
+                served.name,
+                served.version,
+                f"{served.predictor.engine.name} {served.predictor.provider} ({served.predictor.precision}, "
+                f"{served.predictor.choice_reason}, max batch {served.batcher.max_batch})",
+                url,
+                admin,
+                log_note,
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -188,9 +195,16 @@ def serve(
     else:
         info = runner.check_model(settings)
         err_console.print(
-            f"serving [bold]{info['name']}[/] ({info['engine']} {info['precision']}) with {workers} workers at "
-            f"[bold]{url}[/] — "
-            f"{admin}; {log_note}",
+            styled(
+                "serving [bold]{}[/] ({} {}) with {} workers at [bold]{}[/] — {}; {}",
+                info["name"],
+                info["engine"],
+                info["precision"],
+                workers,
+                url,
+                admin,
+                log_note,
+            ),
             highlight=False,
             soft_wrap=True,
         )

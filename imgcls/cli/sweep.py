@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -73,7 +73,7 @@ def sweep(
         handler.addFilter(_without_traceback)  # a failed trial's error is printed once, below, with its fix
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WarnOnce())
-    console.print(f"study [bold]{name}[/]: {trials} trial(s), trial bundles in {out_dir}", highlight=False)
+    console.print(styled("study [bold]{}[/]: {} trial(s), trial bundles in {}", name, trials, out_dir), highlight=False)
     try:
         result = run_sweep(
             config,
@@ -95,14 +95,18 @@ def sweep(
     for t in sorted(result.trials, key=lambda t: t.number):
         values = t.describe_params()
         if t.val_top1 is None:
-            what = f"[yellow]diverged[/] ({t.diverged})" if t.diverged else f"[yellow]pruned[/] ({t.pruned})"
+            what = "diverged" if t.diverged else "pruned"
             at = f"  run directory {t.where()}" if t.pruned and t.run_dir else ""
-            console.print(f"trial {t.number:4d}  {what}  {values}{at}", highlight=False, soft_wrap=True)
+            console.print(
+                styled("trial {:4d}  [yellow]{}[/] ({})  {}{}", t.number, what, t.diverged or t.pruned, values, at),
+                highlight=False,
+                soft_wrap=True,
+            )
             continue
         test = f"{t.test_top1:.4f}" if isinstance(t.test_top1, float) else "-"
         mark = " [bold green]best[/]" if t.number == result.best.number else ""
         console.print(
-            f"trial {t.number:4d}  val top-1 {t.val_top1:.4f}  test {test}  {values}{mark}",
+            styled("trial {:4d}  val top-1 {:.4f}  test {}  {}" + mark, t.number, t.val_top1, test, values),
             highlight=False,
             soft_wrap=True,
         )
@@ -111,7 +115,9 @@ def sweep(
                       highlight=False, soft_wrap=True)  # fmt: skip
     best = result.best
     console.print(
-        f"[bold green]best[/] trial {best.number}: val top-1 {best.val_top1 or 0:.4f}, bundle {best.where()}",
+        styled(
+            "[bold green]best[/] trial {}: val top-1 {:.4f}, bundle {}", best.number, best.val_top1 or 0, best.where()
+        ),
         highlight=False,
         soft_wrap=True,
     )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from imgcls.cli import _render
-from imgcls.cli._render import console
+from imgcls.cli._render import console, styled
 
 _DIST = "Distributed (torchrun)"
 
@@ -268,12 +268,19 @@ def _summary(result: Any, wall: float) -> None:
     split = m.get("eval_split", "test")
     from imgcls.cli._train_progress import clock
 
-    console.print(f"[bold green]bundle[/] {result.bundle_dir}", highlight=False)
+    console.print(styled("[bold green]bundle[/] {}", result.bundle_dir), highlight=False)
     console.print(
-        f"{split} top-1 [bold]{m[f'{split}_top1']:.4f}[/]  top-5 {m[f'{split}_top5']:.4f}  "
-        f"(val top-1 {m['val_top1']:.4f}, best epoch {result.best_epoch}/{result.epochs_run}"
-        + (", stopped early" if result.stopped_early else "")
-        + f")  time {clock(wall)}",
+        styled(
+            "{} top-1 [bold]{:.4f}[/]  top-5 {:.4f}  (val top-1 {:.4f}, best epoch {}/{}{})  time {}",
+            split,
+            m[f"{split}_top1"],
+            m[f"{split}_top5"],
+            m["val_top1"],
+            result.best_epoch,
+            result.epochs_run,
+            ", stopped early" if result.stopped_early else "",
+            clock(wall),
+        ),
         highlight=False,
     )
     if result.wandb_run_id:

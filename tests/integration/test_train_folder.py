@@ -14,12 +14,14 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-CLASSES = ("zero", "one", "seven")
+# names that rich would read as an emoji and as markup: the terminal shows them as they are
+CLASSES = ("zero", ":one:", "[bold]seven")
 
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Three digit classes from scikit-learn's real digits, written as 8×8 PNGs in train/ and test/ folders."""
+    """Three digit classes from scikit-learn's real digits, written as 8×8 PNGs in train/ and test/ folders; the
+    run directory's name has what rich reads as a closing tag (it crashed the CLI)."""
     from sklearn.datasets import load_digits
 
     work = tmp_path_factory.mktemp("train_folder")
@@ -34,12 +36,13 @@ def folder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             Image.fromarray(np.clip(np.rint(arr * 255 / 16), 0, 255).astype(np.uint8), "L").save(out / f"{i:03d}.png")
     proc = subprocess.run(
         [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{data}", "--model", "resnet8", "--epochs", "3",
-         "--batch-size", "32", "--set", "model.width=8", "--set", "augment.hflip=false", "--out", str(work / "b")],
+         "--batch-size", "32", "--set", "model.width=8", "--set", "augment.hflip=false", "--out", str(work / "b[/x]")],
         capture_output=True, text=True, cwd=work, timeout=300, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return work / "b", data
+    assert f"bundle {work / 'b[/x]'}\n" in proc.stdout, proc.stdout
+    return work / "b[/x]", data
 
 
 def test_folder_bundle_names_the_folder_classes_and_reproduces_its_test_accuracy(folder_run):
@@ -78,6 +81,16 @@ def test_predict_over_the_test_pngs_gives_the_reported_top1(folder_run):
     reported = json.loads((bundle_dir / "bundle.json").read_text())["metrics"]["test_top1"]
     assert right / len(rows) == pytest.approx(reported, abs=1e-12)
 
+    seven = sorted((data / "test" / "[bold]seven").glob("*.png"))[:3]
+    table = subprocess.run(
+        [sys.executable, "-m", "imgcls", "predict", *map(str, seven), "--model", str(bundle_dir), "--top-k", "3"],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    for path in seven:
+        assert str(path) in table.stdout, table.stdout
+    assert "[bold]seven" in table.stdout and ":one:" in table.stdout, table.stdout  # labels and top-k, as named
+
 
 def test_two_processes_on_a_folder_warn_once_for_the_job(folder_run, tmp_path):
     # every rank loads the same folder: its unreadable file was reported by each of them, and twice by each
@@ -86,7 +99,7 @@ def test_two_processes_on_a_folder_warn_once_for_the_job(folder_run, tmp_path):
 
     data = tmp_path / "pngs"
     shutil.copytree(folder_run[1], data)
-    (data / "train" / "seven" / "broken.png").write_bytes(b"not an image")
+    (data / "train" / "[bold]seven" / "broken.png").write_bytes(b"not an image")
     proc = subprocess.run(
         [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{data}", "--model", "resnet8", "--epochs", "1",
          "--batch-size", "16", "--set", "model.width=8", "--set", "augment.hflip=false", "--nproc-per-node", "2",

@@ -1,0 +1,37 @@
+"""What the commands print shows the user's text as it is: rich reads ``[...]`` as markup and ``:name:`` as an
+emoji, so a run directory named ``b[/x]`` crashed ``imgcls train`` and ``uniform:a:b`` printed as ``uniform🅰b``."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgcls.cli._render import console, err_console, print_error, styled
+
+
+def test_an_error_shows_its_message_and_hint_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    print_error("--param 'optim.lr=uniform:a:b': uniform needs LOW:HIGH numbers", "see runs/[/x] and [bold]it[/]")
+    err = capsys.readouterr().err
+    assert "error: --param 'optim.lr=uniform:a:b': uniform needs LOW:HIGH numbers" in err
+    assert "hint: see runs/[/x] and [bold]it[/]" in err
+
+
+def test_plain_lines_and_tables_print_brackets_and_colons_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.table import Table
+
+    console.print("run directory runs/lr[0.1]/[/x] :cat:", soft_wrap=True)
+    table = Table()
+    table.add_column("class")
+    table.add_row("[bold]seven")
+    table.add_row(":one:")
+    console.print(table)
+    err_console.print("[red]x", soft_wrap=True)
+    out = capsys.readouterr()
+    assert "run directory runs/lr[0.1]/[/x] :cat:" in out.out
+    assert "[bold]seven" in out.out and ":one:" in out.out
+    assert "[red]x" in out.err
+
+
+def test_styled_fills_values_as_they_are_and_keeps_number_formats() -> None:
+    text = styled("[bold green]bundle[/] {} top-1 [bold]{:.4f}[/] {:,} {name}", "runs/[/x]", 0.98765, 12345, name=":a:")
+    assert text.plain == "bundle runs/[/x] top-1 0.9877 12,345 :a:"
+    assert any("bold" in str(span.style) for span in text.spans)  # the template's own markup is styling
