@@ -7,6 +7,7 @@ asked for with :func:`styled`, which escapes the values it fills in.
 
 from __future__ import annotations
 
+import errno
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -63,6 +64,13 @@ def run(app: Any) -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except OSError as exc:
+        if STATE.verbose:
+            err_console.print_exception()
+        if exc.filename is None:  # a socket, a pipe: not a path the user can fix
+            _unexpected(exc)
+        print_error(*file_system_error(exc))
+        sys.exit(2)
     except Exception as exc:  # never a traceback to a user unless asked for
         if STATE.verbose:
             err_console.print_exception()
@@ -75,3 +83,23 @@ def _unexpected(exc: BaseException) -> NoReturn:
         "run again with --verbose for the traceback, and report it if it persists",
     )
     sys.exit(1)
+
+
+_FIX = {
+    errno.ENOSPC: "free some space on that disk, or write somewhere else",
+    errno.EDQUOT: "free some space in your quota, or write somewhere else",
+    errno.EACCES: "choose a folder you may write to (or read, for an input)",
+    errno.EPERM: "choose a folder you may write to (or read, for an input)",
+    errno.EROFS: "that file system is read-only: write somewhere else",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "the path is a folder where a file is needed: name a file",
+    errno.ENAMETOOLONG: "choose a shorter name",
+}
+
+
+def file_system_error(exc: OSError) -> tuple[str, str]:
+    """An error a path caused (a folder that cannot be made, a full disk) as ``message, hint``, for any command."""
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    reason = (exc.strerror or type(exc).__name__).lower()
+    fix = _FIX.get(exc.errno or 0, "check the path: every folder above it must be one you may use")
+    return f"cannot use {where}: {reason}", fix

@@ -180,6 +180,14 @@ def test_out_that_holds_a_bundle_is_refused(trained, tmp_path):
     assert proc.returncode == 2 and "finished bundle" in proc.stderr
 
 
+def test_out_below_a_file_is_refused_before_the_data_loads(tmp_path):
+    (tmp_path / "notes").write_text("a file, not a folder")
+    proc = run_train(*TINY, "--out", str(tmp_path / "notes" / "run"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"--out {tmp_path / 'notes' / 'run'}: {tmp_path / 'notes'} is a file, not a folder" in proc.stderr
+    assert "training" not in proc.stdout and "unexpected" not in proc.stderr
+
+
 def test_unknown_dataset_and_model_are_clear_errors(tmp_path):
     proc = run_train("--data", "digitz", "--out", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "digitz" in proc.stderr and "Traceback" not in proc.stderr
