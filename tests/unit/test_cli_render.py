@@ -3,9 +3,11 @@ emoji, so a run directory named ``b[/x]`` crashed ``imgcls train`` and ``uniform
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
-from imgcls.cli._render import console, err_console, print_error, styled
+from imgcls.cli._render import console, err_console, file_system_error, print_error, styled
 
 
 def test_an_error_shows_its_message_and_hint_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,3 +37,21 @@ def test_styled_fills_values_as_they_are_and_keeps_number_formats() -> None:
     text = styled("[bold green]bundle[/] {} top-1 [bold]{:.4f}[/] {:,} {name}", "runs/[/x]", 0.98765, 12345, name=":a:")
     assert text.plain == "bundle runs/[/x] top-1 0.9877 12,345 :a:"
     assert any("bold" in str(span.style) for span in text.spans)  # the template's own markup is styling
+
+
+@pytest.mark.parametrize(
+    ("err", "message", "fix"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/run/last.safetensors"),
+         "cannot use /data/run/last.safetensors: no space left on device", "free some space"),
+        (PermissionError(errno.EACCES, "Permission denied", "/srv/runs"), "cannot use /srv/runs: permission denied",
+         "a folder you may write to"),
+        (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x"), "read-only file system", "read-only"),
+        (OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b"),
+         "cannot use a -> b: invalid cross-device link", "check the path"),
+    ],
+)  # fmt: skip
+def test_a_file_system_error_names_the_path_and_the_fix(err: OSError, message: str, fix: str) -> None:
+    got, hint = file_system_error(err)
+    assert message in got
+    assert fix in hint
