@@ -13,6 +13,9 @@ class ImgclsError(Exception):
 
     exit_code: int = 1
     code: str = "error"
+    exit_at_once: bool = False
+    """The CLI ends the process right after the message (``os._exit``), without Python's teardown: for a process
+    whose native threads are stuck (a collective waiting on a hung peer), whose teardown aborts."""
 
     def __init__(self, message: str, hint: str | None = None, *, exit_code: int | None = None) -> None:
         super().__init__(message)

@@ -8,6 +8,7 @@ asked for with :func:`styled`, which escapes the values it fills in.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -58,6 +59,10 @@ def run(app: Any) -> None:
         if STATE.verbose:
             err_console.print_exception()
         print_error(exc.message, exc.hint)
+        if exc.exit_at_once:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print_error("interrupted")

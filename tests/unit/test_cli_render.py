@@ -55,3 +55,35 @@ def test_a_file_system_error_names_the_path_and_the_fix(err: OSError, message: s
     got, hint = file_system_error(err)
     assert message in got
     assert fix in hint
+
+
+_RAISES = """
+import atexit, os
+import typer
+from imgcls.cli._render import run
+from imgcls.errors import UsageError
+from imgcls.train.distributed import PeerTimeout
+atexit.register(lambda: open(os.environ["TEARDOWN_MARKER"], "w").write("teardown ran"))
+app = typer.Typer()
+@app.command()
+def main(peer: bool = False) -> None:
+    raise PeerTimeout("rank 0: no answer", hint="raise it") if peer else UsageError("bad flag", hint="fix it")
+run(app)
+"""
+
+
+@pytest.mark.parametrize(("flag", "code", "said", "teardown"), [
+    ("--peer", 4, "error: rank 0: no answer\nhint: raise it", False),  # its stuck threads would abort the teardown
+    ("--no-peer", 2, "error: bad flag\nhint: fix it", True),
+])  # fmt: skip
+def test_a_peer_timeout_ends_the_process_at_once_after_its_message(tmp_path, flag, code, said, teardown) -> None:
+    import os
+    import subprocess
+    import sys
+
+    marker = tmp_path / "teardown"
+    env = {**os.environ, "TEARDOWN_MARKER": str(marker)}
+    proc = subprocess.run([sys.executable, "-c", _RAISES, flag], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert said in proc.stderr
+    assert marker.exists() is teardown
