@@ -12,7 +12,8 @@ environment itself. What each process does:
   evaluation (timm's padded sampler counts duplicated images);
 - only the primary process (rank 0) writes: run directory, checkpoints, bundle, W&B, plots;
 - every collective has ``timeout_s``: a dead or hung peer ends the job with an error instead of a hang
-  (:class:`PeerTimeout`, exit status :data:`PEER_TIMEOUT_EXIT`, which the launcher names in its message).
+  (:class:`PeerTimeout`, exit status :data:`PEER_TIMEOUT_EXIT`; a connection a dead peer closed is
+  :class:`PeerLost`, :data:`PEER_LOST_EXIT`: the launcher names both in its message).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ logger = logging.getLogger(__name__)
 
 PEER_TIMEOUT_EXIT = 4
 """A worker's exit status when a collective timed out: the launcher reports "gave up waiting for the others"."""
+PEER_LOST_EXIT = 5
+"""A worker's exit status when a peer closed its connection (it died): "lost its connection to a worker"."""
 _TIMED_OUT = re.compile(r"timed out|timeout", re.IGNORECASE)  # gloo: "Timed out waiting 30000ms for recv …"
+# gloo: "Read error [127.0.0.1]:18339: Connection reset by peer", "Connection closed by peer"; NCCL: "remote
+# process exited or there was a network error"
+_LOST = re.compile(r"connection (reset|closed) by peer|broken pipe|remote process exited", re.IGNORECASE)
 
 
 class PeerTimeout(ImgclsError):
@@ -45,15 +51,33 @@ class PeerTimeout(ImgclsError):
     exit_at_once = True
 
 
-def peer_timeout(env: DistEnv, exc: BaseException, timeout_s: float) -> PeerTimeout | None:
-    """The :class:`PeerTimeout` that ``exc`` (raised by a collective or by DDP's backward) means, or None."""
-    if not env.enabled or not isinstance(exc, RuntimeError) or not _TIMED_OUT.search(str(exc)):
+class PeerLost(ImgclsError):
+    """A collective's connection was closed by another worker: it died (killed, out of memory, its own error)."""
+
+    exit_code = PEER_LOST_EXIT
+    code = "peer_lost"
+    exit_at_once = True  # as for PeerTimeout: the backend's threads may still be blocked
+
+
+def peer_failure(env: DistEnv, exc: BaseException, timeout_s: float) -> PeerTimeout | PeerLost | None:
+    """What ``exc`` (raised by a collective or by DDP's backward) says of the other workers, or None: a
+    :class:`PeerTimeout` (none answered in time) or a :class:`PeerLost` (one closed its connection). Either replaces
+    the backend's message (a C++ source path, "GLHF! 🏖️") with what happened and what to do."""
+    if not env.enabled or not isinstance(exc, RuntimeError):
         return None
-    return PeerTimeout(
-        f"rank {env.rank}: no answer from the other workers for {timeout_s:g} s (distributed.timeout_s): one of "
-        "them hung, was stopped or died",
-        hint="if they are only slow (a long evaluation, a slow disk), raise it: --set distributed.timeout_s=SECONDS",
-    )
+    if _TIMED_OUT.search(str(exc)):
+        return PeerTimeout(
+            f"rank {env.rank}: no answer from the other workers for {timeout_s:g} s (distributed.timeout_s): one "
+            "of them hung, was stopped or died",
+            hint="if they are only slow (a long evaluation, a slow disk), raise it: --set "
+            "distributed.timeout_s=SECONDS",
+        )
+    if _LOST.search(str(exc)):
+        return PeerLost(
+            f"rank {env.rank}: another worker closed its connection: it died (killed, out of memory, or its own error)",
+            hint="the launcher names the worker that died; its own error, if it had one, is printed above",
+        )
+    return None
 
 
 @dataclass(frozen=True)

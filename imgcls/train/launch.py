@@ -186,13 +186,15 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
 def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsError:
     failures = getattr(exc, "failures", {}) or {}
     what = []
-    from imgcls.train.distributed import PEER_TIMEOUT_EXIT
+    from imgcls.train.distributed import PEER_LOST_EXIT, PEER_TIMEOUT_EXIT
 
     for rank, failure in sorted(failures.items()):
         code = getattr(failure, "exitcode", None)
         how = f"was killed by {failure.signal_name()}" if code is not None and code < 0 else f"exited with {code}"
         if code == PEER_TIMEOUT_EXIT:
             how = "gave up waiting for the others (a collective timed out: a worker hung or was stopped)"
+        elif code == PEER_LOST_EXIT:
+            how = "lost its connection to a worker that died"
         what.append(f"worker rank {rank} (pid {getattr(failure, 'pid', '?')}) {how}")
     summary = "; ".join(what) or "a worker failed"
     restarts = f" after {launch.max_restarts} restart(s)" if launch.max_restarts else ""

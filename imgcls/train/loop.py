@@ -151,11 +151,11 @@ def _start(
         distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)
     try:
         return _fit(cfg, run_dir, checkpoint, callbacks, dataset, dist, device)
-    except RuntimeError as exc:  # a hung peer: gloo's timeout, not an "unexpected" error with a traceback
-        timed_out = distributed.peer_timeout(dist, exc, cfg.distributed.timeout_s)
-        if timed_out is None:
+    except RuntimeError as exc:  # a hung or dead peer: the backend's error, not an "unexpected" one
+        failure = distributed.peer_failure(dist, exc, cfg.distributed.timeout_s)
+        if failure is None:
             raise
-        raise timed_out from None
+        raise failure from None
 
 
 def _fit(

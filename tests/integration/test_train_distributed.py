@@ -191,6 +191,8 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
     assert time.monotonic() - killed_at < 60
     assert proc.returncode == 1, out + err
     assert "distributed training failed: worker rank" in err and "was killed by SIGKILL" in err
+    # the survivor, if it spoke before the agent stopped it, said what happened, not gloo's "GLHF! 🏖️"
+    assert "unexpected RuntimeError" not in err and "GLHF" not in err, err
     assert f"imgcls train --resume {run} --nproc-per-node 2" in err
     assert not (run / "bundle.json").exists()
     done = json.loads((run / "checkpoints" / "last.json").read_text())["state"]["epoch"]

@@ -171,6 +171,11 @@ def test_a_job_whose_every_worker_refused_the_run_exits_2_without_a_resume_hint(
     assert refused.exit_code == 2 and "did not start" in str(refused) and "--resume" not in (refused.hint or "")
     crashed = _job_failed(failed(1, -9), Launch(2), tmp_path)
     assert crashed.exit_code == 1 and "worker rank 1 (pid 101) was killed by SIGKILL" in str(crashed)
+    survivor = _job_failed(failed(5, -9), Launch(2), tmp_path)  # rank 0 saw rank 1's connection close
+    assert "worker rank 0 (pid 100) lost its connection to a worker that died; worker rank 1 (pid 101) was " \
+           "killed by SIGKILL" in str(survivor)  # fmt: skip
+    waited = _job_failed(failed(4, -9), Launch(2), tmp_path)
+    assert "worker rank 0 (pid 100) gave up waiting for the others" in str(waited)
 
 
 def test_sync_bn_on_cpu_is_refused_with_the_alternative():
@@ -349,3 +354,36 @@ def test_print_launch_names_the_shared_run_directory_as_out_does_and_says_where_
     commands = [c["command"][2] for r in yaml.safe_load(text)["spec"]["pytorchReplicaSpecs"].values()
                 for c in r["template"]["spec"]["containers"]]  # fmt: skip
     assert len(commands) == 2 and all(c.endswith(f" --out {run_dir}") for c in commands), commands
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "said"),
+    [
+        ("[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 30000ms for recv operation to complete",
+         "PeerTimeout", "rank 1: no answer from the other workers for 30 s (distributed.timeout_s)"),
+        ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:18339: "
+         "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application. "
+         "Check the logs of the remote worker before reporting an error. GLHF! 🏖️",
+         "PeerLost", "rank 1: another worker closed its connection: it died"),
+        ("[../gloo/transport/tcp/pair.cc:598] Connection closed by peer [10.0.0.2]:29500", "PeerLost", "it died"),
+        ("NCCL error in: ProcessGroupNCCL.cpp:1970, remote process exited or there was a network error, "
+         "NCCL version 2.27.3", "PeerLost", "it died"),
+    ],
+)  # fmt: skip
+def test_a_backend_error_about_the_other_workers_says_what_happened_without_its_source_path(error, kind, said):
+    from imgcls.train.distributed import PEER_LOST_EXIT, PEER_TIMEOUT_EXIT, DistEnv, peer_failure
+
+    failure = peer_failure(DistEnv(rank=1, world_size=2), RuntimeError(error), 30)
+    assert failure is not None and type(failure).__name__ == kind
+    assert said in failure.message and "/__w/" not in failure.message and "GLHF" not in failure.message
+    assert failure.exit_code == (PEER_TIMEOUT_EXIT if kind == "PeerTimeout" else PEER_LOST_EXIT)
+    assert failure.exit_at_once  # the backend's threads may still be blocked: no teardown
+
+
+def test_other_errors_and_one_process_jobs_keep_their_own_error():
+    from imgcls.train.distributed import DistEnv, peer_failure
+
+    two = DistEnv(rank=0, world_size=2)
+    assert peer_failure(two, RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), 30) is None
+    assert peer_failure(two, ValueError("connection reset by peer"), 30) is None  # only the backend's RuntimeError
+    assert peer_failure(DistEnv(), RuntimeError("Connection reset by peer"), 30) is None  # no peers to lose
