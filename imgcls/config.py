@@ -79,7 +79,8 @@ class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int = Field(default=512, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
+    """Seeds the split, the shuffle, the augmentation and the initial weights (numpy refuses a negative seed)."""
     device: Literal["cpu", "cuda"] = "cpu"
     precision: Literal["fp32", "bf16"] = "bf16"
     """Autocast precision on CUDA (CPU training always runs fp32)."""

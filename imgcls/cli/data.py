@@ -52,7 +52,7 @@ def describe(
         Path | None,
         typer.Option("--config", "-c", help="A run config YAML (its data: section is used).", show_default=False),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Split seed (default: the config's).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Split seed (default: the config's).")] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config key, e.g. --set data.val_fraction=0.2 (repeatable)."),

@@ -36,7 +36,7 @@ def reference(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where datasets live.")] = None,
     size: Annotated[int, typer.Option("--size", help="Reference images (1,000-5,000).")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Picks the sample and the calibration windows.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Picks the sample and the calibration windows.")] = 0,
     k: Annotated[int, typer.Option("--components", "-k", min=1, max=64, help="PCA components of the embedding.")] = 8,
 ) -> None:
     """Make (or replace) the drift reference of a bundle from held-out images of its dataset."""

@@ -188,6 +188,13 @@ def test_out_below_a_file_is_refused_before_the_data_loads(tmp_path):
     assert "training" not in proc.stdout and "unexpected" not in proc.stderr
 
 
+def test_a_negative_seed_is_a_clear_error_before_training(tmp_path):
+    proc = run_train(*TINY, "--seed", "-1", "--out", "z", cwd=tmp_path)  # numpy refused it mid-run: "unexpected"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "bad value for 'train.seed'" in proc.stderr and "greater than or equal to 0" in proc.stderr
+    assert "unexpected" not in proc.stderr and not (tmp_path / "z").exists()
+
+
 def test_unknown_dataset_and_model_are_clear_errors(tmp_path):
     proc = run_train("--data", "digitz", "--out", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "digitz" in proc.stderr and "Traceback" not in proc.stderr
