@@ -70,6 +70,21 @@ def configure_torch(cfg: RunConfig, processes_per_machine: int = 1) -> int:
     return torch.get_num_threads()
 
 
+def too_many_threads(cfg: RunConfig, processes_per_machine: int = 1) -> str | None:
+    """A warning when ``train.threads`` asks for more threads on this machine's processes than it has cores."""
+    from imgcls.runtime.machine import cpu_count
+
+    threads, cores = cfg.train.threads, cpu_count()
+    if cfg.train.device != "cpu" or threads is None or threads * processes_per_machine <= cores:
+        return None
+    each = max(1, cores // processes_per_machine)
+    where = f" in each of {processes_per_machine} processes" if processes_per_machine > 1 else ""
+    return (
+        f"train.threads={threads}{where} on {cores} core{'s' if cores > 1 else ''}: the threads take turns on the "
+        f"cores, which is slower than train.threads={each} (unset, it is chosen for you)"
+    )
+
+
 def seed_everything(seed: int) -> None:
     import torch
 

@@ -45,6 +45,7 @@ from imgcls.train.factory import (
     configure_torch,
     load_data,
     seed_everything,
+    too_many_threads,
 )
 from imgcls.train.finish import Run, write_bundle
 from imgcls.train.rundir import (
@@ -178,7 +179,10 @@ def _fit(
         cbs.callbacks.insert(0, WandbLogger(cfg.wandb, resume_id=checkpoint.state.wandb_run_id if checkpoint else None))
 
     started = time.perf_counter()
-    threads = configure_torch(cfg, processes_per_machine=dist.local_world_size if dist.enabled else 1)
+    procs = dist.local_world_size if dist.enabled else 1
+    threads = configure_torch(cfg, processes_per_machine=procs)
+    if primary and (crowded := too_many_threads(cfg, procs)):
+        logger.warning(crowded)
     seed_everything(cfg.train.seed)
     dataset = load_data(cfg, dataset)
     model, spec = build_model(cfg, dataset)

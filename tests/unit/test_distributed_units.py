@@ -157,6 +157,37 @@ def test_more_cpu_workers_than_cores_is_allowed_with_a_warning_that_says_why_it_
     )
 
 
+def test_more_threads_than_cores_is_allowed_with_a_warning_that_names_the_better_setting():
+    from imgcls.runtime.machine import cpu_count
+    from imgcls.train.factory import too_many_threads
+
+    cores = cpu_count()
+
+    def cfg(threads: int | None, device: str = "cpu") -> RunConfig:
+        return RunConfig.model_validate({"train": {"device": device, "threads": threads}})
+
+    assert too_many_threads(cfg(None)) is None  # chosen for you: one per core
+    assert too_many_threads(cfg(cores)) is None
+    assert too_many_threads(cfg(cores * 4, "cuda")) is None  # the GPU does the work
+    s = "s" if cores > 1 else ""
+    assert too_many_threads(cfg(cores * 4)) == (
+        f"train.threads={cores * 4} on {cores} core{s}: the threads take turns on the cores, which is slower than "
+        f"train.threads={cores} (unset, it is chosen for you)"
+    )
+    assert too_many_threads(cfg(cores), processes_per_machine=2) == (
+        f"train.threads={cores} in each of 2 processes on {cores} core{s}: the threads take turns on the cores, "
+        f"which is slower than train.threads={max(1, cores // 2)} (unset, it is chosen for you)"
+    )
+
+
+def test_a_negative_seed_is_refused_by_the_configuration_not_by_numpy_mid_run():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        RunConfig.model_validate({"train": {"seed": -1}})
+    assert RunConfig.model_validate({"train": {"seed": 2**40}}).train.seed == 2**40  # numpy takes it modulo 2**32
+
+
 def test_a_job_whose_every_worker_refused_the_run_exits_2_without_a_resume_hint(tmp_path):
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
