@@ -110,6 +110,8 @@ def _from_arrays(
     def prep(x: np.ndarray, spec: InputSpec) -> np.ndarray:
         if x.shape[1:3] == spec.size and x.shape[3] == spec.channels:
             return np.ascontiguousarray(x)
+        if not len(x):  # an empty split (data.val_fraction=0): the loop says what it lacks
+            return np.empty((0, *spec.size, spec.channels), np.uint8)
         mode = "L" if x.shape[3] == 1 else "RGB"
         return np.stack([prepare(Image.fromarray(a[..., 0] if mode == "L" else a, mode), spec) for a in x])
 

@@ -195,6 +195,14 @@ def test_a_negative_seed_is_a_clear_error_before_training(tmp_path):
     assert "unexpected" not in proc.stderr and not (tmp_path / "z").exists()
 
 
+def test_no_validation_split_is_a_clear_error_with_the_fix(tmp_path):
+    # 16 px: digits are 8×8, so the splits are resized (the empty one crashed there)
+    proc = run_train(*TINY, "--img-size", "16", "--set", "data.val_fraction=0", "--out", "v", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # was "unexpected ValueError: need at least one array"
+    assert "dataset 'digits' has no validation images (data.val_fraction=0.0)" in proc.stderr
+    assert "set data.val_fraction > 0" in proc.stderr and not (tmp_path / "v").exists()
+
+
 def test_unknown_dataset_and_model_are_clear_errors(tmp_path):
     proc = run_train("--data", "digitz", "--out", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "digitz" in proc.stderr and "Traceback" not in proc.stderr
