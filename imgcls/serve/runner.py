@@ -25,11 +25,13 @@ GRACE_AFTER_DRAIN_S = 1.0
 
 
 def check_environment(settings: ServeSettings) -> None:
-    """Refuse to start on what would fail later: W&B without a key, an unwritable prediction log.
+    """Refuse to start on what would fail later: an address that cannot be bound, W&B without a key, an unwritable
+    prediction log.
 
     Raises:
         UsageError: with a hint naming the fix.
     """
+    check_address(settings.host, settings.port)
     if settings.wandb:
         from imgcls.wandb_run import resolve_mode
 
@@ -50,6 +52,43 @@ def check_environment(settings: ServeSettings) -> None:
         check_export_uri(settings.log_export)
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: the server is reachable from other machines", settings.host)
+
+
+def check_address(host: str, port: int) -> None:
+    """UsageError unless ``host:port`` can be bound now (as uvicorn binds it, with SO_REUSEADDR), before the model
+    loads: uvicorn said a port in use or an unknown host only in a JSON log line, and exited with status 3.
+    (Another process may still take the port before uvicorn binds it; then uvicorn's own error stands.)"""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        raise UsageError(
+            f"--host {host!r} is not a name or address this machine can resolve",
+            hint="e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"port {port} on {host} is in use: another server listens there",
+                    hint=f"choose another --port, or stop that server (`ss -ltnp 'sport = :{port}'` names it)",
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(
+                    f"--host {host} is not an address of this machine",
+                    hint="use one of its addresses (`ip -brief address`), 127.0.0.1, or 0.0.0.0 (every interface)",
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise UsageError(
+                    f"port {port} needs privileges to bind (ports below 1024)",
+                    hint="choose --port 1024 or above (8000 is the default) and put a proxy in front for port 80",
+                ) from None
+            raise
 
 
 def build_app(settings: ServeSettings) -> Any:

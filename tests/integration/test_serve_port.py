@@ -54,3 +54,25 @@ def test_a_bad_port_env_is_a_usage_error() -> None:
         timeout=60,
     )
     assert res.returncode == 2 and "PORT" in res.stderr
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgcls", "serve", "--log-predictions", "off", *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_a_port_in_use_or_a_host_not_here_is_refused_before_the_model_loads(exported_digits_bundle: Path) -> None:
+    import socket
+
+    model = ["--model", str(exported_digits_bundle)]
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # another server listens there
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            res = _serve(*model, "--port", str(port), "--workers", workers)
+            assert res.returncode == 2, res.stderr  # uvicorn: a JSON log line "address already in use", exit 3
+            assert f"error: port {port} on 127.0.0.1 is in use: another server listens there" in res.stderr
+            assert "choose another --port" in res.stderr and "serving" not in res.stderr  # before the model loads
+    res = _serve(*model, "--host", "no-such-host.invalid", "--port", str(free_port()))
+    assert res.returncode == 2 and "--host 'no-such-host.invalid' is not a name or address" in res.stderr
+    res = _serve(*model, "--host", "192.0.2.1", "--port", str(free_port()))  # TEST-NET-1: no machine has it
+    assert res.returncode == 2 and "--host 192.0.2.1 is not an address of this machine" in res.stderr
