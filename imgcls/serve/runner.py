@@ -55,21 +55,31 @@ def check_environment(settings: ServeSettings) -> None:
 
 
 def check_address(host: str, port: int) -> None:
-    """UsageError unless ``host:port`` can be bound now (as uvicorn binds it, with SO_REUSEADDR), before the model
-    loads: uvicorn said a port in use or an unknown host only in a JSON log line, and exited with status 3.
-    (Another process may still take the port before uvicorn binds it; then uvicorn's own error stands.)"""
-    import errno
+    """UsageError unless ``host:port`` can be bound now, before the model loads: every address the name resolves to,
+    as asyncio's ``create_server`` binds them for uvicorn (SO_REUSEADDR, IPv6 only on IPv6). uvicorn said a port in
+    use or an unknown host only in a JSON log line, and exited with status 3. (Another process may still take the
+    port before uvicorn binds it; then uvicorn's own error stands.)"""
     import socket
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
         raise UsageError(
             f"--host {host!r} is not a name or address this machine can resolve",
             hint="e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
         ) from None
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        _try_bind(host, port, family, kind, proto, address)
+
+
+def _try_bind(host: str, port: int, family: int, kind: int, proto: int, address: Any) -> None:
+    import errno
+    import socket
+
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             sock.bind(address)
         except OSError as exc:
