@@ -11,6 +11,7 @@ the local model store, dataset downloads, saved weights):
 - :func:`swap_dirs` swaps a fully written staging directory with a live one in one
   ``renameat2(RENAME_EXCHANGE)`` where the kernel has it (two renames elsewhere): a reader sees the old
   directory or the new one, never a mix.
+- :func:`check_output` refuses, before a command does its work, a destination it could not write at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "atomic_file",
     "atomic_write_bytes",
     "atomic_write_json",
+    "check_output",
     "fsync_dir",
     "fsync_file",
     "fsync_tree",
@@ -38,6 +40,26 @@ __all__ = [
     "swap_dirs",
     "umask",
 ]
+
+
+def check_output(path: Path, flag: str, *, folder: bool) -> None:
+    """UsageError unless ``path`` (a folder to make or fill, or a file to write) could be written: no file where a
+    folder above it should be, no folder where the file should be, and a folder above it this process may write in.
+    For a command to call before its work (a benchmark, a training), not after it."""
+    from imgcls.errors import UsageError
+
+    if path.exists():
+        if folder and not path.is_dir():
+            raise UsageError(f"{flag} {path} is a file, not a folder", hint=f"choose another {flag}")
+        if not folder and path.is_dir():
+            raise UsageError(f"{flag} {path} is a folder", hint=f"name a file for {flag}")
+        target = path
+    else:  # the nearest folder above it that exists ("." or "/" at the latest)
+        target = next(p for p in path.parents if p.exists())
+        if not target.is_dir():
+            raise UsageError(f"{flag} {path}: {target} is a file, not a folder", hint=f"choose another {flag}")
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{flag} {path}: this user may not write {target}", hint=f"choose another {flag}")
 
 
 def umask() -> int:

@@ -99,6 +99,7 @@ _FIX = {
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
     errno.EISDIR: "the path is a folder where a file is needed: name a file",
     errno.ENAMETOOLONG: "choose a shorter name",
+    errno.EEXIST: "a file of that name is in the way: choose another path",
 }
 
 

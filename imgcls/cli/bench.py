@@ -130,7 +130,11 @@ def bench(
 ) -> None:
     from imgcls.cli._render import console, err_console
     from imgcls.errors import UsageError
+    from imgcls.fsio import check_output
 
+    for path, flag in ((json_path, "--json"), (chart, "--chart")):
+        if path is not None:
+            check_output(path, flag, folder=False)  # before minutes of measuring, not after
     if (model is None) == (url is None):
         raise UsageError(
             "give exactly one of --model (in process) or --url (a running server)",

@@ -64,8 +64,11 @@ def describe(
     """
     from imgcls.config import load_config
     from imgcls.data.describe import describe_dataset
+    from imgcls.fsio import check_output
 
     cfg = load_config(config, set_, {"data.name": data, "data.dir": data_dir, "data.img_size": img_size})
+    if out is not None:
+        check_output(out, "--out", folder=True)
     d = describe_dataset(cfg.data, out, seed=cfg.train.seed if seed is None else seed)
     _render(d)
 

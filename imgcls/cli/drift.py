@@ -84,9 +84,12 @@ def report(
     from imgcls.cli._render import console, err_console
     from imgcls.drift.report import DRIFT_EXIT_CODE, drift_report
     from imgcls.errors import UsageError
+    from imgcls.fsio import check_output
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}", hint="use table or json")
+    if out is not None:
+        check_output(out, "--out", folder=True)
     mode = None
     if wandb:
         from imgcls.drift.wandb_report import resolve_mode

@@ -66,6 +66,9 @@ def sweep(
         )
     out_dir = out or Path("runs") / f"sweep-{name}"
     from imgcls.deps import require
+    from imgcls.fsio import check_output
+
+    check_output(out_dir, "--out", folder=True)
 
     optuna = require("optuna", feature="imgcls sweep")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -49,13 +49,11 @@ def bundle_name(cfg: RunConfig) -> str:
 def check_new_run_dir(run_dir: Path) -> None:
     """UsageError unless ``run_dir`` is absent or an empty directory (never train over a run or a bundle), or
     cannot be made (a file where a folder above it should be), before the data loads."""
+    from imgcls.fsio import check_output
+
+    check_output(run_dir, "--out", folder=True)
     if not run_dir.exists():
-        above = next((p for p in run_dir.parents if p.exists()), None)
-        if above is not None and not above.is_dir():
-            raise UsageError(f"--out {run_dir}: {above} is a file, not a folder", hint="choose another --out")
         return
-    if not run_dir.is_dir():
-        raise UsageError(f"--out {run_dir} exists and is not a directory", hint="choose another --out")
     if has_checkpoint(run_dir):
         raise UsageError(
             f"--out {run_dir} holds an interrupted run",

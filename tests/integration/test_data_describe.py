@@ -132,10 +132,13 @@ def test_describe_errors_exit_2_with_message_and_hint(tmp_path: Path, setup, mes
 
 def test_an_out_folder_that_cannot_be_made_is_a_clear_error_not_an_unexpected_one(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a folder")
-    proc = imgcls("data", "describe", "--data", "digits", "--out", str(tmp_path / "a-file" / "report"), cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    err = " ".join(proc.stderr.split())
-    assert f"cannot use {tmp_path / 'a-file' / 'report'}: not a directory" in err
-    assert "a part of the path is a file, not a folder" in err
-    assert "unexpected" not in err and "Traceback" not in err
+    for out, said in [
+        (tmp_path / "a-file" / "report", f"--out {tmp_path / 'a-file' / 'report'}: {tmp_path / 'a-file'} is a file"),
+        (tmp_path / "a-file", f"--out {tmp_path / 'a-file'} is a file, not a folder"),
+    ]:
+        proc = imgcls("data", "describe", "--data", "digits", "--out", str(out), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stdout + proc.stderr  # was "unexpected NotADirectoryError", exit 1
+        err = " ".join(proc.stderr.split())
+        assert said in err and "hint: choose another --out" in err
+        assert "unexpected" not in err and "Traceback" not in err
     assert (tmp_path / "a-file").read_text() == "not a folder"

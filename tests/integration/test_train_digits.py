@@ -185,6 +185,8 @@ def test_out_below_a_file_is_refused_before_the_data_loads(tmp_path):
     proc = run_train(*TINY, "--out", str(tmp_path / "notes" / "run"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"--out {tmp_path / 'notes' / 'run'}: {tmp_path / 'notes'} is a file, not a folder" in proc.stderr
+    proc = run_train(*TINY, "--out", str(tmp_path / "notes"), cwd=tmp_path)
+    assert proc.returncode == 2 and f"--out {tmp_path / 'notes'} is a file, not a folder" in proc.stderr
     assert "training" not in proc.stdout and "unexpected" not in proc.stderr
 
 

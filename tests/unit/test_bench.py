@@ -192,3 +192,17 @@ def test_the_pick_is_never_slower_than_onnxruntime_int8_whatever_the_cpu() -> No
     best = pick(amx)
     assert best is not None and best["engine"] == "openvino" and best["img_per_s"] >= 250.0
     assert pick({"results": [row("openvino", "bf16", 64, 900.0, "gate_failed")]}) is None
+
+
+def test_a_report_path_that_could_not_be_written_is_refused_before_measuring(bundle: Path, tmp_path: Path) -> None:
+    from imgcls.cli import app
+    from imgcls.errors import UsageError
+
+    (tmp_path / "notes").write_text("a file")
+    for flag, path, said in [("--json", tmp_path / "notes" / "r.json", "notes is a file, not a folder"),
+                             ("--json", tmp_path, "is a folder"),
+                             ("--chart", tmp_path / "notes" / "c.png", "notes is a file, not a folder")]:  # fmt: skip
+        result = CliRunner().invoke(app, ["bench", "--model", str(bundle), flag, str(path)])
+        assert isinstance(result.exception, UsageError), result.output  # the CLI prints it, exit 2
+        assert f"{flag} {path}" in result.exception.message and said in result.exception.message
+        assert "GEMM" not in result.output and not list(tmp_path.glob("*.png"))  # nothing measured or drawn

@@ -54,3 +54,25 @@ def test_swap_dirs_replaces_a_live_directory_whole(tmp_path: Path) -> None:
     swap_dirs(stage, live)
     assert {p.name: p.read_text() for p in live.iterdir()} == {"a": "new", "b": "added"}
     assert not stage.exists() and _leftovers(tmp_path) == []
+
+
+def test_check_output_refuses_before_the_work_a_destination_that_could_not_be_written(tmp_path):
+    from imgcls.errors import UsageError
+    from imgcls.fsio import check_output
+
+    (tmp_path / "notes").write_text("a file")
+    for path, folder in [
+        (tmp_path / "new" / "deeper", True),
+        (tmp_path / "report.json", False),
+        (tmp_path / "notes", False),
+        (tmp_path, True),
+        (Path("relative.json"), False),
+    ]:
+        check_output(path, "--out", folder=folder)  # fine: nothing is made or written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+    with pytest.raises(UsageError, match=r"--out .*/notes is a file, not a folder"):
+        check_output(tmp_path / "notes", "--out", folder=True)
+    with pytest.raises(UsageError, match=r"--json .*/notes/r\.json: .*/notes is a file, not a folder"):
+        check_output(tmp_path / "notes" / "r.json", "--json", folder=False)
+    with pytest.raises(UsageError, match=r"--json .* is a folder"):
+        check_output(tmp_path, "--json", folder=False)
