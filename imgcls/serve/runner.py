@@ -9,6 +9,7 @@ With workers, uvicorn's supervisor forwards SIGTERM to every worker and each one
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -73,7 +74,6 @@ def check_address(host: str, port: int) -> None:
 
 
 def _try_bind(host: str, port: int, family: int, kind: int, proto: int, address: Any) -> None:
-    import errno
     import socket
 
     with socket.socket(family, kind, proto) as sock:

@@ -47,8 +47,8 @@ def bundle_name(cfg: RunConfig) -> str:
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    """UsageError unless ``run_dir`` is absent or an empty directory (never train over a run or a bundle), or
-    cannot be made (a file where a folder above it should be), before the data loads."""
+    """UsageError unless ``run_dir`` can be made (no file where a folder above it should be) and is absent or an
+    empty directory (never train over a run or a bundle); checked before the data loads."""
     from imgcls.fsio import check_output
 
     check_output(run_dir, "--out", folder=True)

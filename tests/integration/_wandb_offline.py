@@ -66,6 +66,7 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     job_type: str = ""
     group: str = ""
+    started_ns: int = 0  # the run's start time: the folder names only the second
     artifacts: list[Any] = field(default_factory=list)  # ArtifactRecord protobufs (name, type, aliases, manifest)
     used_artifacts: list[Any] = field(default_factory=list)
 
@@ -104,6 +105,7 @@ def read_run(run_dir: Path) -> OfflineRun:
         elif kind == "run":
             run.job_type = record.run.job_type
             run.group = record.run.run_group
+            run.started_ns = record.run.start_time.ToNanoseconds()
             run.config.update({_key(i): json.loads(i.value_json) for i in record.run.config.update})
         elif kind == "artifact":
             run.artifacts.append(record.artifact)
@@ -115,5 +117,7 @@ def read_run(run_dir: Path) -> OfflineRun:
 
 
 def offline_runs(root: Path) -> list[OfflineRun]:
-    """Every offline run under ``root`` (``root/wandb/offline-run-*`` or deeper), oldest first."""
-    return [read_run(p) for p in sorted(root.rglob("offline-run-*")) if p.is_dir()]
+    """Every offline run under ``root`` (``root/wandb/offline-run-*`` or deeper), oldest first: by start time, since
+    two runs started in the same second have folder names that sort by their random ids."""
+    runs = [read_run(p) for p in root.rglob("offline-run-*") if p.is_dir()]
+    return sorted(runs, key=lambda r: (r.started_ns, str(r.path)))
