@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,8 +167,6 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
     except ChildFailedError as exc:
         raise _job_failed(exc, launch, run_dir) from None
     except SignalException as exc:  # SIGTERM/SIGINT to the launcher: the agent stopped the workers
-        import signal
-
         name = signal.Signals(exc.sigval).name
         raise ImgclsError(
             f"stopped by {name}: the workers were stopped",
@@ -195,6 +194,14 @@ def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsErro
             how = "gave up waiting for the others (a collective timed out: a worker hung or was stopped)"
         elif code == PEER_LOST_EXIT:
             how = "lost its connection to a worker that died"
+        elif code == -signal.SIGABRT:
+            # NCCL's watchdog (TORCH_NCCL_ASYNC_ERROR_HANDLING, default 3) ends the process from its own thread
+            # when a collective times out: "terminate called after throwing ... Watchdog caught collective
+            # operation timeout", exit -6, before Python can raise PeerTimeout
+            how += (
+                " (a native abort: on GPUs, NCCL's watchdog ends a worker whose collective waited longer than "
+                "distributed.timeout_s, because another worker hung or died)"
+            )
         what.append(f"worker rank {rank} (pid {getattr(failure, 'pid', '?')}) {how}")
     summary = "; ".join(what) or "a worker failed"
     restarts = f" after {launch.max_restarts} restart(s)" if launch.max_restarts else ""

@@ -207,6 +207,9 @@ def test_a_job_whose_every_worker_refused_the_run_exits_2_without_a_resume_hint(
            "killed by SIGKILL" in str(survivor)  # fmt: skip
     waited = _job_failed(failed(4, -9), Launch(2), tmp_path)
     assert "worker rank 0 (pid 100) gave up waiting for the others" in str(waited)
+    aborted = _job_failed(failed(-6, -15), Launch(2), tmp_path)  # NCCL's watchdog on a collective timeout
+    assert "worker rank 0 (pid 100) was killed by SIGABRT (a native abort: on GPUs, NCCL's watchdog ends a worker " \
+           "whose collective waited longer than distributed.timeout_s" in str(aborted)  # fmt: skip
 
 
 def test_sync_bn_on_cpu_is_refused_with_the_alternative():
