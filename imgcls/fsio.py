@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,6 +49,14 @@ def check_output(path: Path, flag: str, *, folder: bool) -> None:
     For a command to call before its work (a benchmark, a training), not after it."""
     from imgcls.errors import UsageError
 
+    scheme = path.parts[0] if path.parts else ""
+    if not path.is_absolute() and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:", scheme):  # gs://b/x is Path gs:/b/x
+        url = f"{scheme}//{Path(*path.parts[1:])}"
+        raise UsageError(
+            f"{flag} {url} is a URL, and {flag} is a folder or file on this machine",
+            hint=f"give a path on this machine (a bundle goes to a bucket afterwards: `imgcls push DIR --to "
+            f"{scheme}//BUCKET`)",
+        )
     if path.exists():
         if folder and not path.is_dir():
             raise UsageError(f"{flag} {path} is a file, not a folder", hint=f"choose another {flag}")

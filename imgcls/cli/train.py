@@ -178,6 +178,10 @@ def train(
         launch_nodes = Launch(_or(nproc_per_node, 1), _or(nnodes, 1), rdzv_endpoint=rdzv_endpoint or "<HOST>:29500")
         typer.echo(launch_spec(print_launch, cfg, config, launch_nodes), nl=False)
         return
+    if resume is None and cfg.out:
+        from imgcls.fsio import check_output
+
+        check_output(Path(str(cfg.out)), "--out", folder=True)  # as given: gs://b/x is not a folder named gs:
     started = time.perf_counter()
     from imgcls.train.distributed import DistEnv
 

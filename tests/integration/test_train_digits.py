@@ -187,6 +187,9 @@ def test_out_below_a_file_is_refused_before_the_data_loads(tmp_path):
     assert f"--out {tmp_path / 'notes' / 'run'}: {tmp_path / 'notes'} is a file, not a folder" in proc.stderr
     proc = run_train(*TINY, "--out", str(tmp_path / "notes"), cwd=tmp_path)
     assert proc.returncode == 2 and f"--out {tmp_path / 'notes'} is a file, not a folder" in proc.stderr
+    proc = run_train(*TINY, "--out", "gs://bucket/run", cwd=tmp_path)  # was a local folder named gs:
+    assert proc.returncode == 2 and "--out gs://bucket/run is a URL" in proc.stderr, proc.stderr
+    assert "imgcls push DIR --to gs://BUCKET" in proc.stderr and list(tmp_path.iterdir()) == [tmp_path / "notes"]
     assert "training" not in proc.stdout and "unexpected" not in proc.stderr
 
 

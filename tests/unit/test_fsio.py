@@ -76,3 +76,7 @@ def test_check_output_refuses_before_the_work_a_destination_that_could_not_be_wr
         check_output(tmp_path / "notes" / "r.json", "--json", folder=False)
     with pytest.raises(UsageError, match=r"--json .* is a folder"):
         check_output(tmp_path, "--json", folder=False)
+    for url in ("gs://bucket/runs/x", "s3://b/r.json", "https://host/x"):  # Path() keeps one slash: gs:/bucket/...
+        with pytest.raises(UsageError, match=f"--out {url} is a URL, and --out is a folder or file on this machine"):
+            check_output(Path(url), "--out", folder=True)
+    assert not Path("gs:").exists()
