@@ -25,6 +25,15 @@ logger = logging.getLogger(__name__)
 RESUMABLE_CHUNK = 8 << 20  # bytes per resumable-upload request; files above this size upload in chunks
 
 
+def _reason(exc: BaseException | None) -> str:
+    """``[Errno 111] Connection refused`` out of urllib3's nested message, or the message itself, cut short."""
+    import re
+
+    text = str(exc) if exc is not None else "no answer"
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    return found.group(0).strip() if found else text[:200]
+
+
 def _crc_from_b64(value: str | None) -> int | None:
     return int.from_bytes(base64.b64decode(value), "big") if value else None
 
@@ -123,6 +132,13 @@ class GCSBackend:
             ) from exc
         except exceptions.GoogleAPICallError as exc:
             raise StoreError(f"GCS request failed while trying to {what}: {exc}", exit_code=1) from exc
+        except (
+            exceptions.RetryError
+        ) as exc:  # the client retried a transient failure (no connection) until its deadline
+            raise StoreError(
+                f"cannot reach GCS while trying to {what}: {_reason(exc.cause)}, still after the client's retries",
+                hint="check the network, or STORAGE_EMULATOR_HOST if you use an emulator",
+            ) from exc
         except (OSError, requests.exceptions.RequestException) as exc:
             raise StoreError(
                 f"cannot reach GCS while trying to {what}: {exc}",
