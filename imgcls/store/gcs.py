@@ -254,7 +254,7 @@ class GCSBackend:
             names += [p[len(base) :].rstrip("/") for p in it.prefixes]
             return sorted(n for n in set(names) if n and not n.startswith("."))
 
-        return list(self._call(f"list {base}", _list, missing="bucket"))
+        return list(self._call(f"list gs://{self.uri.bucket}/{base}", _list, missing="bucket"))
 
     def delete(self, key: str) -> None:
         name = self._key(key)
