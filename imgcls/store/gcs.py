@@ -132,9 +132,8 @@ class GCSBackend:
             ) from exc
         except exceptions.GoogleAPICallError as exc:
             raise StoreError(f"GCS request failed while trying to {what}: {exc}", exit_code=1) from exc
-        except (
-            exceptions.RetryError
-        ) as exc:  # the client retried a transient failure (no connection) until its deadline
+        # the client retried a transient failure (no connection) until its deadline: 120 s by default
+        except exceptions.RetryError as exc:
             raise StoreError(
                 f"cannot reach GCS while trying to {what}: {_reason(exc.cause)}, still after the client's retries",
                 hint="check the network, or STORAGE_EMULATOR_HOST if you use an emulator",
