@@ -15,7 +15,8 @@ _MARK = {
     "missing": "[red]miss[/]",
     "fail": "[red]FAIL[/]",
     "info": "[blue]info[/]",
-}  # fmt: skip  (rich markup, for styled())
+}  # rich markup, for styled()
+_UNDER = " " * 18  # a note or a fix lines up under the check's summary (the mark, its name in 12, the spaces)
 
 
 def doctor(
@@ -56,9 +57,7 @@ def doctor(
                 soft_wrap=True,
             )
             for note in check.notes:
-                console.print(f"     {'':<12} → {note}", highlight=False, soft_wrap=True)
+                console.print(f"{_UNDER}→ {note}", highlight=False, soft_wrap=True)
             if check.fix:
-                console.print(
-                    styled("     {} [yellow]fix:[/] {}", " " * 12, check.fix), highlight=False, soft_wrap=True
-                )
+                console.print(styled(_UNDER + "[yellow]fix:[/] {}", check.fix), highlight=False, soft_wrap=True)
     report.require(required)
