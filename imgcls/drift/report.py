@@ -98,6 +98,11 @@ def _log_files(location: Path, cutoff: float | None = None) -> list[str]:
             f"--log {location} does not exist",
             hint="the server writes ~/.cache/imgcls/serve/predictions.sqlite unless given --log-predictions",
         )
+    if not location.is_file():  # a FIFO or a device: sqlite would wait on it for ever
+        raise UsageError(
+            f"--log {location} is not a regular file",
+            hint="point --log at the SQLite file `imgcls serve --log-predictions` writes, or at a folder of logs",
+        )
     return [str(location)]
 
 
@@ -148,11 +153,10 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
 def _segment_rows(location: str) -> list[dict[str, Any]]:
     from imgcls.serve.logexport import read_segment_bytes
 
-    name = location.rsplit("/", 1)[-1]
     try:
         data = read_segment_bytes(location)
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise UsageError(f"--log {name}: not a prediction-log segment (cannot read it: {exc})") from None
+        raise UsageError(f"--log {location}: not a prediction-log segment (cannot read it: {exc})") from None
     rows = []
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
@@ -160,9 +164,13 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
         try:
             r = json.loads(line)
         except ValueError:
-            raise UsageError(f"--log {name}: line {n} is not JSON; this is not a prediction-log segment") from None
+            raise UsageError(f"--log {location}: line {n} is not JSON; this is not a prediction-log segment") from None
         if not isinstance(r, dict) or not {"timestamp", "model_sha256", "class_id", "confidence"} <= set(r):
-            raise UsageError(f"--log {name}: line {n} is not a prediction record")
+            raise UsageError(
+                f"--log {location}: line {n} is not a prediction record",
+                hint="--log reads every *.sqlite and *.jsonl[.gz] file of a folder: point it at the server's log "
+                "or its --log-export folder alone",
+            )
         rows.append(r)
     return rows
 
@@ -494,7 +502,7 @@ def drift_report(
 
     if (log is None) == (images is None):
         raise UsageError("give exactly one of --log and --images")
-    if images is not None and (since or last):
+    if images is not None and (since is not None or last is not None):
         raise UsageError("--since and --last select rows of a --log; a folder of --images is compared whole")
     bundle_dir = resolve_model(model)
     reference = load_reference(bundle_dir)

@@ -207,6 +207,16 @@ def test_bad_inputs_get_a_message_and_an_exit_code(
     (tmp_path / "notes.sqlite").write_text("not a database")
     code, err = report("--log", str(tmp_path / "notes.sqlite"))
     assert code == 2 and "is not a prediction log" in err
+    os.mkfifo(tmp_path / "pipe.sqlite")  # sqlite would wait on it for ever (the helper's timeout would say so)
+    code, err = report("--log", str(tmp_path / "pipe.sqlite"))
+    assert code == 2 and "is not a regular file" in err
+    code, err = report("--images", str(tmp_path), "--last", "0")
+    assert code == 2 and "select rows of a --log" in err
+    mixed = tmp_path / "mixed"  # a folder read whole, with a file that is no log: the error names that file
+    (mixed / "run").mkdir(parents=True)
+    (mixed / "run" / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n')
+    code, err = report("--log", str(mixed))
+    assert code == 2 and f"{mixed / 'run' / 'metrics.jsonl'}: line 1 is not a prediction record" in err
     _write_log(tmp_path / "old.sqlite", sha, 5, timestamp=1_000_000.0, other=3)
     code, err = report("--log", str(tmp_path / "old.sqlite"), "--since", "24h")
     assert code == 2 and "--since 24h selects nothing" in err
