@@ -71,12 +71,29 @@ class BenchConfig:
             raise UsageError(f"batch sizes must be at least 1, got {self.batches}")
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise UsageError(f"thread counts must be at least 1, got {self.threads}")
+        cores = cpu_count()
+        if self.threads is not None and max(self.threads) > cores:
+            # more threads than cores only take turns on them: 999 onnxruntime threads on 2 cores ran for minutes
+            raise UsageError(
+                f"--threads {max(self.threads)}: this process may use {cores} core(s); more threads than cores "
+                "only contend for them",
+                hint=f"use thread counts from 1 to {cores}",
+            )
+        if self.pick_batch is not None and self.pick_batch not in self.batches:
+            raise UsageError(
+                f"--pick-batch {self.pick_batch} is not one of the batch sizes measured ({_listed(self.batches)})",
+                hint=f"add it to --batch, e.g. --batch {_listed(sorted({*self.batches, self.pick_batch}))}",
+            )
         for engine in self.engines or []:
             if engine not in ENGINE_PRECISIONS:
                 raise UsageError(f"unknown engine {engine!r}", hint=f"use {', '.join(ENGINE_PRECISIONS)}")
         for precision in self.precisions or []:
             if precision not in SOURCE_PRECISION:
                 raise UsageError(f"unknown precision {precision!r}", hint=f"use {', '.join(SOURCE_PRECISION)}")
+
+
+def _listed(values: list[int]) -> str:
+    return ",".join(map(str, values))
 
 
 def candidates(bundle: Any, config: BenchConfig) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:

@@ -26,11 +26,14 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A report written by ``imgcls bench --json``.
+_KINDS = {"inprocess": "in process (bench --model)", "http": "over HTTP (bench --url)"}
+
+
+def load_report(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """A report written by ``imgcls bench --json`` (of ``kind``, ``inprocess`` or ``http``, when given).
 
     Raises:
-        UsageError: not readable or not a bench report.
+        UsageError: not readable, not a bench report, or a report of the other kind.
     """
     try:
         data = json.loads(Path(path).read_text())
@@ -38,6 +41,12 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--baseline {path}: cannot read it ({exc})", hint="pass a file from `bench --json`") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise UsageError(f"--baseline {path} is not an imgcls bench report (no 'results' list)")
+    found = data.get("kind", "inprocess")
+    if kind is not None and found != kind:
+        raise UsageError(
+            f"--baseline {path} is a report measured {_KINDS.get(found, found)}; this run measures {_KINDS[kind]}",
+            hint="compare with a --json report of the same kind of run",
+        )
     return data
 
 

@@ -18,8 +18,20 @@ from rich.console import Console
 if TYPE_CHECKING:
     from rich.text import Text
 
-console = Console(markup=False, emoji=False)
-err_console = Console(stderr=True, markup=False, emoji=False)
+PIPE_WIDTH = 200
+"""The width of output that goes to a file or a pipe (rich's own is 80, which cut bench's 14-column table into
+``on… fp…`` cells in ``imgcls bench ... > bench.txt``); COLUMNS, where set, decides instead."""
+
+
+def _console(*, stderr: bool = False) -> Console:
+    out = Console(stderr=stderr, markup=False, emoji=False)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = PIPE_WIDTH  # a table takes the width it needs, up to this
+    return out
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 @dataclass

@@ -141,6 +141,11 @@ def bench(
             hint="imgcls bench --model runs/digits, or imgcls bench --url http://127.0.0.1:8000/v1/predict "
             "--image cat.png",
         )
+    earlier: tuple[Path, dict[str, Any]] | None = None
+    if baseline is not None:  # read before measuring too
+        from imgcls.bench.report import load_report
+
+        earlier = (baseline, load_report(baseline, kind="inprocess" if url is None else "http"))
     if url is not None:
         if image is None:
             raise UsageError("--url needs --image FILE (the upload every request sends)")
@@ -160,7 +165,7 @@ def bench(
         for row in report["results"]:
             for warning in row.get("warnings", []):
                 err_console.print(styled("[yellow]warning:[/] {}", warning), highlight=False, soft_wrap=True)
-        _finish(report, json_path, None, baseline, regression)
+        _finish(report, json_path, None, earlier, regression)
         return
 
     slo_grid: tuple[tuple[int, ...], tuple[float, ...]] | None = None
@@ -235,7 +240,7 @@ def bench(
 
                 # the report still says what was tried; a --baseline regression (also exit 1) yields to the SLO's
                 with contextlib.suppress(typer.Exit):
-                    _finish(report, json_path, chart, baseline, regression)
+                    _finish(report, json_path, chart, earlier, regression)
                 raise failure
             profile = profile.model_copy(update={"max_batch": best["max_batch"], "max_delay_ms": best["max_delay_ms"]})
         write_pick(bundle_path, profile)
@@ -259,7 +264,7 @@ def bench(
             highlight=False,
             soft_wrap=True,
         )
-    _finish(report, json_path, chart, baseline, regression)
+    _finish(report, json_path, chart, earlier, regression)
 
 
 def _sample_png(bundle_path: Path) -> Path:
@@ -278,7 +283,11 @@ def _sample_png(bundle_path: Path) -> Path:
 
 
 def _finish(
-    report: dict[str, Any], json_path: Path | None, chart: Path | None, baseline: Path | None, regression: float
+    report: dict[str, Any],
+    json_path: Path | None,
+    chart: Path | None,
+    earlier: tuple[Path, dict[str, Any]] | None,
+    regression: float,
 ) -> None:
     from imgcls.cli._render import console, err_console
 
@@ -297,10 +306,22 @@ def _finish(
         from imgcls.bench.report import chart as draw
 
         err_console.print(draw(report, chart)[1], highlight=False)
-    if baseline is not None:
-        from imgcls.bench.report import compare, load_report
+    if earlier is not None:
+        from imgcls.bench.report import compare
 
-        entries = compare(report, load_report(baseline), regression)
+        baseline, previous = earlier
+        entries = compare(report, previous, regression)
+        if not entries:
+            err_console.print(
+                styled(
+                    "[yellow]warning:[/] {}",
+                    f"no row of this run was measured in --baseline {baseline} (other engines, precisions, batch "
+                    "sizes, threads or load levels): nothing was compared",
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         console.print(_baseline_table(entries, baseline, regression), soft_wrap=True)
         bad = [e for e in entries if e["regression"]]
         if bad:

@@ -4,6 +4,7 @@ the serving profile and engine="auto", the report's JSON schema and --baseline's
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,49 @@ def test_a_report_path_that_could_not_be_written_is_refused_before_measuring(bun
         assert isinstance(result.exception, UsageError), result.output  # the CLI prints it, exit 2
         assert f"{flag} {path}" in result.exception.message and said in result.exception.message
         assert "GEMM" not in result.output and not list(tmp_path.glob("*.png"))  # nothing measured or drawn
+
+
+def test_bad_flags_and_baselines_are_refused_before_measuring(bundle: Path, tmp_path: Path) -> None:
+    from imgcls.cli import app
+    from imgcls.runtime.machine import cpu_count
+
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (tmp_path / "http.json").write_text(json.dumps({"kind": "http", "results": []}))
+    args = ["bench", "--model", str(bundle), "--engine", "onnxruntime", "--precision", "fp32", "--no-peaks"]
+    for extra, said in [
+        (["--threads", str(cpu_count() + 1)], f"may use {cpu_count()} core(s)"),
+        (["--batch", "1,4", "--pick", "--pick-batch", "7"], "--pick-batch 7 is not one of the batch sizes measured"),
+        (["--baseline", str(tmp_path / "picture.png")], "cannot read it"),
+        (["--baseline", str(tmp_path / "http.json")], "is a report measured over HTTP (bench --url)"),
+    ]:
+        result = CliRunner().invoke(app, [*args, *extra])
+        assert isinstance(result.exception, UsageError), result.output  # the CLI prints it, exit 2
+        assert said in result.exception.message
+        assert "onnxruntime" not in result.output  # no row was measured
+    assert serving_profile(load_bundle(bundle)) is None  # nothing picked
+
+
+def test_a_baseline_with_no_row_in_common_says_nothing_was_compared(bundle: Path, tmp_path: Path) -> None:
+    from imgcls.cli import app
+
+    args = ["bench", "--model", str(bundle), "--engine", "onnxruntime", "--precision", "fp32", "--no-peaks",
+            "--threads", "1", "--measure-s", "0.05"]  # fmt: skip
+    assert CliRunner().invoke(app, [*args, "--batch", "2", "--json", str(tmp_path / "b2.json")]).exit_code == 0
+    result = CliRunner().invoke(app, [*args, "--batch", "3", "--baseline", str(tmp_path / "b2.json")])
+    assert result.exit_code == 0, result.output
+    assert "nothing was compared" in result.output
+
+
+def test_the_table_is_whole_in_a_pipe(bundle: Path) -> None:
+    """rich cuts output that is not a terminal to 80 columns: bench's 14-column table came out as ``on… fp…``."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "imgcls", "bench", "--model", str(bundle), "--engine", "onnxruntime", "--precision",
+         "fp32", "--batch", "2", "--threads", "1", "--measure-s", "0.05", "--no-peaks"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout
+    header = next(line for line in done.stdout.splitlines() if "engine" in line and "precision" in line)
+    assert all(name in header for name in ("img/s", "p99 ms", "top-1 agree", "max |Δprob|", "gate"))
+    assert any("onnxruntime" in line and "fp32" in line and "ok" in line for line in done.stdout.splitlines())
