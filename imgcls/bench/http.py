@@ -34,6 +34,10 @@ from imgcls.errors import UsageError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BOTTLENECK_CPU = 0.85  # client processes busier than this share of their wall time: the client limits
+REQUEST_TIMEOUT_S = 30.0  # one request's answer (wrk's --timeout too); then it counts as an error
+MAX_CONNECTIONS = 10_000  # a closed-loop level; each is a socket (and a file descriptor) of the client
+MAX_RATE = 100_000.0  # req/s of an open-loop level: far above what a client on one machine can schedule
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # the upload every request sends (the server's own limit is lower)
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,8 @@ async def _run_worker(
     async def one(conn: list[Any], intended: float) -> None:
         try:
             if conn[0] is None:
-                conn[0] = await _open(t)
-            status = await _exchange(conn[0][0], conn[0][1], payload)
+                conn[0] = await asyncio.wait_for(_open(t), REQUEST_TIMEOUT_S)
+            status = await asyncio.wait_for(_exchange(conn[0][0], conn[0][1], payload), REQUEST_TIMEOUT_S)
             key = str(status)
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             key = f"error:{type(exc).__name__}"
@@ -221,7 +225,7 @@ def run_python_load(
     ]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=duration_s + warmup_s + 120) for _ in procs]
+    results = _collect(queue, procs, deadline=time.time() + duration_s + warmup_s + REQUEST_TIMEOUT_S + 60)
     for p in procs:
         p.join(timeout=10)
     latencies = np.concatenate([np.asarray(r["latencies"]) for r in results]) if results else np.zeros(0)
@@ -254,6 +258,97 @@ def run_python_load(
             )
     row["warnings"] = warnings
     return row
+
+
+def _collect(queue: Any, procs: list[Any], *, deadline: float) -> list[dict[str, Any]]:
+    """Every client process's result; ImgclsError as soon as one died without one, or at ``deadline``."""
+    import queue as queue_mod
+
+    from imgcls.errors import ImgclsError
+
+    results: list[dict[str, Any]] = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=0.5))
+            continue
+        except queue_mod.Empty:
+            pass
+        dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if dead or time.time() > deadline:
+            for p in procs:
+                p.terminate()
+            what = f"died (exit {dead[0]})" if dead else "did not finish in time"
+            raise ImgclsError(f"a load client process {what}; no figures were taken", exit_code=1)
+    return results
+
+
+def check_load(concurrency: list[int] | None, rates: list[float] | None) -> None:
+    """Refuse load levels that cannot be run: no connection, a rate that is not a positive finite number, more
+    connections than this process may open.
+
+    Raises:
+        UsageError: naming the level and the range.
+    """
+    import math
+    import resource
+
+    for c in concurrency or []:
+        if not 1 <= c <= MAX_CONNECTIONS:
+            raise UsageError(f"--concurrency {c}: give connection counts from 1 to {MAX_CONNECTIONS:,}")
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    most = max(concurrency or [0])
+    if soft != resource.RLIM_INFINITY and most + 64 > soft:
+        raise UsageError(
+            f"--concurrency {most}: this process may open {soft} files, and each connection is one",
+            hint=f"raise the limit (ulimit -n {most + 1024}) or use fewer connections",
+        )
+    for r in rates or []:
+        if not (math.isfinite(r) and 0 < r <= MAX_RATE):
+            raise UsageError(f"--rate {r:g}: give request rates above 0 and at most {MAX_RATE:,.0f} req/s")
+
+
+def probe(t: Target) -> None:
+    """Send one request and refuse to load a server that does not answer it with 2xx: a wrong URL, a server
+    that is not running or an image it refuses would otherwise give a whole table of errors and exit 0.
+
+    Raises:
+        UsageError: naming what the server answered, or why it could not be reached.
+    """
+
+    async def once() -> tuple[int, bytes]:
+        reader, writer = await asyncio.wait_for(_open(t), REQUEST_TIMEOUT_S)
+        try:
+            writer.write(_request_bytes(t).replace(b"Connection: keep-alive", b"Connection: close"))
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.read(1 << 20), REQUEST_TIMEOUT_S)
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    try:
+        status, body = asyncio.run(once())
+    except TimeoutError:
+        raise UsageError(
+            f"--url {t.url}: no answer to one request within {REQUEST_TIMEOUT_S:g} s", hint="is the server stuck?"
+        ) from None
+    except OSError as exc:
+        raise UsageError(
+            f"--url {t.url}: cannot connect to {t.host}:{t.port} ({os.strerror(exc.errno) if exc.errno else exc})",
+            hint="start the server (imgcls serve --model BUNDLE) or check the host and port",
+        ) from None
+    except (ValueError, IndexError):
+        raise UsageError(f"--url {t.url}: the answer to one request is not HTTP") from None
+    if 200 <= status < 300:
+        return
+    try:  # imgcls serve's errors are {"error": {"code", "message"}}
+        said = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        said = body[:200].decode("utf-8", "replace").strip()
+    raise UsageError(
+        f"--url {t.url}: the server answered {status} to one request{': ' + said if said else ''}",
+        hint="give the server's predict URL (http://HOST:PORT/v1/predict) and an --image it accepts",
+    )
 
 
 def wrk_available() -> bool:
@@ -344,11 +439,13 @@ def run_http_bench(
         UsageError: a bad URL or image, no load given, wrk asked for but missing.
     """
     from imgcls.bench.machine import machine_record
+    from imgcls.data.decode import read_image_file
+    from imgcls.errors import ImageError
 
     try:
-        data = Path(image).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"--image {image}: cannot read it ({exc})") from None
+        data = read_image_file(image, max_bytes=MAX_IMAGE_BYTES)  # a regular file (a FIFO blocked), bounded
+    except ImageError as exc:
+        raise UsageError(f"--image {exc.message}", hint=exc.hint) from None
     t = make_target(url, data, field=field)
     if loopback_only and t.host not in LOOPBACK:
         raise UsageError(f"--url {url}: only loopback targets here")
@@ -358,6 +455,8 @@ def run_http_bench(
         raise UsageError("--client wrk: wrk is not installed", hint="apt-get install -y wrk, or --client python")
     if not concurrency and not rates:
         concurrency = [1, 8, 32]
+    check_load(concurrency, rates)
+    probe(t)
     procs = processes or max(1, min(4, os.cpu_count() or 1))
     use_wrk = client == "wrk" or (client == "auto" and wrk_available())
     emit = on_row or (lambda row: None)

@@ -19,6 +19,7 @@ from _ports import free_port
 from PIL import Image
 
 from imgcls.bench.http import run_http_bench
+from imgcls.errors import UsageError
 from imgcls.runtime.profile import ServingProfile, write_serving_profile
 
 TOKEN = "bench-test-token"
@@ -88,9 +89,25 @@ def test_serve_uses_the_profile_and_bench_url_loads_it(profiled_bundle: Path, di
         assert open_["rate"] == 20.0 and open_["concurrency"] is None and open_["errors"] == 0
         assert open_["requests"] > 0  # Poisson arrivals at 20/s for 1.5 s
 
-        missing = run_http_bench(url + "/v1/nothing-here", digit_png, concurrency=[1], duration_s=0.5,
-                                 warmup_s=0.1, client="python", processes=1)["results"][0]  # fmt: skip
-        assert missing["req_per_s"] == 0 and missing["errors"] > 0 and set(missing["errors_by_status"]) == {"404"}
+        # what would give a table of errors and exit 0 is refused after one request, before any load
+        (tmp_path / "notes.txt").write_text("not an image")
+        os.mkfifo(tmp_path / "pipe.png")  # reading it would block for ever
+        for target, image, said in [
+            (url + "/v1/nothing-here", digit_png, "the server answered 404 to one request"),
+            (url + "/livez", digit_png, "the server answered 405 to one request"),
+            (url + "/v1/predict", tmp_path / "notes.txt", "answered 415 to one request: upload: not a JPEG/PNG"),
+            (f"http://127.0.0.1:{free_port()}/v1/predict", digit_png, "Connection refused"),
+            (url + "/v1/predict", tmp_path / "pipe.png", "not a regular file"),
+        ]:
+            with pytest.raises(UsageError) as refused:
+                run_http_bench(target, image, concurrency=[1], duration_s=0.5, client="python", processes=1)
+            assert said in refused.value.message
+        for load, said in [({"concurrency": [0]}, "--concurrency 0: give"), ({"rates": [0.0]}, "--rate 0: give"),
+                           ({"rates": [float("nan")]}, "--rate nan: give"),
+                           ({"rates": [1e9]}, "--rate 1e+09: give")]:  # fmt: skip
+            with pytest.raises(UsageError) as refused:
+                run_http_bench(url + "/v1/predict", digit_png, duration_s=0.5, client="python", **load)
+            assert said in refused.value.message
 
         if shutil.which("wrk"):  # `apt-get install -y wrk`: the closed loop then runs in C
             by_wrk = run_http_bench(url + "/v1/predict", digit_png, concurrency=[2], duration_s=1.0, client="wrk")
