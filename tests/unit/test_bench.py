@@ -253,3 +253,17 @@ def test_the_table_is_whole_in_a_pipe(bundle: Path) -> None:
     header = next(line for line in done.stdout.splitlines() if "engine" in line and "precision" in line)
     assert all(name in header for name in ("img/s", "p99 ms", "top-1 agree", "max |Δprob|", "gate"))
     assert any("onnxruntime" in line and "fp32" in line and "ok" in line for line in done.stdout.splitlines())
+
+
+def test_a_load_client_process_that_dies_ends_the_run_with_a_message() -> None:
+    """It waited for the dead process's result until its deadline (minutes), then raised queue.Empty."""
+    import multiprocessing as mp
+
+    from imgcls.bench.http import _collect
+    from imgcls.errors import ImgclsError
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=os._exit, args=(3,))]
+    procs[0].start()
+    with pytest.raises(ImgclsError, match=r"a load client process died \(exit 3\); no figures were taken"):
+        _collect(ctx.Queue(), procs, deadline=float("inf"))
