@@ -40,7 +40,16 @@ __all__ = [
     "replace_dir",
     "swap_dirs",
     "umask",
+    "url_of",
 ]
+
+
+def url_of(path: Path) -> str | None:
+    """The URL a ``Path`` was made from (``gs://b/x`` becomes ``Path("gs:/b/x")``), or None for a real path."""
+    scheme = path.parts[0] if path.parts else ""
+    if not path.is_absolute() and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:", scheme):
+        return f"{scheme}//{Path(*path.parts[1:])}"
+    return None
 
 
 def check_output(path: Path, flag: str, *, folder: bool) -> None:
@@ -49,9 +58,9 @@ def check_output(path: Path, flag: str, *, folder: bool) -> None:
     For a command to call before its work (a benchmark, a training), not after it."""
     from imgcls.errors import UsageError
 
-    scheme = path.parts[0] if path.parts else ""
-    if not path.is_absolute() and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:", scheme):  # gs://b/x is Path gs:/b/x
-        url = f"{scheme}//{Path(*path.parts[1:])}"
+    url = url_of(path)
+    if url is not None:
+        scheme = url.split("//", 1)[0]
         raise UsageError(
             f"{flag} {url} is a URL, and {flag} is a folder or file on this machine",
             hint=f"give a path on this machine (a bundle goes to a bucket afterwards: `imgcls push DIR --to "

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from imgcls.bundle.schema import INTERPOLATIONS, BundleMeta, InputSpec, Metrics
 from imgcls.bundle.version import FORMAT, MAJOR, MINOR, migrate, parse_format
 from imgcls.errors import BundleError
-from imgcls.fsio import atomic_write_bytes, atomic_write_json, replace_dir
+from imgcls.fsio import atomic_write_bytes, atomic_write_json, replace_dir, url_of
 
 __all__ = [
     "FORMAT",
@@ -181,6 +181,12 @@ def parse_manifest(raw: Any, *, where: object = "bundle.json") -> BundleMeta:
 
 def _read_json(path: Path) -> dict[str, Any]:
     path = Path(path)
+    url = url_of(path)
+    if url is not None:  # a command that works on a bundle folder on this machine (export, push, drift reference)
+        raise BundleError(
+            f"{url} is a URL, and a bundle folder on this machine is needed here",
+            hint="a stored version is pulled first: `imgcls pull REF --to DIR`",
+        )
     if not path.exists():
         raise BundleError(f"no bundle at {path}: the directory does not exist", hint="check the path")
     if not path.is_dir():

@@ -168,6 +168,17 @@ def bench(
         _finish(report, json_path, None, earlier, regression)
         return
 
+    assert model is not None
+    from imgcls.store import is_store_ref
+
+    if pick and is_store_ref(model):
+        # a store reference resolves to a pulled copy in the cache: a pick written there is in no stored version
+        raise UsageError(
+            f"--pick writes the serving profile into a bundle folder, and {model} is not one (a stored version is "
+            "immutable)",
+            hint=f"imgcls pull {model} --to DIR, imgcls bench --model DIR --pick, then imgcls push DIR (a new "
+            "version, with the profile)",
+        )
     slo_grid: tuple[tuple[int, ...], tuple[float, ...]] | None = None
     if slo_p99_ms is not None:
         if not pick:
@@ -192,7 +203,6 @@ def bench(
         peaks=peaks,
         pick_batch=pick_batch,
     )
-    assert model is not None
     report = run_bench(
         model, config, on_row=lambda row: err_console.print(_row_line(row), highlight=False, soft_wrap=True)
     )

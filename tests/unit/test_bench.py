@@ -267,3 +267,17 @@ def test_a_load_client_process_that_dies_ends_the_run_with_a_message() -> None:
     procs[0].start()
     with pytest.raises(ImgclsError, match=r"a load client process died \(exit 3\); no figures were taken"):
         _collect(ctx.Queue(), procs, deadline=float("inf"))
+
+
+def test_pick_refuses_a_store_reference_whose_versions_are_immutable(bundle: Path, tmp_path: Path) -> None:
+    """The pick went into the pulled copy in the cache, which no stored version holds, and was reported as done."""
+    from imgcls.cli import app
+    from imgcls.store import Store
+
+    Store.open(tmp_path / "store").push(bundle, name="handmade")
+    ref = f"{tmp_path / 'store'}/handmade@latest"
+    result = CliRunner().invoke(app, ["bench", "--model", ref, "--pick", "--no-peaks"])
+    assert isinstance(result.exception, UsageError), result.output
+    assert "a stored version is immutable" in result.exception.message
+    assert f"imgcls pull {ref} --to DIR" in (result.exception.hint or "")
+    assert "onnxruntime" not in result.output  # refused before measuring

@@ -90,3 +90,24 @@ def test_bundle_files_get_the_usual_permissions_not_0600(tmp_path: Path) -> None
     finally:
         os.umask(old)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "gs://bucket/models/x"],
+        ["push", "gs://bucket/x", "--to", "store"],
+        ["drift", "reference", "gs://b/x"],
+    ],
+)
+def test_a_url_where_a_bundle_folder_is_needed_is_named_with_the_way_to_pull_it(command: list[str]) -> None:
+    """``Path("gs://b/x")`` is ``gs:/b/x``: the message said 'no bundle at gs:/b/x: the directory does not exist'."""
+    from typer.testing import CliRunner
+
+    from imgcls.cli import app
+
+    result = CliRunner().invoke(app, command)
+    assert isinstance(result.exception, BundleError), result.output
+    url = next(arg for arg in command if arg.startswith("gs://"))
+    assert result.exception.message == f"{url} is a URL, and a bundle folder on this machine is needed here"
+    assert "imgcls pull REF --to DIR" in (result.exception.hint or "")
