@@ -647,5 +647,12 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # The server stops its writer by closing the pipe after the last record. A signal sent to the whole process
+    # group or cgroup (Ctrl-C in a terminal, systemd's stop, `timeout`) must not end the writer first: it would
+    # lose the records it had not committed, and the server would log it as a death and start another.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s imgcls.serve.predlog: %(message)s")
     sys.exit(_main(sys.argv[1:]))

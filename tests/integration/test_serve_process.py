@@ -48,14 +48,18 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(bundle: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+def serve(
+    bundle: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None, own_group: bool = False
+) -> Iterator[Server]:
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(bundle), "--port", str(port), *args]
     if "--log-predictions" not in args:
         cmd += ["--log-predictions", str(tmp_path / "predictions.sqlite")]
     with open(log, "wb") as err:
-        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})}, start_new_session=own_group
+        )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + 90
@@ -121,6 +125,20 @@ def test_concurrent_requests_are_batched_logged_and_answered(
     assert {a["request_id"] for a in predicts} == {r.json()["request_id"] for r in responses}
     assert all(a["status"] == 200 and a["latency_ms"] > 0 for a in predicts)
     assert len(read_predictions(tmp_path / "predictions.sqlite")) == 16
+
+
+def test_ctrl_c_to_the_process_group_stops_the_server_without_losing_the_log(
+    exported_digits_bundle: Path, tmp_path: Path, digit_png: bytes
+) -> None:
+    """A terminal's Ctrl-C (and systemd's stop) signals every process of the group: the log writer died of it
+    before the server had shipped its last records, and the server logged the death and started another."""
+    with serve(exported_digits_bundle, tmp_path, own_group=True) as server:
+        responses = concurrently(12, lambda i: post(server.url, digit_png))
+        assert [r.status_code for r in responses] == [200] * 12
+        os.killpg(server.process.pid, signal.SIGINT)
+        assert server.process.wait(30) == 0
+    assert "died" not in server.stderr() and "restarting" not in server.stderr()
+    assert len(read_predictions(tmp_path / "predictions.sqlite")) == 12
 
 
 def test_a_full_queue_answers_503_at_once(exported_digits_bundle: Path, tmp_path: Path, digit_png: bytes) -> None:
