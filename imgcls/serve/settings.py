@@ -64,7 +64,7 @@ class ServeSettings(BaseModel):
     """Bundle directory (exported with `imgcls export`) or store reference URI/NAME@ALIAS or URI/NAME:VERSION."""
     host: str = "127.0.0.1"
     """Address to bind; 0.0.0.0 exposes the server to the network."""
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)
     """Port to listen on; $PORT sets it when --port is not given (the Cloud Run contract)."""
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     """auto, cpu, cuda or tensorrt (cuda/tensorrt fail unless they really load)."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from _ports import free_port
 
 
@@ -54,6 +55,15 @@ def test_a_bad_port_env_is_a_usage_error() -> None:
         timeout=60,
     )
     assert res.returncode == 2 and "PORT" in res.stderr
+
+
+@pytest.mark.parametrize("how", [["--port", "0"], ["--port", "65536"]])
+def test_a_port_out_of_range_is_refused_before_the_model_loads(exported_digits_bundle: Path, how: list[str]) -> None:
+    """--port 0 served on a port the kernel chose while the banner said 'at http://127.0.0.1:0'."""
+    res = subprocess.run([sys.executable, "-m", "imgcls", "serve", "--model", str(exported_digits_bundle), *how],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2 and "--port" in res.stderr and "Traceback" not in res.stderr
+    assert "serving" not in res.stderr
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
