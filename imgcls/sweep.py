@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgcls.errors import ConfigError, DeviceError, DivergedError, ImgclsError, UsageError
+from imgcls.errors import ConfigError, DataError, DeviceError, DivergedError, ImgclsError, UsageError
 from imgcls.train.callbacks import Callback, EpochEnd
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def run_sweep(
             try:
                 probe = load_config(config, [*(overrides or []), override_text(p.key, value)])
                 check_run(probe)
-            except (ConfigError, DeviceError) as exc:
+            except (ConfigError, DataError, DeviceError) as exc:
                 raise ConfigError(
                     f"--param {p.key} ({p.kind}) would try {value!r}, which the configuration refuses: {exc.message}",
                     hint="narrow the range or fix the choices"

@@ -63,11 +63,22 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0) -> Dataset:
             cifar.SOURCES[name], data_dir, allow_download=cfg.download
         )
         return _from_arrays(name, classes, cfg, seed, train_x, train_y, test_x, test_y)
+    check_dataset_name(cfg.name)
+    raise AssertionError(f"dataset {name!r} passed check_dataset_name but has no loader")
+
+
+def check_dataset_name(name: str) -> None:
+    """DataError unless ``name`` is a dataset imgcls has (or ``folder:PATH``): checked before a run loads anything
+    (``train.factory.check_run``), so that a sweep refuses a bad choice before its study, not at the trial that
+    draws it."""
+    name = name.strip()
+    if name.startswith("folder:") or _ALIASES.get(name.lower(), name.lower()) in NAMES:
+        return
     import difflib
 
-    near = difflib.get_close_matches(name, [*NAMES, "folder:"], n=1, cutoff=0.5)
+    near = difflib.get_close_matches(name.lower(), [*NAMES, "folder:"], n=1, cutoff=0.5)
     raise DataError(
-        f"unknown dataset {cfg.name.strip()!r}" + (f"; did you mean {near[0]!r}?" if near else ""),
+        f"unknown dataset {name!r}" + (f"; did you mean {near[0]!r}?" if near else ""),
         hint="use digits, mnist, fashion-mnist, cifar10, cifar100 or folder:PATH (one sub-folder per class)",
     )
 

@@ -37,15 +37,18 @@ def check_device(device: str, gpus: int = 1) -> None:
 
 
 def check_run(cfg: RunConfig, *, gpus: int = 1, world_size: int = 1) -> None:
-    """What a run of ``cfg`` would refuse once started, checked before anything loads: CUDA (and ``gpus`` of it)
-    when asked for, SyncBatchNorm off CUDA in a job of ``world_size`` > 1, a model neither imgcls nor timm has.
+    """What a run of ``cfg`` would refuse once started, checked before anything loads: a dataset imgcls does not
+    have, CUDA (and ``gpus`` of it) when asked for, SyncBatchNorm off CUDA in a job of ``world_size`` > 1, a model
+    neither imgcls nor timm has.
 
     One function for every place that checks: ``fit`` before its data, the launcher before its workers, the sweep
     for each searched value before its study.
     """
+    from imgcls.data.datasets import check_dataset_name
     from imgcls.models import check_model_name
     from imgcls.train.distributed import check_sync_bn
 
+    check_dataset_name(cfg.data.name)
     check_device(cfg.train.device, gpus=gpus)
     check_sync_bn(cfg.distributed.sync_bn and world_size > 1, cfg.train.device)
     check_model_name(cfg.model.arch, pretrained=cfg.model.pretrained)

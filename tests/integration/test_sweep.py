@@ -103,6 +103,8 @@ def test_a_searched_value_the_config_refuses_is_refused_before_any_trial(tmp_pat
         ("train.batch_size=int:0:64", "would try 0"),
         # a model that does not exist: before, trial N failed with it, after the data had loaded
         ("model.arch=choice:resnet8,resnet188", "would try 'resnet188'.*did you mean 'resnet18'"),
+        # a dataset that does not exist: trial N failed with it, after N-1 trials had trained
+        ("data.name=choice:digits,fashion_mnist,digitz", "would try 'digitz'.*did you mean 'digits'"),
     ]
     for spec, message in cases:
         with pytest.raises(ConfigError, match=message):
