@@ -29,9 +29,11 @@ def pull(
     ] = 8192.0,
 ) -> None:
     from imgcls.cli._transfer import transfer_progress
+    from imgcls.fsio import check_output
     from imgcls.store import Store, parse_ref
 
     mref = parse_ref(ref)
+    check_output(to, "--to", folder=True)  # before the download: gs://b/x is not a local folder named gs:
     store = Store.open(mref.store)
     version = store.resolve(mref)
     with transfer_progress("downloading") as progress:
