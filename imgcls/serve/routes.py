@@ -384,7 +384,7 @@ def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str,
         body["limits"] = limits  # what a client must stay within (the page checks files against it)
         body["uncertain_below"] = settings.uncertain_below
         if state.watcher is not None:  # wanted (the store alias) vs served: a refused promotion shows here
-            body = {**body, "alias": state.watcher.status()}
+            body = {**body, "alias": state.watcher.status(full=bool(request.scope.get("imgcls.admin")))}
         return _json(body)
 
     @app.get("/livez", summary="The process is up", responses={200: {"model": schemas.Alive}}, response_class=Response)

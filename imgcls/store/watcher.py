@@ -9,7 +9,9 @@ again. Errors while polling (network, credentials) are logged and retried at the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,11 +125,13 @@ class AliasWatcher:
             return str(self.current)
         return f"digest {self.current_digest[:12]}" if self.current_digest else "nothing"
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, full: bool = True) -> dict[str, Any]:
         """Wanted (the alias) vs served version, for ``/v1/model`` and the metrics an alert watches.
 
         ``in_sync`` is False while the alias points at a version this server refused (or has not loaded yet);
-        ``refused`` then says which and why.
+        ``refused`` then says which and why (in words that name no folder of this machine). ``full`` False is the
+        view for anyone (``GET /v1/model`` without the admin token): without ``ref``, the server-side reference
+        (a local store is a path on the server's disk).
         """
 
         def brief(v: Version | None) -> dict[str, Any] | None:
@@ -141,7 +145,7 @@ class AliasWatcher:
         if self.refused is not None and self.wanted is not None and self.refused.digest == self.wanted.digest:
             refused = {**(brief(self.refused) or {}), "error": self.refused_error}
         return {
-            "ref": str(self.ref),
+            **({"ref": str(self.ref)} if full else {}),
             "alias": self.ref.alias,
             "wanted": wanted,
             "served": served,
@@ -159,6 +163,25 @@ class AliasWatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _without_local_paths(self, message: str, version: Version, pulled: Path | None) -> str:
+        """``message`` with the folders of this machine it names (the pulled copy, the model cache, a local
+        store's root) replaced by what they are: the server's log has the paths, a caller gets none."""
+        from imgcls.store.cache import default_cache_dir
+
+        cache = Path(self.cache_dir or default_cache_dir())
+        places: dict[str, str] = {}
+        if pulled is not None:
+            places[str(pulled)] = f"{version}"
+        places[str(cache)] = "the model cache"
+        if self.store.uri.scheme == "file":
+            places[str(self.store.uri.path)] = "the store"
+        for local, word in list(places.items()):
+            with contextlib.suppress(OSError):
+                places.setdefault(os.path.realpath(local), word)
+        for local in sorted(places, key=len, reverse=True):  # the pulled copy lies inside the cache
+            message = message.replace(local, places[local])
+        return message
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -178,6 +201,7 @@ class AliasWatcher:
             return None
         if self.refused is not None and target.digest == self.refused.digest:
             return None  # already refused; wait for the alias to move again
+        path: Path | None = None
         try:
             path = fetch(self.store, target, cache_dir=self.cache_dir)
             self.on_change(path)
@@ -186,7 +210,8 @@ class AliasWatcher:
             return None
         except Exception as exc:
             self.refused = target
-            self.refused_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self.refused_error = self._without_local_paths(message, target, path)  # status() shows it to anyone
             self.stats.refused += 1
             logger.error(
                 "watching %s: refused version %s; still serving %s: %s",
