@@ -24,6 +24,11 @@ class PreconditionFailed(Exception):
     """A create-only or compare-and-swap write lost: the object exists or changed since it was read."""
 
 
+class ContentChanged(Exception):
+    """The bytes an upload read from its source file do not have the sha256 the caller expected (the file was
+    rewritten while it was being uploaded); nothing is left in the store."""
+
+
 @dataclass(frozen=True)
 class ObjectStat:
     """Size and checksum (crc32c; zlib crc32 in a local store without google-crc32c) of a stored object."""
@@ -47,8 +52,9 @@ class Backend(Protocol):
         """Write a small object; with a precondition, raise PreconditionFailed unless it holds. Returns the new
         generation."""
 
-    def upload_file(self, key: str, src: Path, *, progress: Progress | None = None) -> None:
-        """Create-only upload of a file with a crc32c check; PreconditionFailed if the key exists."""
+    def upload_file(self, key: str, src: Path, *, progress: Progress | None = None, sha256: str | None = None) -> None:
+        """Create-only upload of a file with a crc32c check; PreconditionFailed if the key exists. With ``sha256``,
+        ContentChanged (and no object left) unless the bytes uploaded have that hash."""
 
     def download_file(self, key: str, dest: Path, *, progress: Progress | None = None) -> None:
         """Download an object to ``dest`` (a new file) with a crc32c check where the backend keeps one."""

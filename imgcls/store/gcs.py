@@ -10,6 +10,7 @@ with crc32c.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -17,7 +18,14 @@ from typing import Any
 
 from imgcls.deps import require
 from imgcls.errors import StoreError
-from imgcls.store.backend import ObjectStat, PreconditionFailed, Progress, crc32c_file, crc32c_update
+from imgcls.store.backend import (
+    ContentChanged,
+    ObjectStat,
+    PreconditionFailed,
+    Progress,
+    crc32c_file,
+    crc32c_update,
+)
 from imgcls.store.refs import StoreURI, check_store_key
 
 logger = logging.getLogger(__name__)
@@ -39,15 +47,21 @@ def _crc_from_b64(value: str | None) -> int | None:
 
 
 class _CountingReader:
-    """A file wrapper that reports how many bytes were read and keeps their crc32c."""
+    """A file wrapper that reports how many bytes were read and keeps the sha256 of the bytes it handed out
+    (each offset once: a retried chunk is read again after a seek)."""
 
     def __init__(self, f: Any, key: str, total: int, progress: Progress | None) -> None:
         self.f, self.key, self.total, self.progress = f, key, total, progress
         self.done = 0
-        self.crc = 0
+        self.sha256 = hashlib.sha256()
+        self.hashed = 0  # bytes [0, hashed) are in sha256
 
     def read(self, n: int = -1) -> bytes:
+        start = self.f.tell()
         data = self.f.read(n)
+        if start <= self.hashed < start + len(data):
+            self.sha256.update(data[self.hashed - start :])
+            self.hashed = start + len(data)
         self.done += len(data)
         if self.progress and data:
             self.progress(self.key, min(self.done, self.total), self.total)
@@ -189,7 +203,7 @@ class GCSBackend:
                 f"crc32c mismatch after uploading gs://{self.uri.bucket}/{name}", hint="push again", exit_code=1
             )
 
-    def upload_file(self, key: str, src: Path, *, progress: Progress | None = None) -> None:
+    def upload_file(self, key: str, src: Path, *, progress: Progress | None = None, sha256: str | None = None) -> None:
         name = self._key(key)
         size = os.path.getsize(src)
         blob = self.bucket.blob(name, chunk_size=RESUMABLE_CHUNK if size > RESUMABLE_CHUNK else None)
@@ -209,6 +223,16 @@ class GCSBackend:
                 content_type="application/octet-stream",
                 missing="bucket",
             )
+        if sha256 is not None and (reader.hashed != size or reader.sha256.hexdigest() != sha256):
+            # the file changed while it was read: the object just created holds other bytes; take it back
+            self._call(
+                f"delete {name}",
+                self.bucket.delete_blob,
+                name,
+                if_generation_match=blob.generation,
+                missing="none",
+            )
+            raise ContentChanged(key)
         self._check_crc(name, blob, crc)
 
     def download_file(self, key: str, dest: Path, *, progress: Progress | None = None) -> None:

@@ -21,6 +21,7 @@ from imgcls.errors import StoreError
 from imgcls.fsio import atomic_file, link_new
 from imgcls.store.backend import (
     CHUNK,
+    ContentChanged,
     ObjectStat,
     PreconditionFailed,
     Progress,
@@ -131,19 +132,23 @@ class LocalBackend:
             tmp.write_bytes(data)
         return _generation(data)
 
-    def upload_file(self, key: str, src: Path, *, progress: Progress | None = None) -> None:
+    def upload_file(self, key: str, src: Path, *, progress: Progress | None = None, sha256: str | None = None) -> None:
         dest = self._parent(self._path(key))
         total = os.path.getsize(src)
         crc = done = 0
         update = _checksum()
+        digest = hashlib.sha256()
         with atomic_file(dest, commit=self._link_into_place) as tmp:
             with open(src, "rb") as fin, open(tmp, "wb") as fout:
                 while block := fin.read(CHUNK):
                     fout.write(block)
                     crc = update(crc, block)
+                    digest.update(block)
                     done += len(block)
                     if progress:
                         progress(key, done, total)
+            if sha256 is not None and digest.hexdigest() != sha256:  # before the commit: nothing is left
+                raise ContentChanged(key)
             if crc32c_file(tmp, update) != crc:
                 raise StoreError(
                     f"checksum mismatch writing {key!r} into {self.root}", hint="check the disk; push again"

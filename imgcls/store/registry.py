@@ -30,6 +30,7 @@ from typing import Any
 
 from imgcls.bundle import (
     MANIFEST,
+    Bundle,
     BundleMeta,
     canonical_json,
     load_bundle,
@@ -40,7 +41,7 @@ from imgcls.bundle import (
 )
 from imgcls.errors import BundleError, ConflictError, StoreError, UsageError
 from imgcls.fsio import fsync_tree
-from imgcls.store.backend import Backend, PreconditionFailed, Progress
+from imgcls.store.backend import Backend, ContentChanged, PreconditionFailed, Progress
 from imgcls.store.promotion import Requirement, check_promotion
 from imgcls.store.refs import (
     DIGEST_PREFIX_RE,
@@ -355,12 +356,13 @@ class Store:
             return PushResult(existing, created=False, aliases=moves)
 
         key = f"{name}/versions/{vid}"
+        manifest_sha = _manifest_sha256(bundle)
         sizes = {}
-        for rel in sorted(bundle.files):
+        for rel, sha in sorted(bundle.files.items()):
             src = bundle.path / rel
             sizes[rel] = src.stat().st_size
-            self._create_file(f"{key}/{rel}", src, progress)
-        self._create_file(f"{key}/{MANIFEST}", bundle.path / MANIFEST, progress)
+            self._create_file(f"{key}/{rel}", src, progress, sha256=sha, bundle=bundle)
+        self._create_file(f"{key}/{MANIFEST}", bundle.path / MANIFEST, progress, sha256=manifest_sha, bundle=bundle)
 
         seq = self._claim_sequence(name, digest)
         record = {
@@ -392,9 +394,11 @@ class Store:
         moves += [self.set_alias(name, a, version, force=True) for a in aliases if a != "latest"]
         return PushResult(version, created=True, aliases=moves)
 
-    def _create_file(self, key: str, src: Path, progress: Progress | None) -> None:
+    def _create_file(self, key: str, src: Path, progress: Progress | None, *, sha256: str, bundle: Bundle) -> None:
         try:
-            self.backend.upload_file(key, src, progress=progress)
+            self.backend.upload_file(key, src, progress=progress, sha256=sha256)
+        except ContentChanged:  # the bytes uploaded are not the ones verified: never commit them
+            raise _changed_during_push(bundle, src) from None
         except PreconditionFailed:  # left by an interrupted or concurrent push of the same bundle
             stat = self.backend.stat(key)
             if stat is None or stat.size != src.stat().st_size or stat.crc32c not in (0, self.backend.checksum(src)):
@@ -599,6 +603,26 @@ class Store:
             shutil.rmtree(tmp, ignore_errors=True)
         logger.info("pulled %s into %s", version, dest)
         return dest
+
+
+def _manifest_sha256(bundle: Bundle) -> str:
+    """sha256 of the ``bundle.json`` file that describes ``bundle`` (the manifest it was loaded from)."""
+    data = (bundle.path / MANIFEST).read_bytes()
+    try:
+        same = sha256_bytes(canonical_json(json.loads(data))) == bundle.digest
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        same = False
+    if not same:
+        raise _changed_during_push(bundle, bundle.path / MANIFEST)
+    return sha256_bytes(data)
+
+
+def _changed_during_push(bundle: Bundle, src: Path) -> BundleError:
+    return BundleError(
+        f"bundle {bundle.path} changed while it was being pushed: {src.relative_to(bundle.path)} no longer has the "
+        f"content {MANIFEST} was verified with; nothing was committed to the store",
+        hint="wait until nothing writes into the bundle (a running `imgcls train` or `imgcls export`), then push again",
+    )
 
 
 def _holds_version(path: Path, version: Version) -> bool:
