@@ -126,13 +126,18 @@ class PushResult:
     aliases: list[AliasMove]
 
 
-def _load_json(data: bytes, what: str) -> dict[str, Any]:
+class DamagedRecord(StoreError):
+    """A record of the store (a version's ``version.json``, an alias) that cannot be read: modified by hand or
+    corrupted at rest. Listings skip it with a warning; the hint names the repair."""
+
+
+def _load_json(data: bytes, what: str, *, hint: str = "the store was modified by hand") -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{what} is not valid JSON", hint="the store was modified by hand", exit_code=1) from exc
+        raise DamagedRecord(f"{what} is not valid JSON", hint=hint, exit_code=1) from exc
     if not isinstance(obj, dict):
-        raise StoreError(f"{what} is not a JSON object", hint="the store was modified by hand", exit_code=1)
+        raise DamagedRecord(f"{what} is not a JSON object", hint=hint, exit_code=1)
     return obj
 
 
@@ -170,11 +175,18 @@ class Store:
         """Names of the models in the store."""
         return [n for n in self.backend.list_children("") if NAME_RE.fullmatch(n)]
 
+    def _damaged_version_hint(self, name: str, vid: str) -> str:
+        return (
+            f"the store was modified by hand or is corrupt: remove the folder {name}/versions/{vid} from "
+            f"{self.uri} and push that bundle again (it gets a new version number)"
+        )
+
     def _record(self, name: str, vid: str) -> Version | None:
         got = self.backend.read(f"{name}/versions/{vid}/{VERSION_RECORD}")
         if got is None:
             return None
-        rec = _load_json(got[0], f"{name}/versions/{vid}/{VERSION_RECORD}")
+        hint = self._damaged_version_hint(name, vid)
+        rec = _load_json(got[0], f"{name}/versions/{vid}/{VERSION_RECORD}", hint=hint)
         try:
             version = Version(
                 name=name,
@@ -185,11 +197,11 @@ class Store:
                 files={str(k): int(v) for k, v in dict(rec.get("files") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"version record {name}/versions/{vid} is malformed", exit_code=1) from exc
+            raise DamagedRecord(f"version record {name}/versions/{vid} is malformed", hint=hint, exit_code=1) from exc
         if version.id != vid:
-            raise StoreError(
+            raise DamagedRecord(
                 f"version record {name}/versions/{vid} names digest {version.digest[:12]}…, not its folder's",
-                hint="the store was modified by hand",
+                hint=hint,
                 exit_code=1,
             )
         return version
@@ -201,7 +213,11 @@ class Store:
         for vid in self.backend.list_children(f"{name}/versions"):
             if len(vid) != ID_LEN or any(c not in "0123456789abcdef" for c in vid):
                 continue
-            version = self._record(name, vid)
+            try:
+                version = self._record(name, vid)
+            except DamagedRecord as exc:  # one damaged record must not hide the others (nor block the repair)
+                logger.warning("skipping a damaged version of %s: %s (%s)", name, exc.message, exc.hint)
+                continue
             if version is not None:
                 found.append(version)
         return sorted(found, key=lambda v: v.seq)
@@ -240,12 +256,20 @@ class Store:
         raise StoreError(f"{name} has no version {selector!r} in {self.uri}", hint=f"versions: {seqs}")
 
     def alias(self, name: str, alias: str) -> Alias | None:
+        """The alias ``name@alias`` (None if it does not exist); DamagedRecord if its record cannot be read."""
         validate_name(name)
         validate_name(alias, "alias")
         got = self.backend.read(f"{name}/aliases/{alias}")
         if got is None:
             return None
-        rec = _load_json(got[0], f"{name}/aliases/{alias}")
+        return self._parse_alias(name, alias, *got)
+
+    def _parse_alias(self, name: str, alias: str, data: bytes, generation: int) -> Alias:
+        hint = (
+            f"the store was modified by hand or is corrupt: point the alias at a version again with "
+            f"`imgcls models alias {self.uri} {name} VERSION {alias}`"
+        )
+        rec = _load_json(data, f"alias {name}@{alias} ({name}/aliases/{alias})", hint=hint)
         try:
             return Alias(
                 name=name,
@@ -253,16 +277,40 @@ class Store:
                 seq=int(rec["version"]),
                 digest=str(rec["digest"]),
                 updated=str(rec.get("updated", "")),
-                generation=got[1],
+                generation=generation,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"alias {name}@{alias} is malformed", exit_code=1) from exc
+            raise DamagedRecord(f"alias {name}@{alias} is malformed", hint=hint, exit_code=1) from exc
+
+    def _alias_to_move(self, name: str, alias: str) -> tuple[Alias | None, int]:
+        """The alias as a mover sees it: (the alias or None, the generation to write against; 0: none exists).
+
+        A damaged alias record reads as no alias with its generation: moving the alias repairs it, still by
+        compare-and-swap (a concurrent repair or move wins over this one)."""
+        try:
+            current = self.alias(name, alias)
+        except DamagedRecord as exc:
+            got = self.backend.read(f"{name}/aliases/{alias}")
+            if got is None:  # removed meanwhile
+                return None, 0
+            try:
+                fixed = self._parse_alias(name, alias, *got)  # repaired meanwhile
+                return fixed, fixed.generation
+            except DamagedRecord:
+                logger.warning("replacing the damaged alias %s@%s: %s", name, alias, exc.message)
+                return None, got[1]
+        return current, current.generation if current is not None else 0
 
     def aliases(self, name: str) -> dict[str, Alias]:
+        """The readable aliases of ``name``; a damaged one is skipped with a warning naming the repair."""
         out = {}
         for alias in self.backend.list_children(f"{name}/aliases"):
             if NAME_RE.fullmatch(alias):
-                found = self.alias(name, alias)
+                try:
+                    found = self.alias(name, alias)
+                except DamagedRecord as exc:
+                    logger.warning("skipping a damaged alias: %s (%s)", exc.message, exc.hint)
+                    continue
                 if found is not None:
                     out[alias] = found
         return out
@@ -422,24 +470,21 @@ class Store:
     def _advance_latest(self, version: Version) -> AliasMove | None:
         """Move ``latest`` to ``version`` unless it already points at a newer one (retrying lost races)."""
         for _ in range(50):
-            current = self.alias(version.name, "latest")
+            current, generation = self._alias_to_move(version.name, "latest")
             if current is not None and current.seq >= version.seq:
                 return None
             try:
-                return self._write_alias(version, "latest", current)
+                return self._write_alias(version, "latest", current, generation)
             except PreconditionFailed:
                 continue
         raise ConflictError(f"could not move {version.name}@latest: it keeps moving", hint="push again")
 
-    def _write_alias(self, version: Version, alias: str, current: Alias | None) -> AliasMove:
+    def _write_alias(self, version: Version, alias: str, current: Alias | None, generation: int) -> AliasMove:
+        """Write the alias by compare-and-swap against ``generation`` (0: it must not exist)."""
         record = {"version": version.seq, "digest": version.digest, "updated": _now()}
         if current is not None:
             record["previous"] = {"version": current.seq, "digest": current.digest}
-        self.backend.write(
-            f"{version.name}/aliases/{alias}",
-            _dumps(record),
-            if_generation_match=current.generation if current is not None else 0,
-        )
+        self.backend.write(f"{version.name}/aliases/{alias}", _dumps(record), if_generation_match=generation)
         return AliasMove(alias=alias, version=version, previous=current)
 
     def set_alias(
@@ -477,13 +522,13 @@ class Store:
                 alias=alias,
                 bundle_hint="export the bundle (`imgcls export DIR`), push it as a new version and promote that",
             )
-        current = self.alias(name, alias)
+        current, generation = self._alias_to_move(name, alias)
         if current is not None and current.digest == version.digest:
             return AliasMove(alias=alias, version=version, previous=current)
         try:
-            return self._write_alias(version, alias, current)
+            return self._write_alias(version, alias, current, generation)
         except PreconditionFailed:
-            now = self.alias(name, alias)
+            now = self._alias_to_move(name, alias)[0]
             where = f"version {now.seq}" if now is not None else "nothing"
             raise ConflictError(
                 f"alias {name}@{alias} was moved by someone else while this command ran (it now points at {where}); "
