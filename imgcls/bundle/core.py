@@ -230,9 +230,26 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
 
 
 def verify_files(root: Path, files: dict[str, str]) -> None:
-    """Raise BundleError unless every listed file exists with the listed sha256."""
+    """Raise BundleError unless every listed file exists inside ``root`` with the listed sha256.
+
+    A listed path that leads out of the bundle through a symbolic link (the file itself, or a folder on its way)
+    is refused: what is verified, pushed or loaded is the bundle's own content, never a file elsewhere on this
+    machine.
+    """
+    real_root = Path(os.path.realpath(root))
     for rel, expected in files.items():
         fpath = root / validate_rel_path(rel)
+        real = Path(os.path.realpath(fpath))
+        if real != real_root and real_root not in real.parents:
+            raise BundleError(
+                f"bundle {root} lists {rel}, a symbolic link that leads out of the bundle; refused",
+                hint="put the file itself in the bundle in place of the link (or pull or train the bundle again)",
+            )
+        if fpath.exists() and not fpath.is_file():
+            raise BundleError(
+                f"bundle {root} lists {rel}, which is not a regular file",
+                hint="the bundle was modified; pull or train it again",
+            )
         if not fpath.is_file():
             raise BundleError(
                 f"bundle {root} is incomplete: {rel} is missing",
