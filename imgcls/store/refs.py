@@ -189,13 +189,14 @@ def parse_ref(ref: str | Path, *, default_store: str | None = None, require_sele
 
 
 def check_store_key(key: str) -> str:
-    """Defence in depth for a key relative to a store root: relative, no '..', no backslash, no NUL, no '%'."""
+    """Defence in depth for a key relative to a store root: relative, no '..', no backslash, no '%', no control
+    character (NUL, a newline: GCS refuses CR and LF in object names)."""
     if (
         not key
         or key.startswith("/")
         or "\\" in key
-        or "\x00" in key
         or "%" in key
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key)
         or any(part in ("", ".", "..") for part in key.split("/"))
     ):
         raise StoreError(f"refusing unsafe store key {key!r}", hint="names and paths must stay inside the store root")

@@ -49,6 +49,7 @@ from imgcls.store.refs import (
     SEQ_RE,
     ModelRef,
     StoreURI,
+    check_store_key,
     parse_store_uri,
     validate_name,
     validate_version,
@@ -404,6 +405,16 @@ class Store:
             return PushResult(existing, created=False, aliases=moves)
 
         key = f"{name}/versions/{vid}"
+        for rel in bundle.files:  # before anything is uploaded: a push that cannot finish does not start
+            try:
+                check_store_key(f"{key}/{rel}")
+            except StoreError:
+                raise BundleError(
+                    f"bundle {bundle.path} has a file a store cannot hold: {rel!r} (store object names take no "
+                    "'%', backslash or control character)",
+                    hint="rename the file and list the new name in the manifest (or leave it out of the bundle), "
+                    "then push again",
+                ) from None
         manifest_sha = _manifest_sha256(bundle)
         sizes = {}
         for rel, sha in sorted(bundle.files.items()):
