@@ -72,11 +72,14 @@ def push(
     else:
         console.print(
             styled(
-                "already stored: [bold]{}[/] version [bold]{}[/] ({}) in {}; nothing uploaded",
+                "already stored: [bold]{}[/] version [bold]{}[/] ({}) in {}; {}",
                 version.name,
                 version.seq,
                 version.id,
                 store.uri,
+                f"restored {len(result.restored)} missing file(s): {', '.join(result.restored)}"
+                if result.restored
+                else "nothing uploaded",
             ),
             highlight=False,
         )

@@ -123,8 +123,9 @@ class AliasMove:
 @dataclass(frozen=True)
 class PushResult:
     version: Version
-    created: bool  # False: an identical bundle was already stored (a no-op)
+    created: bool  # False: an identical bundle was already stored (a no-op, but for ``restored``)
     aliases: list[AliasMove]
+    restored: list[str] = field(default_factory=list)  # files of an existing version found missing and uploaded
 
 
 class DamagedRecord(StoreError):
@@ -348,7 +349,7 @@ class Store:
         if sha256_bytes(canonical_json(meta)) != version.digest:
             raise StoreError(
                 f"stored version {version} is corrupt: its {MANIFEST} does not match the version's digest; refused",
-                hint="push the bundle again as a new version, and move aliases away from this one",
+                hint=_damaged_copy_hint(self, version),
                 exit_code=1,
             )
         try:
@@ -401,8 +402,9 @@ class Store:
         if existing is not None:
             if existing.digest != digest:
                 raise StoreError(f"digest collision for {name} version {vid}", exit_code=1)
+            restored = self._check_stored_copy(existing, bundle, progress)  # "already stored" must be true
             moves = [self.set_alias(name, a, existing, force=True) for a in aliases]  # gated above
-            return PushResult(existing, created=False, aliases=moves)
+            return PushResult(existing, created=False, aliases=moves, restored=restored)
 
         key = f"{name}/versions/{vid}"
         for rel in bundle.files:  # before anything is uploaded: a push that cannot finish does not start
@@ -452,6 +454,33 @@ class Store:
             moves.append(latest)
         moves += [self.set_alias(name, a, version, force=True) for a in aliases if a != "latest"]
         return PushResult(version, created=True, aliases=moves)
+
+    def _check_stored_copy(self, version: Version, bundle: Bundle, progress: Progress | None) -> list[str]:
+        """Compare every stored object of ``version`` with the bundle's file (size and checksum; the manifest by its
+        digest), so that pushing a bundle again over a damaged copy never says "already stored".
+
+        A missing object is uploaded again (create-only: the version gets back exactly what its manifest lists);
+        one with other content is StoreError (exit 1): a version's objects are never overwritten. Returns the
+        files restored.
+        """
+        self.manifest(version)  # raises when the stored manifest does not match the version's digest
+        restored = []
+        for rel in sorted(bundle.files):
+            src = bundle.path / rel
+            stat = self.backend.stat(f"{version.key}/{rel}")
+            if stat is None:
+                self._create_file(f"{version.key}/{rel}", src, progress, sha256=bundle.files[rel], bundle=bundle)
+                restored.append(rel)
+            elif stat.size != src.stat().st_size or stat.crc32c not in (0, self.backend.checksum(src)):
+                raise StoreError(
+                    f"{version} in {self.uri} holds this bundle, but its stored {rel} differs from the bundle's: the "
+                    "stored copy is damaged; nothing was changed",
+                    hint=_damaged_copy_hint(self, version),
+                    exit_code=1,
+                )
+        if restored:
+            logger.warning("%s: restored %s, missing from the store", version, ", ".join(restored))
+        return restored
 
     def _create_file(self, key: str, src: Path, progress: Progress | None, *, sha256: str, bundle: Bundle) -> None:
         try:
@@ -621,8 +650,7 @@ class Store:
                     raise StoreError(
                         f"stored version {version} failed verification and was refused: "
                         f"{exc.message.replace(str(tmp), 'the download')}",
-                        hint="the stored copy is corrupt; push the bundle again and move aliases away from this "
-                        "version",
+                        hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
                         exit_code=1,
                     ) from exc
             (tmp / MANIFEST).write_bytes(raw)
@@ -632,7 +660,7 @@ class Store:
                 raise StoreError(
                     f"stored version {version} failed verification and was refused: "
                     f"{exc.message.replace(str(tmp), 'the download')}",
-                    hint="the stored copy is corrupt; push the bundle again and move aliases away from this version",
+                    hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
                     exit_code=1,
                 ) from exc
             if provenance:
@@ -678,6 +706,14 @@ def _changed_during_push(bundle: Bundle, src: Path) -> BundleError:
         f"bundle {bundle.path} changed while it was being pushed: {src.relative_to(bundle.path)} no longer has the "
         f"content {MANIFEST} was verified with; nothing was committed to the store",
         hint="wait until nothing writes into the bundle (a running `imgcls train` or `imgcls export`), then push again",
+    )
+
+
+def _damaged_copy_hint(store: Store, version: Version) -> str:
+    return (
+        f"remove the folder {version.key} from {store.uri} and push the bundle again: it is stored afresh (a new "
+        "version number; the aliases on this version follow it, they name its digest); without the bundle, move "
+        "the aliases to another version"
     )
 
 
