@@ -48,7 +48,13 @@ def list_(
             print(json.dumps(rows, indent=2))
             return
         if not rows:
-            console.print(f"no models in {store.uri}", highlight=False)
+            missing = store.uri.scheme == "file" and not store.uri.path.exists()
+            console.print(
+                f"no models in {store.uri}"
+                + (f" (no store there yet: `imgcls push BUNDLE --to {store.uri}` creates it)" if missing else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
             return
         table = Table(title=f"models in {store.uri}", title_justify="left")
         for col in ("name", "versions", "newest", "aliases"):

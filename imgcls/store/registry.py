@@ -174,8 +174,13 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------------------------
     def models(self) -> list[str]:
-        """Names of the models in the store."""
-        return [n for n in self.backend.list_children("") if NAME_RE.fullmatch(n)]
+        """Names of the models in the store: the folders at its root that hold a model's ``versions`` or
+        ``aliases`` (a folder that is no store lists none of its sub-folders)."""
+        return [
+            n
+            for n in self.backend.list_children("")
+            if NAME_RE.fullmatch(n) and {"versions", "aliases"} & set(self.backend.list_children(n))
+        ]
 
     def _damaged_version_hint(self, name: str, vid: str) -> str:
         return (
@@ -227,6 +232,11 @@ class Store:
     def no_model_error(self, name: str) -> StoreError:
         self.backend.check()  # a missing bucket explains an empty listing better
         known = self.models()
+        if name in known:  # its folder is there, with no committed version: a push was interrupted
+            return StoreError(
+                f"model {name!r} in store {self.uri} has no committed version yet (a push of it did not finish)",
+                hint=f"push the bundle again to complete it: imgcls push BUNDLE --to {self.uri} --name {name}",
+            )
         hint = f"models in this store: {', '.join(known)}" if known else "push one first: imgcls push BUNDLE --to URI"
         return StoreError(f"no model named {name!r} in store {self.uri}", hint=hint)
 
