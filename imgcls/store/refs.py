@@ -79,6 +79,30 @@ class StoreURI:
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
+def _refuse_url_extras(text: str) -> None:
+    """UsageError for what a URL may carry and a store URI does not: a user name or password (``gs://u:p@b``),
+    a query string or a fragment (``?token=…``). The message never repeats them: they may be secrets."""
+    scheme = "gs://" if text.startswith("gs://") else "file://" if text.startswith("file://") else None
+    if scheme is None:
+        return  # a local path may hold any character
+    rest = text[len(scheme) :]
+    authority, slash, path = rest.partition("/")
+    user = authority.rsplit("@", 1)[0] if "@" in authority else None
+    if user is not None and (slash or ":" in user):  # not gs://NAME@ALIAS, a reference without a bucket
+        shown = f"{scheme}***@{authority.rsplit('@', 1)[1]}" + (f"/{path}" if path else "")
+        raise UsageError(
+            f"{shown.split('?', 1)[0].split('#', 1)[0]}: a {scheme} URI takes no user name or password",
+            hint="remove them from the URI; a gs:// store uses Application Default Credentials (`gcloud auth "
+            "application-default login`, or GOOGLE_APPLICATION_CREDENTIALS)",
+        )
+    for mark, what in (("?", "query string"), ("#", "fragment")):
+        if mark in text:
+            raise UsageError(
+                f"{text.split('?', 1)[0].split('#', 1)[0]}{mark}…: a store URI or model reference takes no {what}",
+                hint=f"remove everything from the '{mark}' on; write URI/NAME@ALIAS or URI/NAME:VERSION",
+            )
+
+
 def parse_store_uri(uri: str | Path) -> StoreURI:
     """Parse a store root URI (local path, ``file://`` or ``gs://bucket[/prefix]``).
 
@@ -88,6 +112,7 @@ def parse_store_uri(uri: str | Path) -> StoreURI:
     text = str(uri)
     if "\x00" in text:
         raise UsageError("store URI contains a NUL byte", hint="pass a plain path or gs://bucket/prefix")
+    _refuse_url_extras(text)
     if text.startswith("gs://"):
         location = text[len("gs://") :].strip("/")
         bucket = location.split("/", 1)[0]
@@ -165,6 +190,7 @@ def parse_ref(ref: str | Path, *, default_store: str | None = None, require_sele
     text = str(ref)
     if "\x00" in text:
         raise UsageError("model reference contains a NUL byte", hint="write URI/NAME@ALIAS or URI/NAME:VERSION")
+    _refuse_url_extras(text)
     stripped = text.rstrip("/")
     if stripped.endswith(("gs:", "file:")) or stripped in ("", "gs:/", "file:/"):
         raise UsageError(f"model reference {text!r} names no model", hint="write URI/NAME@ALIAS or URI/NAME:VERSION")
