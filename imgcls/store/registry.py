@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -337,10 +338,12 @@ class Store:
             if not self.backend.list_children(f"{ref.name}/versions"):
                 raise self.no_model_error(ref.name)
             known = ", ".join(sorted(self.aliases(ref.name))) or "none"
-            raise StoreError(
-                f"{ref.name} has no alias {alias!r} in {self.uri}",
-                hint=f"aliases: {known}; set one with `imgcls models alias {self.uri} {ref.name} VERSION {alias}`",
-            )
+            number = re.fullmatch(r"v?([1-9][0-9]{0,8})", alias)
+            if number:  # NAME@3 / NAME@v3 meant a version number: that is NAME:3
+                hint = f"a version number is written with a colon: {ref.name}:{number.group(1)} (aliases: {known})"
+            else:
+                hint = f"aliases: {known}; set one with `imgcls models alias {self.uri} {ref.name} VERSION {alias}`"
+            raise StoreError(f"{ref.name} has no alias {alias!r} in {self.uri}", hint=hint)
         version = self._record(ref.name, found.digest[:ID_LEN])
         if version is None or version.digest != found.digest:
             raise StoreError(
@@ -394,7 +397,7 @@ class Store:
                     hint="pass --name with 1-64 characters from a-z 0-9 . _ - (starting with a letter or digit)",
                 )
         validate_name(name)
-        aliases = [validate_name(a, "alias") for a in aliases]
+        aliases = [_new_alias_name(a) for a in aliases]
         require = list(require)
         if not force:
             for a in aliases:
@@ -561,7 +564,7 @@ class Store:
         (exit 3) and nothing changes.
         """
         validate_name(name)
-        validate_name(alias, "alias")
+        _new_alias_name(alias)
         version = target if isinstance(target, Version) else self.version(name, target)
         if not force:
             _, meta = self.manifest(version)
@@ -725,6 +728,19 @@ def _damaged_copy_hint(store: Store, version: Version) -> str:
         "version number; the aliases on this version follow it, they name its digest); without the bundle, move "
         "the aliases to another version"
     )
+
+
+def _new_alias_name(alias: str) -> str:
+    """An alias name a move may create: a valid name that does not read as a version number (``3``, ``v3``):
+    ``NAME@3`` beside ``NAME:3`` would name two versions alike, and W&B keeps ``v3`` for its own numbering."""
+    validate_name(alias, "alias")
+    if re.fullmatch(r"v?[0-9]+", alias):
+        raise UsageError(
+            f"alias {alias!r} reads as a version number",
+            hint="a version is pinned as NAME:VERSION already; give the alias a name (production, staging, "
+            f"release-{alias.lstrip('v')})",
+        )
+    return alias
 
 
 def _holds_version(path: Path, version: Version) -> bool:
