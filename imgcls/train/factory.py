@@ -36,7 +36,7 @@ def check_device(device: str, gpus: int = 1) -> None:
         )
 
 
-def check_run(cfg: RunConfig, *, gpus: int = 1, world_size: int = 1) -> None:
+def check_run(cfg: RunConfig, *, gpus: int = 1, world_size: int = 1, data_given: bool = False) -> None:
     """What a run of ``cfg`` would refuse once started, checked before anything loads: a dataset imgcls does not
     have, CUDA (and ``gpus`` of it) when asked for, SyncBatchNorm off CUDA in a job of ``world_size`` > 1, a model
     neither imgcls nor timm has.
@@ -48,7 +48,8 @@ def check_run(cfg: RunConfig, *, gpus: int = 1, world_size: int = 1) -> None:
     from imgcls.models import check_model_name
     from imgcls.train.distributed import check_sync_bn
 
-    check_dataset_name(cfg.data.name)
+    if not data_given:  # fit(cfg, dataset=...) trains on arrays in memory: cfg.data.name only names them
+        check_dataset_name(cfg.data.name)
     check_device(cfg.train.device, gpus=gpus)
     check_sync_bn(cfg.distributed.sync_bn and world_size > 1, cfg.train.device)
     check_model_name(cfg.model.arch, pretrained=cfg.model.pretrained)

@@ -100,7 +100,8 @@ def fit(
         if cfg is not None and cfg.out is None and resume is None and dist.enabled:
             # An external launcher (torchrun, a PyTorchJob, Vertex AI) started the job without --out: rank 0 names
             # the run directory for every rank and, through the launcher's store, for every restart of the group.
-            check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size)  # before waiting for the others
+            # before waiting for the others
+            check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size, data_given=dataset is not None)
             timeouts = cfg.distributed.timeout_s, cfg.distributed.join_timeout_s
             store = distributed.init(dist, device_for(cfg.train.device, dist), *timeouts)
             new = cfg  # not None, for the closure (mypy does not carry the narrowing of `cfg` into a lambda)
@@ -146,7 +147,7 @@ def _start(
         cfg = RunConfig.model_validate({**cfg.to_dict(), "out": str(run_dir)})
 
     # before the data loads, not after; this process uses cuda:LOCAL_RANK
-    check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size)
+    check_run(cfg, gpus=dist.local_rank + 1, world_size=dist.world_size, data_given=dataset is not None)
     device = device_for(cfg.train.device, dist)
     if not joined:
         distributed.init(dist, device, cfg.distributed.timeout_s, cfg.distributed.join_timeout_s)

@@ -212,3 +212,23 @@ def test_wandb_online_without_key_fails_fast(tmp_path):
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     assert has_api_key({}, tmp_path)
     check_wandb(online, {}, tmp_path)
+
+
+def test_fit_trains_on_a_dataset_in_memory_whatever_its_name(tmp_path):
+    """fit(cfg, dataset=...) takes arrays a caller built (the GPU tests' synthetic squares): the check of dataset
+    names before a run must not refuse them (it did, 'unknown dataset', for four of the GPU tests)."""
+    import dataclasses
+
+    from imgcls.bundle import load_bundle
+    from imgcls.config import DataConfig, RunConfig
+    from imgcls.data.datasets import load_dataset
+    from imgcls.train import fit
+
+    data = dataclasses.replace(load_dataset(DataConfig(name="digits", img_size=8)), name="handmade-digits")
+    cfg = RunConfig.model_validate(
+        {"out": str(tmp_path / "run"), "data": {"name": "handmade-digits", "img_size": 8},
+         "model": {"arch": "resnet8", "width": 8}, "train": {"epochs": 1, "device": "cpu"}}
+    )  # fmt: skip
+    result = fit(cfg, dataset=data)
+    lineage = load_bundle(result.bundle_dir).meta.lineage
+    assert lineage.dataset is not None and lineage.dataset.name == "handmade-digits"
