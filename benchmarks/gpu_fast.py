@@ -7,12 +7,14 @@
 
 ``--device cpu`` runs the same code on the CPU (bf16 autocast on the CPU, wall-clock timing, gloo instead of NCCL,
 two processes for ddp whatever the core count) with no verdict: a dry run that proves the scripts work before a
-GPU machine's short lease is spent on them (tests/unit/test_gpu_fast_dry_run.py runs it). scripts/gpu_check.sh
+GPU machine's short lease is spent on them (tests/integration/test_gpu_fast_dry_run.py runs it). scripts/gpu_check.sh
 runs everything on a lent machine in one call.
 
 * mfu: FLOPs of one training step (forward + backward) counted by torch.utils.flop_counter on the real model,
   steps timed with CUDA events after torch.compile warm-up, against the GPU's dense bf16 peak (H100/H200 SXM:
-  989 TFLOP/s; ``--peak-tflops`` for others). Synthetic uint8 batches augmented on the GPU as in training.
+  989 TFLOP/s, the spec sheet's; ``--peak-tflops`` for others), and beside it against an 8192³ bf16 matrix product
+  timed on the same GPU (``measured_peak_tflops``; ~790 was seen on the lent H200). Synthetic uint8 batches
+  augmented on the GPU as in training.
 * fmnist: ``imgcls train`` in a fresh process (start-up, imports, data loading, compile and the final evaluation
   all count) with configs/fashion-mnist.yaml moved to the GPU fast path (``--src``: the Debian package's ``.gz``
   files; gunzipped into a temporary --data-dir first, not timed). The recipe (FMNIST_RECIPE: batch 256, lr 0.2
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,6 +143,26 @@ def _time_steps(step, steps: int, rounds: int, device: str, warmup: int = 10) ->
     return seconds
 
 
+def _matmul_tflops(n: int = 8192, reps: int = 10) -> float:
+    """bf16 TFLOP/s of an n×n×n matrix product on this GPU (random data, after three warm-ups, CUDA events)."""
+    import torch
+
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    end.synchronize()
+    seconds = start.elapsed_time(end) / 1000.0
+    del a, b
+    torch.cuda.empty_cache()
+    return round(2 * n**3 * reps / seconds / 1e12, 1)
+
+
 def mfu(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -148,6 +171,7 @@ def mfu(args: argparse.Namespace) -> None:
     cuda = device.startswith("cuda")
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    measured = _matmul_tflops() if cuda else None  # what cuBLAS reaches here, beside the spec sheet's peak
     for batch in _batches(args.batch):
         model, _, augment, images, labels, gen = _step_setup(batch, compile_=False, device=device)
         x, y = augment(images[:batch], labels[:batch], gen)
@@ -157,15 +181,22 @@ def mfu(args: argparse.Namespace) -> None:
             loss.backward()
         flops = counter.get_total_flops()
         del model, augment, images, labels, x, y, loss
+        # each batch size gets its own static graph: the models share timm's forward, so a second size would
+        # otherwise be recompiled with a symbolic (dynamic) batch dimension
+        torch._dynamo.reset()
         _, step, *_ = _step_setup(batch, not args.no_compile, device, compile_mode=args.compile_mode)
+        warm_started = time.perf_counter()
         seconds = _time_steps(step, args.steps, args.rounds, device, warmup=args.warmup)
+        timed = sum(seconds)
         best = min(seconds) / args.steps
         achieved = flops / best / 1e12
         _emit(
             bench="mfu", device=name, batch=batch, step_ms=round(best * 1e3, 3), flops_per_step=flops,
             achieved_tflops=round(achieved, 3), peak_tflops=peak,
             mfu=round(achieved / peak, 4) if peak and cuda else None,
+            measured_peak_tflops=measured, of_measured_peak=round(achieved / measured, 4) if measured else None,
             images_per_sec=round(batch / best), compiled=not args.no_compile, compile_mode=args.compile_mode,
+            warmup_s=round(time.perf_counter() - warm_started - timed, 1),  # compile + cuDNN autotuning, mostly
             bar_met=(achieved / peak >= 0.35) if peak and cuda else None,
         )  # fmt: skip
         if cuda:
@@ -188,13 +219,21 @@ def fmnist(args: argparse.Namespace) -> None:
             *(["--set", f"train.max_steps={args.max_steps}"] if args.max_steps else []),
         ]  # fmt: skip
         started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        proc = subprocess.run(cmd, env=_child_env())  # its progress goes to the step's log, also when it times out
         wall = time.perf_counter() - started
         if proc.returncode != 0:
-            sys.exit(proc.stdout + proc.stderr)
-        metrics = json.loads((out / "bundle.json").read_text())["metrics"]
+            sys.exit(f"imgcls train exited with {proc.returncode}")
+        meta = json.loads((out / "bundle.json").read_text())
+        metrics = meta["metrics"]
+        epochs_s = [
+            json.loads(line).get("seconds") for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()
+        ]
+        epochs_s = [s for s in epochs_s if isinstance(s, int | float)]
         _emit(
             bench="fmnist", device=args.device, wall_s=round(wall, 1), test_top1=metrics["test_top1"],
+            fit_s=(meta.get("lineage") or {}).get("training", {}).get("seconds"),  # the loop, without start-up
+            first_epoch_s=epochs_s[0] if epochs_s else None,  # with the compile
+            median_epoch_s=round(statistics.median(epochs_s[1:]), 2) if len(epochs_s) > 1 else None,
             epochs=args.epochs, width=args.width, batch=_batches(args.batch)[0], compiled=not args.no_compile,
             bar_met=(metrics["test_top1"] >= 0.94 and wall <= 30) if args.device == "cuda" else None,
         )  # fmt: skip

@@ -57,7 +57,7 @@ bars() { [ "$what" = all ] || [ "$what" = bars ]; }
 tests() { [ "$what" = all ] || [ "$what" = tests ]; }
 bars && step mfu 150 $py -m benchmarks gpu_fast -- mfu --batch 512,1024
 bars && step fmnist-compiled 90 $py -m benchmarks gpu_fast -- fmnist --src .gpu/fashion-mnist
-tests && step gpu-tests 200 $py -m pytest tests/gpu -m gpu -q -p no:cacheprovider --timeout=150
+tests && step gpu-tests 200 $py -m pytest tests/gpu -m gpu -v -p no:cacheprovider --timeout=150  # -v: the names, if it is cut off
 bars && step fmnist-eager 70 $py -m benchmarks gpu_fast -- fmnist --src .gpu/fashion-mnist --no-compile
 # the recipe measured on the CPU (test 0.9394 in 14 epochs), beside the default one step beyond
 bars && step fmnist-w24 60 $py -m benchmarks gpu_fast -- fmnist --src .gpu/fashion-mnist --no-compile --width 24 --epochs 14

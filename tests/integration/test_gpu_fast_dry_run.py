@@ -58,7 +58,7 @@ def test_mfu_dry_run_counts_a_whole_training_step_per_batch_size(device_like_pat
     assert 3.2e9 < small["flops_per_step"] / 2 < 3.4e9, small
     assert large["flops_per_step"] == 2 * small["flops_per_step"]
     assert all(e["device"] == "cpu" and e["mfu"] is None and e["bar_met"] is None for e in events)  # no verdict
-    assert all(e["step_ms"] > 0 and e["images_per_sec"] > 0 for e in events)
+    assert all(e["step_ms"] > 0 and e["images_per_sec"] > 0 and e["warmup_s"] >= 0 for e in events)
 
 
 def test_ddp_dry_run_runs_one_and_two_gloo_processes(device_like_path, tmp_path):
@@ -101,3 +101,6 @@ def test_fmnist_dry_run_trains_through_the_cli_and_reads_the_bundle(device_like_
     (event,) = events
     assert event["device"] == "cpu" and event["bar_met"] is None and 0.0 <= event["test_top1"] <= 1.0
     assert event["wall_s"] > 0
+    # what the 30 s went on: the training loop apart from start-up, and its first (compiling) epoch
+    assert 0 < event["fit_s"] < event["wall_s"] and event["first_epoch_s"] > 0
+    assert "epoch 1/1" in proc.stdout + proc.stderr  # imgcls train's progress reaches the step's log
