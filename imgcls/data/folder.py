@@ -6,6 +6,8 @@ Layouts:
   ``data.test_fraction`` and ``data.val_fraction``;
 * ``PATH/train/<class>/...`` with ``val/`` (or ``valid/``, ``validation/``) and ``test/`` when present — a
   missing ``val/`` is split off ``train/`` (``data.val_fraction``); a missing ``test/`` means no test split.
+  The split folders are found whatever their case (``Train/``, ``TEST/``), and ``training/`` / ``testing/`` are
+  ``train/`` / ``test/``; two folders for one split are refused, other folders beside them are named in a warning.
 
 Class names are the sub-folder names of the training folder, sorted; images may sit in nested folders under
 their class folder. Hidden files and folders (a leading ``.``) are ignored, as are files directly in ``PATH``.
@@ -48,7 +50,7 @@ from imgcls.errors import DataError, ImgclsError
 logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_SIDE = 224
-SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _HINT_LAYOUT = "lay the images out as PATH/<class>/<image> (one sub-folder per class), optionally in train/ val/ test/"
 
@@ -133,8 +135,9 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
     train_idx = np.flatnonzero(in_train)
     val_idx = np.flatnonzero(np.asarray([s == "val" for s in where], dtype=bool))
     test_idx = np.flatnonzero(np.asarray([s == "test" for s in where], dtype=bool))
-    has_layout = _split_dir(root, "train") is not None
-    has_test = has_layout and _split_dir(root, "test") is not None
+    split_dirs = _split_dirs(root)
+    has_layout = "train" in split_dirs
+    has_test = has_layout and "test" in split_dirs
     if not has_layout:  # one pool: test first (its own seed, as for digits), then validation
         rest, test_pos = stratified_split(y[train_idx], cfg.test_fraction, seed + 7919)
         test_idx, train_idx = train_idx[test_pos], train_idx[rest]
@@ -172,11 +175,26 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def _split_dir(root: Path, split: str) -> Path | None:
-    for name in SPLIT_DIRS[split]:
-        if (root / name).is_dir():
-            return root / name
-    return None
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """The split folders of ``root`` (``train``, ``val``, ``test``), their names compared without case.
+
+    Raises:
+        DataError: two folders for one split (``train/`` and ``Train/``, ``val/`` and ``validation/``).
+    """
+    found: dict[str, list[Path]] = {}
+    for p in sorted(root.iterdir(), key=lambda p: p.name):
+        if not (_visible(p) and p.is_dir()):
+            continue
+        for split, names in SPLIT_DIRS.items():
+            if p.name.lower() in names:
+                found.setdefault(split, []).append(p)
+    for split, dirs in found.items():
+        if len(dirs) > 1:
+            raise DataError(
+                f"{root} has {len(dirs)} folders for the {split} split ({_names([d.name for d in dirs])})",
+                hint=f"keep one {split} folder: merge the others into it, or rename them with a leading '.'",
+            )
+    return {split: dirs[0] for split, dirs in found.items()}
 
 
 def _class_dirs(base: Path) -> list[Path]:
@@ -193,9 +211,22 @@ def _files_under(directory: Path) -> list[Path]:
 
 def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
     """(files, label per file, split per file, class names); the split is train/val/test."""
-    train_dir = _split_dir(root, "train")
-    if train_dir is None and (_split_dir(root, "val") or _split_dir(root, "test")):
-        raise DataError(f"{root} has val/ or test/ but no train/ folder", hint=_HINT_LAYOUT)
+    split_dirs = _split_dirs(root)
+    train_dir = split_dirs.get("train")
+    if train_dir is None and split_dirs and len(_class_dirs(root)) == len(split_dirs):
+        # only split folders (val/, test/): not classes named like splits beside others (Valid/ and Invalid/)
+        found = ", ".join(f"{d.name}/" for d in split_dirs.values())
+        raise DataError(f"{root} has {found} but no train/ folder", hint=_HINT_LAYOUT)
+    if train_dir is not None:
+        in_splits = set(split_dirs.values())
+        others = [p.name for p in sorted(root.iterdir()) if _visible(p) and p.is_dir() and p not in in_splits]
+        if others:
+            logger.warning(
+                "ignored folder(s) %s in %s: with split folders (%s) the classes are the folders inside them",
+                _names(others),
+                root,
+                ", ".join(f"{d.name}/" for d in split_dirs.values()),
+            )
     base = train_dir or root
     class_dirs = _class_dirs(base)
     if not class_dirs:
@@ -230,7 +261,7 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
         splits.extend(["train"] * len(per_class[c]))
     index = {c: k for k, c in enumerate(classes)}
     for split in ("val", "test"):
-        split_dir = _split_dir(root, split) if train_dir is not None else None
+        split_dir = split_dirs.get(split) if train_dir is not None else None
         if split_dir is None:
             continue
         for d in _class_dirs(split_dir):

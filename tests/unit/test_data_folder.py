@@ -223,3 +223,60 @@ def test_native_size_follows_exif_orientation(tmp_path: Path) -> None:
     img.save(root / "cat" / "rotated.jpg", exif=exif)
     ds = _load(root)
     assert ds.native_sizes == {(30, 20): 7}  # (H, W): the rotated photo counts as 30 high, like the others
+
+
+@pytest.mark.parametrize(
+    ("train", "val", "test"),
+    [
+        ("Train", "Validation", "Test"),
+        ("TRAIN", "VAL", "TEST"),
+        ("Training", None, "Testing"),
+        ("train", "Valid", "Test"),
+    ],
+)
+def test_split_folders_are_found_whatever_their_case(tmp_path: Path, train: str, val: str | None, test: str) -> None:
+    # Kaggle-style Train/ Test/ (or Training/ Testing/) were taken for classes: a "Train vs Test" classifier
+    root = tmp_path / "pets"
+    make_folder(root / train, per_class=6, classes=("cat", "dog"))
+    if val is not None:
+        make_folder(root / val, per_class=2, classes=("cat", "dog"))
+    make_folder(root / test, per_class=3, classes=("cat", "dog"))
+    ds = _load(root)
+    assert ds.classes == ["cat", "dog"]
+    assert len(ds.test) == 6 and all(f"/{test}/" in p for p in ds.test.paths)
+    assert all(f"/{train}/" in p for p in ds.train.paths)
+    if val is not None:
+        assert len(ds.train) == 12 and len(ds.val) == 4 and all(f"/{val}/" in p for p in ds.val.paths)
+
+
+def test_two_folders_for_one_split_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    make_folder(root / "train", per_class=3, classes=("cat", "dog"))
+    make_folder(root / "Train", per_class=3, classes=("cat", "dog"))
+    with pytest.raises(DataError, match=r"2 folders for the train split \('Train', 'train'\)") as info:
+        _load(root)
+    assert info.value.exit_code == 2 and info.value.hint
+
+
+def test_folders_beside_the_split_folders_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "pets"
+    make_folder(root / "train", per_class=4, classes=("cat", "dog"))
+    make_folder(root / "test", per_class=2, classes=("cat", "dog"))
+    make_folder(root / "extra", per_class=2, classes=("owl",))
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"):
+        ds = _load(root)
+    assert ds.classes == ["cat", "dog"]
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "'extra'" in text and "ignored" in text
+
+
+def test_classes_named_like_a_split_beside_other_classes_are_classes(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "signatures", per_class=4, classes=("Invalid", "Valid"))
+    assert _load(root).classes == ["Invalid", "Valid"]
+    root = tmp_path / "splits-only"
+    make_folder(root / "val", per_class=2, classes=("cat", "dog"))
+    make_folder(root / "Test", per_class=2, classes=("cat", "dog"))
+    with pytest.raises(DataError, match="has Test/, val/ but no train/ folder"):
+        _load(root)
