@@ -243,4 +243,6 @@ def samples_png(ds: Dataset, *, seed: int = 0) -> bytes:
 
 
 def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters from its end, an undecodable byte of a path written as ``\\xNN``."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # matplotlib refuses them
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]

@@ -238,6 +238,7 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
             )
         raise DataError(f"no images in {base}: it is empty", hint=_HINT_LAYOUT)
     classes = [d.name for d in class_dirs]
+    _check_class_names(base, classes)
     per_class = {d.name: _files_under(d) for d in class_dirs}
     if not any(per_class.values()):
         raise DataError(f"no images in {base}: the class folders {_names(classes)} are all empty", hint=_HINT_LAYOUT)
@@ -275,6 +276,33 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
             labels.extend([index[d.name]] * len(fs))
             splits.extend([split] * len(fs))
     return files, labels, splits, classes
+
+
+def _check_class_names(base: Path, classes: list[str]) -> None:
+    """Refuse a class folder whose name is not valid UTF-8 (a Latin-1 ``café`` from an old zip): the name goes
+    into bundle.json, the charts and every prediction, which cannot carry an undecodable byte."""
+    bad = [c for c in classes if not _is_utf8(c)]
+    if bad:
+        shown = ", ".join(repr(os.fsencode(c)) for c in bad[:10]) + (
+            f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        )
+        raise DataError(
+            f"class folder {shown} in {_printable(str(base))} has a name that is not valid UTF-8",
+            hint="rename it in UTF-8, e.g. `convmv -f latin1 -t utf-8 -r --notest PATH` (the convmv package)",
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # a byte that is not UTF-8 is a lone surrogate (surrogateescape), which cannot be
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` with each undecodable byte of a file name written as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _names(names: list[str]) -> str:

@@ -19,7 +19,13 @@ def imgcls(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160", "IMGCLS_CACHE": str(cwd / "cache")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "imgcls", *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-m", "imgcls", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=120,
+        env=env,
     )
 
 
@@ -142,3 +148,12 @@ def test_an_out_folder_that_cannot_be_made_is_a_clear_error_not_an_unexpected_on
         assert said in err and "hint: choose another --out" in err
         assert "unexpected" not in err and "Traceback" not in err
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_describe_a_folder_whose_path_is_not_utf8(tmp_path: Path) -> None:
+    # the dataset's name (its path) goes into the charts' titles: matplotlib refused the undecodable byte
+    data = make_folder(tmp_path / os.fsdecode(b"caf\xe9"), {"cat": 4, "dog": 4})
+    proc = imgcls("data", "describe", "--data", f"folder:{data}", "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "report" / "samples.png").is_file()
+    assert json.loads((tmp_path / "report" / "describe.json").read_text())["classes"] == ["cat", "dog"]

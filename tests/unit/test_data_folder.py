@@ -280,3 +280,12 @@ def test_classes_named_like_a_split_beside_other_classes_are_classes(tmp_path: P
     make_folder(root / "Test", per_class=2, classes=("cat", "dog"))
     with pytest.raises(DataError, match="has Test/, val/ but no train/ folder"):
         _load(root)
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused_before_training(tmp_path: Path) -> None:
+    # a Latin-1 'café' from an old zip: the run trained, then died drawing the confusion matrix (exit 1)
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    os.rename(root / "cat", os.fsdecode(os.fsencode(root) + b"/caf\xe9"))
+    with pytest.raises(DataError, match=r"class folder b'caf\\xe9' .* not valid UTF-8") as info:
+        _load(root)
+    assert info.value.exit_code == 2 and "convmv" in info.value.hint
