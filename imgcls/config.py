@@ -7,6 +7,8 @@ Unknown keys and bad values raise :class:`~imgcls.errors.ConfigError` naming the
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imgcls.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file read: a run configuration is a few sections of keys (the shipped ones are < 2 KB)."""
 
 
 class _Strict(BaseModel):
@@ -251,10 +256,9 @@ def load_config(
     if path is not None:
         p = Path(path)
         source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist", hint="see the files in configs/")
+        text = _read_config(p)
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p} is not valid YAML: {exc}") from None
         if loaded is None:
@@ -272,6 +276,44 @@ def load_config(
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
         raise _describe_errors(exc, source if not overrides and not flags else f"{source} (+ overrides)") from None
+
+
+def _read_config(p: Path) -> str:
+    """The text of the config file ``p``: a regular file of at most :data:`MAX_CONFIG_BYTES`, UTF-8 (or UTF-16 /
+    UTF-8 with a byte-order mark, as Windows editors and PowerShell's ``>`` write them)."""
+    hint = "pass a YAML file of sections (data:, model:, optim:, ...), e.g. configs/digits.yaml"
+    try:
+        info = os.stat(p)  # before open(): opening a FIFO would block
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{p} is a directory, not a config file", hint=hint)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{p} is not a regular file", hint=hint)
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise _too_large(p, info.st_size)
+        with open(p, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist", hint="see the files in configs/") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read ({exc.strerror or exc})", hint=hint) from None
+    if len(data) > MAX_CONFIG_BYTES:  # grew while being read
+        raise _too_large(p, len(data))
+    codec = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        name = "UTF-16" if codec == "utf-16" else "UTF-8"
+        raise ConfigError(
+            f"{p} is not {name} text (byte 0x{data[exc.start]:02x} at position {exc.start})",
+            hint="save it as UTF-8 text: a YAML file of sections (data:, model:, optim:, ...)",
+        ) from None
+
+
+def _too_large(p: Path, size: int) -> ConfigError:
+    return ConfigError(
+        f"{p} is {size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}",
+        hint="a run configuration is a few sections of keys (see configs/*.yaml): is this the right file?",
+    )
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

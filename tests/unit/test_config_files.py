@@ -100,3 +100,52 @@ def test_config_leaves_and_diff_name_every_changed_key():
         f"augment.hflip: True -> False, optim.lr: 0.1 -> 0.3, train.epochs: {base['train']['epochs']!r} -> 2"
     )
     assert config_diff(base, base) == ""
+
+
+def test_a_config_that_is_not_text_is_a_config_error(tmp_path):
+    bad = tmp_path / "garbage.yaml"
+    bad.write_bytes(bytes(range(128, 256)) * 3)  # was "unexpected UnicodeDecodeError", exit 1
+    with pytest.raises(ConfigError, match=r"garbage.yaml is not UTF-8 text") as info:
+        load_config(bad)
+    assert info.value.exit_code == 2 and "UTF-8" in info.value.hint
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("wandb:\n  project: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at position 21"):
+        load_config(latin1)
+
+
+def test_a_utf16_or_bom_config_parses(tmp_path):
+    # PowerShell's `>` writes UTF-16 with a byte-order mark; Notepad may add a UTF-8 one
+    text = "train:\n  epochs: 3\n"
+    for name, data in [("u16.yaml", text.encode("utf-16")), ("bom.yaml", b"\xef\xbb\xbf" + text.encode())]:
+        (tmp_path / name).write_bytes(data)
+        assert load_config(tmp_path / name).train.epochs == 3
+
+
+def test_a_config_read_is_bounded_and_only_from_a_regular_file(tmp_path):
+    import os
+
+    from imgcls.config import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.write(b"train:\n  epochs: 3\n")
+        f.truncate(MAX_CONFIG_BYTES + 1)  # sparse: a 1 GB file was read whole (2 GB of memory)
+    with pytest.raises(ConfigError, match=rf"big.yaml is {MAX_CONFIG_BYTES + 1:,} bytes; a config is at most"):
+        load_config(big)
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+    os.mkfifo(tmp_path / "fifo.yaml")  # opening it would block
+    with pytest.raises(ConfigError, match=r"fifo\.yaml is not a regular file"):
+        load_config(tmp_path / "fifo.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_binary_config_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    proc = _train("--config", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "is not UTF-8 text" in proc.stderr and "unexpected" not in proc.stderr
+    assert "Traceback" not in proc.stderr
