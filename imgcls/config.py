@@ -19,6 +19,9 @@ from imgcls.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
 """The largest config file read: a run configuration is a few sections of keys (the shipped ones are < 2 KB)."""
+MAX_CONFIG_NODES = 10_000
+"""The most values (keys, items, scalars) a config may expand to: YAML aliases (``*a``) repeat what an anchor
+(``&a``) holds, so a few hundred bytes can expand to billions ("billion laughs"); a run config has ~70."""
 
 
 class _Strict(BaseModel):
@@ -213,7 +216,49 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise _too_deep(f"--set {_shorten(item)}") from None
+    _check_expansion(value, f"--set {_shorten(item)}")
     return key, value
+
+
+def _shorten(value: Any, limit: int = 120) -> str:
+    """``repr``-like text of a config value, at most about ``limit`` characters (an error names the value)."""
+    import reprlib
+
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxdict, short.maxlist, short.maxtuple, short.maxset = 3, 8, 8, 8, 8
+    short.maxstring = short.maxother = limit
+    text = value if isinstance(value, str) else short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_expansion(tree: Any, source: str) -> None:
+    """ConfigError when ``tree`` expands to more than :data:`MAX_CONFIG_NODES` values (or refers to itself).
+
+    The walk stops at the limit, so its cost is bounded whatever the aliases would expand to.
+    """
+    stack, seen = [tree], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise ConfigError(
+                f"{source} expands to more than {MAX_CONFIG_NODES:,} values",
+                hint="a run config holds ~70 values; a YAML alias (*name) repeats all that its anchor (&name) holds",
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple, set)):
+            stack.extend(node)
+
+
+def _too_deep(source: str) -> ConfigError:
+    return ConfigError(
+        f"{source} is nested too deeply",
+        hint="a run configuration is sections of keys (data:, model:, optim:, ...), see configs/*.yaml",
+    )
 
 
 def _set(tree: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -237,7 +282,8 @@ def _describe_errors(exc: ValidationError, source: str) -> ConfigError:
             hint = hint or (f"use '{near}'" if near else "see `imgcls train --help` and configs/*.yaml")
         else:
             value = err.get("input")
-            lines.append(f"bad value for '{key}' in {source}: {value!r} ({err['msg']})")
+            shown = _shorten(value) if not isinstance(value, str) else repr(_shorten(value))
+            lines.append(f"bad value for '{key}' in {source}: {shown} ({err['msg']})")
     return ConfigError("; ".join(lines), hint=hint)
 
 
@@ -261,6 +307,9 @@ def load_config(
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise _too_deep(str(p)) from None
+        _check_expansion(loaded, str(p))
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

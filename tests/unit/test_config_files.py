@@ -149,3 +149,43 @@ def test_cli_binary_config_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "is not UTF-8 text" in proc.stderr and "unexpected" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _laughs(depth: int) -> str:
+    """A few hundred bytes of YAML whose aliases expand to 9**depth strings (the "billion laughs")."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, depth)]
+    return "\n".join(lines) + f"\ndata:\n  name: *l{depth - 1}\n"
+
+
+def test_yaml_aliases_that_expand_exponentially_are_refused(tmp_path):
+    # 460 bytes at depth 10 took minutes and 6 GB formatting the error, before being killed
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text(_laughs(6))
+    with pytest.raises(ConfigError, match=r"laughs.yaml expands to more than 10,000 values") as info:
+        load_config(bomb)
+    assert info.value.exit_code == 2 and "alias" in info.value.hint
+    aliases = "&a [&b [&c [" + ", ".join(["x"] * 22) + "], " + ", ".join(["*c"] * 30) + "], " + ", ".join(["*b"] * 30)
+    with pytest.raises(ConfigError, match=r"--set train.epochs=.* expands to more than 10,000 values"):
+        load_config(None, [f"train.epochs={aliases}]"])
+    cyclic = tmp_path / "cyclic.yaml"
+    cyclic.write_text("data:\n  name: &a [*a]\n")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_config(cyclic)
+
+
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("data:\n  name: " + "[" * 20000 + "]" * 20000 + "\n")  # was "unexpected RecursionError"
+    with pytest.raises(ConfigError, match=r"deep\.yaml is nested too deeply"):
+        load_config(deep)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(None, ["train.epochs=" + "[" * 5000 + "]" * 5000])
+
+
+def test_a_bad_value_is_shown_shortened(tmp_path):
+    long = tmp_path / "long.yaml"
+    long.write_text("data:\n  img_size: [" + ", ".join(["12345678"] * 5000) + "]\n")
+    with pytest.raises(ConfigError, match=r"bad value for 'data.img_size'") as info:
+        load_config(long)
+    assert len(info.value.message) < 400 and "..." in info.value.message
