@@ -254,6 +254,37 @@ def _check_expansion(tree: Any, source: str) -> None:
             stack.extend(node)
 
 
+def _check_unique_keys(text: str, source: str) -> None:
+    """ConfigError when a mapping of the YAML ``text`` gives a key twice: ``yaml.safe_load`` keeps the last one, so
+    a second ``train:`` section would silently replace the whole first one.
+
+    Reads the node graph (``yaml.compose``: no object is built); an alias's node is shared, so it is walked once.
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    walked: set[int] = set()
+    while stack:
+        node, prefix = stack.pop()
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, prefix) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[str, yaml.Node] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and key.tag != "tag:yaml.org,2002:merge":  # '<<': merged keys may be overridden
+                    if name in first:
+                        raise ConfigError(
+                            f"{source}: key '{prefix}{name}' is given twice (lines {first[name].start_mark.line + 1} "
+                            f"and {key.start_mark.line + 1}); the second would silently replace the first",
+                            hint=f"keep one '{name}' and merge the two",
+                        )
+                    first[name] = key
+                stack.append((value, f"{prefix}{name}." if name is not None else prefix))
+
+
 def _too_deep(source: str) -> ConfigError:
     return ConfigError(
         f"{source} is nested too deeply",
@@ -310,6 +341,7 @@ def load_config(
         except RecursionError:
             raise _too_deep(str(p)) from None
         _check_expansion(loaded, str(p))
+        _check_unique_keys(text, str(p))
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -189,3 +189,20 @@ def test_a_bad_value_is_shown_shortened(tmp_path):
     with pytest.raises(ConfigError, match=r"bad value for 'data.img_size'") as info:
         load_config(long)
     assert len(info.value.message) < 400 and "..." in info.value.message
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    # the second `train:` replaced the whole first section: epochs silently went back to the default
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 30\ndata:\n  name: digits\ntrain:\n  batch_size: 64\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: key 'train' is given twice \(lines 1 and 5\)") as info:
+        load_config(twice)
+    assert info.value.exit_code == 2 and "one 'train'" in info.value.hint
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("optim:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"key 'optim.lr' is given twice \(lines 2 and 4\)"):
+        load_config(leaf)
+    merged = tmp_path / "merged.yaml"  # a merge key's values may be overridden: that is what it is for
+    merged.write_text("train:\n  <<: {epochs: 3, batch_size: 32}\n  epochs: 5\n")
+    cfg = load_config(merged)
+    assert (cfg.train.epochs, cfg.train.batch_size) == (5, 32)
