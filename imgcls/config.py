@@ -204,14 +204,41 @@ def override_text(key: str, value: Any) -> str:
     return f"{key}={str(text).strip().removesuffix('...').strip()}"
 
 
+def _text_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> set[str]:
+    """The dotted keys whose value is text (a name or a path, maybe optional): ``data.name``, ``out``, ..."""
+    import typing
+
+    keys: set[str] = set()
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys |= _text_keys(ann, f"{prefix}{name}.")
+        elif (typing.get_args(ann) and set(typing.get_args(ann)) - {type(None)} <= {str, Path}) or ann in (str, Path):
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+_NULLS = ("null", "Null", "NULL", "~")
+
+
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value).
+
+    The value of a text key (a name or a path: ``data.name``, ``data.dir``, ``out``, ``wandb.project``, ...) is
+    taken as typed — YAML would read ``folder:/data/cats #2`` as ``folder:/data/cats`` and a comment, ``2024`` as
+    a number and ``a: b`` as a mapping — unless it is quoted (``'...'``, ``"..."``, as :func:`override_text`
+    writes it) or ``null``.
+    """
     if "=" not in item:
         raise ConfigError(f"--set {item!r} is not of the form key.sub=value", hint="e.g. --set optim.lr=0.05")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {item!r} has an empty key", hint="e.g. --set optim.lr=0.05")
+    text = raw.strip()
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    if text and not quoted and text not in _NULLS and key in _text_keys():
+        return key, text
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -315,6 +342,11 @@ def _describe_errors(exc: ValidationError, source: str) -> ConfigError:
             value = err.get("input")
             shown = _shorten(value) if not isinstance(value, str) else repr(_shorten(value))
             lines.append(f"bad value for '{key}' in {source}: {shown} ({err['msg']})")
+            if key in _text_keys() and (isinstance(value, (int, float, bool)) or type(value).__module__ == "datetime"):
+                kind = {"int": "a number", "float": "a number", "bool": "true/false"}.get(
+                    type(value).__name__, "a date"
+                )
+                hint = hint or f"YAML reads {shown} as {kind}: quote it, '{value}', to mean the text"
     return ConfigError("; ".join(lines), hint=hint)
 
 

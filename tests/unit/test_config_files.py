@@ -206,3 +206,31 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     merged.write_text("train:\n  <<: {epochs: 3, batch_size: 32}\n  epochs: 5\n")
     cfg = load_config(merged)
     assert (cfg.train.epochs, cfg.train.batch_size) == (5, 32)
+
+
+def test_set_takes_a_text_key_as_typed():
+    # YAML read ' #2' as a comment: --set "data.name=folder:/data/cats #2" trained on folder:/data/cats
+    cfg = load_config(None, ["data.name=folder:/data/cats #2", "data.dir=2024", "name=007", "out=runs/a: b"])
+    assert cfg.data.name == "folder:/data/cats #2" and cfg.data.dir == Path("2024")
+    assert cfg.name == "007" and cfg.out == Path("runs/a: b")
+    cfg = load_config(
+        None, ["wandb.entity=null", "wandb.project='my project'", 'model.arch="resnet8"', "data.name=yes"]
+    )
+    assert cfg.wandb.entity is None and cfg.wandb.project == "my project" and cfg.model.arch == "resnet8"
+    assert cfg.data.name == "yes"  # a dataset the loader will refuse by name, not a boolean
+    assert load_config(None, ["train.epochs=3", "optim.lr=0.5"]).train.epochs == 3  # other keys still YAML
+
+
+def test_a_text_value_round_trips_through_override_text():
+    from imgcls.config import override_text
+
+    for value in ["folder:/data/cats #2", "007", "it's", "'quoted'", "a: b", "null"]:
+        assert load_config(None, [override_text("data.name", value)]).data.name == value
+
+
+def test_a_number_where_text_is_meant_in_yaml_says_to_quote_it(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("wandb:\n  project: 2024\n")
+    with pytest.raises(ConfigError, match=r"bad value for 'wandb.project'.*2024") as info:
+        load_config(cfg)
+    assert "quote" in info.value.hint and "'2024'" in info.value.hint
