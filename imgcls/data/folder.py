@@ -11,6 +11,8 @@ Layouts:
 
 Class names are the sub-folder names of the training folder, sorted; images may sit in nested folders under
 their class folder. Hidden files and folders (a leading ``.``) are ignored, as are files directly in ``PATH``.
+Symlinked files and folders are followed, inside the dataset or outside it; a symlink that leads back to a folder
+holding it (a loop) is skipped with a warning, and a folder reached twice is read once.
 
 Every other file is decoded by its content with :func:`imgcls.data.decode.decode_image` (JPEG, PNG, WebP) and
 prepared with :func:`imgcls.data.transform.prepare`, on a thread pool (Pillow releases the GIL while it
@@ -198,15 +200,39 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 
 
 def _class_dirs(base: Path) -> list[Path]:
-    return sorted((p for p in base.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+    dirs = sorted((p for p in base.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+    return [p for p in dirs if not _is_loop(p, base.resolve())]
 
 
 def _files_under(directory: Path) -> list[Path]:
+    """Every visible file under ``directory``, sorted. Symlinked folders are followed (a class may gather its images
+    from elsewhere), except one that leads back to a folder above it (a loop: named in a warning) or to a folder
+    already read by another way (read once)."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    walked = {directory.resolve()}
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        here = Path(dirpath)
+        real = here.resolve()
+        keep = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            target = (here / name).resolve()
+            if _is_loop(here / name, real) or target in walked:
+                continue
+            walked.add(target)
+            keep.append(name)
+        dirnames[:] = keep
+        found.extend(here / f for f in sorted(filenames) if not f.startswith("."))
     return found
+
+
+def _is_loop(folder: Path, parent_real: Path) -> bool:
+    """Whether ``folder`` (in the folder whose real path is ``parent_real``) leads back to that folder or one above
+    it, as a symlink to ``..`` or ``.`` does; such a link is named in a warning."""
+    target = folder.resolve()
+    if target != parent_real and target not in parent_real.parents:
+        return False
+    logger.warning("skipped %s: a symlink to %s, which holds it (a loop)", folder, target)
+    return True
 
 
 def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:

@@ -289,3 +289,27 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused_before_training(tmp_pat
     with pytest.raises(DataError, match=r"class folder b'caf\\xe9' .* not valid UTF-8") as info:
         _load(root)
     assert info.value.exit_code == 2 and "convmv" in info.value.hint
+
+
+def test_symlinked_folders_are_followed_and_loops_are_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a symlinked sub-folder of a class was silently left out: cat/flickr -> /data/flickr/cats lost its images
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    elsewhere = make_folder(tmp_path / "elsewhere", per_class=5, classes=("more_cats", "owls"))
+    os.symlink(elsewhere / "more_cats", root / "cat" / "flickr")  # a folder outside the dataset
+    os.symlink(elsewhere / "owls", root / "owl")  # a class folder outside the dataset
+    os.symlink("..", root / "cat" / "up")  # loops: the dataset, the class itself
+    os.symlink(".", root / "dog" / "self")
+    os.symlink(root, root / "everything")  # a "class" that is the dataset itself
+    save_image(root / "cat" / "real" / "x.png", COLORS["cat"])
+    os.symlink(root / "cat" / "real", root / "cat" / "again")  # the same folder twice: read once
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"):
+        ds = _load(root, val_fraction=0.0, test_fraction=0.0)
+    assert ds.classes == ["cat", "dog", "owl"]
+    counts = dict(zip(ds.classes, np.bincount(ds.train.labels).tolist(), strict=True))
+    assert counts == {"cat": 3 + 5 + 1, "dog": 3, "owl": 5}
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for link in ("cat/up", "dog/self", "everything"):
+        assert link in text
+    assert "loop" in text
