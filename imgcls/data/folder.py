@@ -10,7 +10,8 @@ Layouts:
   ``train/`` / ``test/``; two folders for one split are refused, other folders beside them are named in a warning.
 
 Class names are the sub-folder names of the training folder, sorted; images may sit in nested folders under
-their class folder. Hidden files and folders (a leading ``.``) are ignored, as are files directly in ``PATH``.
+their class folder. Hidden files and folders (a leading ``.``) are ignored, as are files directly in ``PATH`` and
+what file managers leave behind (``__MACOSX/``, ``Thumbs.db``, ``desktop.ini``, ``@eaDir/``, ...).
 Symlinked files and folders are followed, inside the dataset or outside it; a symlink that leads back to a folder
 holding it (a loop) is skipped with a warning, and a folder reached twice is read once.
 
@@ -173,8 +174,22 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
 # -- scanning -----------------------------------------------------------------------------------------------
 
 
+# What file managers and archivers leave in a folder: macOS zips' __MACOSX/ (AppleDouble ._ files), Windows'
+# thumbnail caches and folder settings, a Synology NAS's @eaDir/ thumbnails, recycle bins. Never a class or an image.
+_LITTER = frozenset(
+    name.lower()
+    for name in ("__MACOSX", "Thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "@eaDir", "$RECYCLE.BIN",
+                 "System Volume Information", "Icon\r")
+)  # fmt: skip
+
+
 def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+    return _visible_name(path.name)
+
+
+def _visible_name(name: str) -> bool:
+    """Not hidden (a leading ``.``) and not a file manager's litter (:data:`_LITTER`)."""
+    return not name.startswith(".") and name.lower() not in _LITTER
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -214,14 +229,14 @@ def _files_under(directory: Path) -> list[Path]:
         here = Path(dirpath)
         real = here.resolve()
         keep = []
-        for name in sorted(d for d in dirnames if not d.startswith(".")):
+        for name in sorted(d for d in dirnames if _visible_name(d)):
             target = (here / name).resolve()
             if _is_loop(here / name, real) or target in walked:
                 continue
             walked.add(target)
             keep.append(name)
         dirnames[:] = keep
-        found.extend(here / f for f in sorted(filenames) if not f.startswith("."))
+        found.extend(here / f for f in sorted(filenames) if _visible_name(f))
     return found
 
 

@@ -313,3 +313,23 @@ def test_symlinked_folders_are_followed_and_loops_are_skipped_with_a_warning(
     for link in ("cat/up", "dog/self", "everything"):
         assert link in text
     assert "loop" in text
+
+
+def test_the_litter_of_macos_windows_and_nas_file_managers_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a zip made on a Mac unpacks a __MACOSX/ of AppleDouble files beside the classes: it was an empty class (fatal)
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    for where in (root / "__MACOSX" / "cat", root / "cat" / "__MACOSX"):
+        where.mkdir(parents=True)
+        (where / "._cat_00.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    (root / "cat" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + b"\x00" * 60)
+    (root / "dog" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (root / "@eaDir" / "x.jpg").mkdir(parents=True)  # a Synology NAS's thumbnails, beside the classes and inside
+    save_image(root / "@eaDir" / "x.jpg" / "SYNOFILE_THUMB_M.jpg", (0, 0, 0))
+    save_image(root / "dog" / "@eaDir" / "dog_00.jpg" / "SYNOFILE_THUMB_M.jpg", (0, 0, 0))
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"):
+        ds = _load(root)
+    assert ds.classes == ["cat", "dog"] and not ds.skipped
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 6
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
