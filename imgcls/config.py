@@ -42,6 +42,9 @@ class DataConfig(_Strict):
     test_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     """Share held out for the test split when a folder has no test/ (and for digits)."""
     interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"] = "bilinear"
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    """A folder dataset's images above this many pixels (width × height) are skipped: decompression bombs, and the
+    memory of a decode (``imgcls predict --max-pixels`` has the same default). Raise it for photos of 45 MP and up."""
     download: bool = True
     """Download torchvision datasets when missing (needs network)."""
 

@@ -90,7 +90,17 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
     files, labels, split_of, classes = _scan(root)
     workers = workers or min(16, (os.cpu_count() or 1) + 2)
 
-    headers = _parallel(_read_header, files, workers)
+    import warnings
+    from functools import partial
+
+    from PIL import Image
+
+    from imgcls.data.decode import _allow_pixels
+
+    _allow_pixels(cfg.max_pixels)  # Pillow's own guard at the configured limit
+    with warnings.catch_warnings():  # the limit is checked (and said) per file: no Python warning on stderr
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        headers = _parallel(partial(_read_header, max_pixels=cfg.max_pixels), files, workers)
     skipped: dict[Path, str] = {f: h for f, h in zip(files, headers, strict=True) if isinstance(h, str)}
     sizes = Counter(h.size for h in headers if isinstance(h, _Header))
     if not sizes:
@@ -111,7 +121,7 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
 
     def decode_into(slot_index: tuple[int, int]) -> str | None:
         slot, index = slot_index
-        return _decode_prepare(files[index], provisional, images, slot)
+        return _decode_prepare(files[index], provisional, images, slot, max_pixels=cfg.max_pixels)
 
     failures = _parallel(decode_into, list(enumerate(readable)), workers)
     for index, failure in zip(readable, failures, strict=True):
@@ -362,35 +372,39 @@ def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]
         return list(pool.map(fn, items))
 
 
-def _read_header(path: Path) -> _Header | str:
+def _read_header(path: Path, *, max_pixels: int) -> _Header | str:
     """Size (after EXIF rotation) and grayscale-ness from the header alone, or why the file is not usable."""
     from PIL import Image, UnidentifiedImageError
 
     from imgcls.data.decode import FORMATS
 
+    too_many = f"the limit is {max_pixels:,} (allow more with --set data.max_pixels=N)"
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
             return "not a regular file"
         with Image.open(path, formats=[*FORMATS, "WEBP"]) as img:
             w, h = img.size
+            if w * h > max_pixels:
+                return f"image too large ({w}×{h} = {w * h:,} pixels); {too_many}"
             if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90° on load
                 w, h = h, w
             return _Header(size=(h, w), gray=img.mode in _GRAY_MODES)
     except UnidentifiedImageError:
         return "not a JPEG, PNG or WebP image"
     except Image.DecompressionBombError:
-        return "too many pixels"
+        return f"image too large (over {2 * max_pixels:,} pixels); {too_many}"
     except Exception as exc:  # one bad file must never stop the loading of thousands
         return f"unreadable ({type(exc).__name__}: {exc})"
 
 
-def _decode_prepare(path: Path, spec: InputSpec, out: np.ndarray, slot: int) -> str | None:
+def _decode_prepare(path: Path, spec: InputSpec, out: np.ndarray, slot: int, *, max_pixels: int) -> str | None:
     """Decode and prepare one file into ``out[slot]``; the reason it failed, or None."""
     from imgcls.data.decode import decode_image
     from imgcls.data.transform import draft_size, prepare
 
     try:
-        out[slot] = prepare(decode_image(path, allow_webp=True, draft=draft_size(spec)), spec)
+        image = decode_image(path, allow_webp=True, draft=draft_size(spec), max_pixels=max_pixels)
+        out[slot] = prepare(image, spec)
     except ImgclsError as exc:
         return exc.message.removeprefix(f"{path}: ")
     except Exception as exc:  # one bad file must never stop the loading of thousands

@@ -333,3 +333,30 @@ def test_the_litter_of_macos_windows_and_nas_file_managers_is_ignored(
     assert ds.classes == ["cat", "dog"] and not ds.skipped
     assert len(ds.train) + len(ds.val) + len(ds.test) == 6
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_photos_over_the_pixel_limit_can_be_allowed_with_data_max_pixels(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a folder of 45-61 MP camera photos was skipped whole (limit 40 MP) and train had no way to allow them
+    root = make_folder(tmp_path / "photos", per_class=2, classes=("cat", "dog"), size=(40, 30))
+    Image.new("RGB", (300, 200), COLORS["cat"]).save(root / "cat" / "big.jpg")  # 60,000 pixels
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"):
+        ds = _load(root, max_pixels=50_000)
+    assert [Path(p).name for p in ds.skipped] == ["big.jpg"]
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "300×200 = 60,000 pixels" in text and "data.max_pixels" in text
+    ds = _load(root, max_pixels=60_000)
+    assert not ds.skipped and len(ds.train) + len(ds.val) + len(ds.test) == 5
+
+
+def test_a_decompression_bomb_is_skipped_without_a_python_warning(tmp_path: Path) -> None:
+    import warnings
+
+    root = make_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    Image.new("1", (7000, 6000)).save(root / "cat" / "bomb.png")  # 42 MP in a few kB
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = _load(root)
+    assert [Path(p).name for p in ds.skipped] == ["bomb.png"]
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]  # reached stderr
