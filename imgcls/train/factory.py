@@ -105,6 +105,15 @@ def load_data(cfg: RunConfig, dataset: Any = None) -> Any:
         dataset = load_dataset(cfg.data, seed=cfg.train.seed)
     if len(dataset.train) == 0:
         raise ConfigError(f"dataset {cfg.data.name!r} has no training images")
+    if len(dataset.val) == 0 and cfg.data.val_fraction > 0:  # no class had the 2 images it takes to hold one out
+        largest = int(np.bincount(dataset.train.labels).max())
+        raise ConfigError(
+            f"dataset {cfg.data.name!r} has no validation images: data.val_fraction={cfg.data.val_fraction} holds "
+            f"out none of its {len(dataset.train)} training images, as there are at most {largest} training "
+            f"image{'s' if largest != 1 else ''} per class",
+            hint="a class needs 2 or more training images (after the test split) for one to be held out: add "
+            "images, or a val/ folder",
+        )
     if len(dataset.val) == 0:
         raise ConfigError(
             f"dataset {cfg.data.name!r} has no validation images (data.val_fraction={cfg.data.val_fraction})",

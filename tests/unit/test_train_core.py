@@ -232,3 +232,24 @@ def test_fit_trains_on_a_dataset_in_memory_whatever_its_name(tmp_path):
     result = fit(cfg, dataset=data)
     lineage = load_bundle(result.bundle_dir).meta.lineage
     assert lineage.dataset is not None and lineage.dataset.name == "handmade-digits"
+
+
+def test_no_validation_images_from_classes_too_small_to_split_says_so(tmp_path):
+    # the hint said "set data.val_fraction > 0 (e.g. 0.1)" when it was 0.1: the classes had 1 or 2 images each
+    from PIL import Image
+
+    from imgcls.errors import ConfigError
+    from imgcls.train.factory import load_data
+
+    for k, name in enumerate(("cat", "dog", "owl")):
+        (tmp_path / "tiny" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (12, 12), (80 * k, 40 * i, 0)).save(tmp_path / "tiny" / name / f"{i}.png")
+    cfg = RunConfig.model_validate({"data": {"name": f"folder:{tmp_path / 'tiny'}"}})
+    with pytest.raises(ConfigError, match=r"no validation images: .*at most 1 training image per class") as info:
+        load_data(cfg)
+    assert "val_fraction > 0" not in (info.value.hint or "") and "2 or more" in info.value.hint
+    cfg = RunConfig.model_validate({"data": {"name": "digits", "val_fraction": 0.0}})
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.0") as info:
+        load_data(cfg)
+    assert "val_fraction > 0" in info.value.hint
