@@ -105,7 +105,10 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
     sizes = Counter(h.size for h in headers if isinstance(h, _Header))
     if not sizes:
         _warn_skipped(root, skipped)
-        raise DataError(f"no readable images in {root}: all {len(files)} files were skipped", hint=_HINT_LAYOUT)
+        raise DataError(
+            f"no readable images in {root}: all {len(files)} files were skipped ({_kinds(skipped.values())})",
+            hint=_skipped_hint(skipped.values()),
+        )
     side = cfg.img_size or _default_side(sizes)
     channels = cfg.channels or (1 if all(h.gray for h in headers if isinstance(h, _Header)) else 3)
     provisional = InputSpec(
@@ -139,10 +142,12 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
     in_train = np.asarray([s == "train" for s in where], dtype=bool)
     missing = [c for k, c in enumerate(classes) if not np.any(y[in_train] == k)]
     if missing:
+        label_of = dict(zip(files, labels, strict=True))
+        lost = [why for f, why in skipped.items() if label_of[f] == classes.index(missing[0])]
         raise DataError(
             f"class {_names(missing)} in {root} has no readable images"
-            + (f" ({len(skipped)} file(s) skipped, see the warning)" if skipped else ""),
-            hint="add readable JPEG/PNG images to the class folder, or remove it",
+            + (f" ({_kinds(lost)}; see the warning)" if lost else ""),
+            hint=_skipped_hint(lost) if lost else "add readable JPEG/PNG images to the class folder, or remove it",
         )
 
     train_idx = np.flatnonzero(in_train)
@@ -390,7 +395,8 @@ def _read_header(path: Path, *, max_pixels: int) -> _Header | str:
                 w, h = h, w
             return _Header(size=(h, w), gray=img.mode in _GRAY_MODES)
     except UnidentifiedImageError:
-        return "not a JPEG, PNG or WebP image"
+        kind = _sniff(path)
+        return f"a {kind} image: {_ONLY}" if kind else "not a JPEG, PNG or WebP image"
     except Image.DecompressionBombError:
         return f"image too large (over {2 * max_pixels:,} pixels); {too_many}"
     except Exception as exc:  # one bad file must never stop the loading of thousands
@@ -410,6 +416,59 @@ def _decode_prepare(path: Path, spec: InputSpec, out: np.ndarray, slot: int, *, 
     except Exception as exc:  # one bad file must never stop the loading of thousands
         return f"unreadable ({type(exc).__name__}: {exc})"
     return None
+
+
+_ONLY = "only JPEG, PNG and WebP are read"
+# The formats a folder of images is often in that are not read, by their first bytes
+_MAGIC = (
+    (b"BM", "BMP"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"%PDF", "PDF"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+)
+_FTYP = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIC", b"msf1": "HEIC", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _sniff(path: Path) -> str | None:
+    """The name of a well-known image format that is not read (BMP, GIF, TIFF, HEIC, ...), from the first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[4:8] == b"ftyp":
+        return _FTYP.get(head[8:12])
+    return None
+
+
+def _kind(reason: str) -> str:
+    """A reason's kind, to count: ``a BMP image: ...`` is ``BMP``, ``unreadable (OSError: ...)`` ``unreadable``."""
+    if reason.startswith("a ") and f" image: {_ONLY}" in reason:
+        return reason[2:].split(" image: ", 1)[0]
+    return reason.split(" (", 1)[0].split(":", 1)[0]
+
+
+def _kinds(reasons: Iterable[str]) -> str:
+    """``2 BMP, 1 unreadable``: the skipped files counted by kind, most first."""
+    return ", ".join(f"{n} {kind}" for kind, n in Counter(_kind(r) for r in reasons).most_common())
+
+
+def _skipped_hint(reasons: Iterable[str]) -> str:
+    kinds = {_kind(r) for r in reasons}
+    formats = sorted(k for k in kinds if k in {name for _, name in _MAGIC} | set(_FTYP.values()))
+    if formats:
+        return f"{_ONLY}: convert the {'/'.join(formats)} files, e.g. `mogrify -format png FILE...` (ImageMagick)"
+    return "the warning lists each skipped file and why: replace or remove them"
 
 
 def _warn_skipped(root: Path, skipped: dict[Path, str]) -> None:

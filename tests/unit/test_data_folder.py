@@ -360,3 +360,25 @@ def test_a_decompression_bomb_is_skipped_without_a_python_warning(tmp_path: Path
         ds = _load(root)
     assert [Path(p).name for p in ds.skipped] == ["bomb.png"]
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]  # reached stderr
+
+
+def test_images_of_other_formats_are_named_with_the_fix(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a folder of BMP files ended in "all 6 files were skipped" with the hint to lay out class folders
+    root = tmp_path / "scans"
+    for c in ("cat", "dog"):
+        for i, ext in enumerate(("bmp", "gif", "tif")):
+            save_image(root / c / f"{i}.{ext}", COLORS[c])
+    (root / "dog" / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"), pytest.raises(DataError) as info:
+        _load(root)
+    assert "all 7 files were skipped" in info.value.message
+    assert "2 BMP, 2 GIF, 2 TIFF, 1 HEIC" in info.value.message
+    assert "convert" in info.value.hint and "layout" not in info.value.hint and "sub-folder" not in info.value.hint
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "cat/0.bmp: a BMP image" in text and "dog/photo.heic: a HEIC image" in text
+    make_folder(root, per_class=2, classes=("cat", "dog"))  # one class of BMPs only: named with its formats
+    for i in range(2):
+        save_image(root / "owl" / f"{i}.bmp", (9, 9, 9))
+    with pytest.raises(DataError, match=r"class 'owl' .* has no readable images \(2 BMP; see the warning\)") as info:
+        _load(root)
+    assert "convert" in info.value.hint
