@@ -191,14 +191,21 @@ def config_keys() -> list[str]:
 
 
 def closest_key(key: str) -> str | None:
+    """The valid key (or section: ``trian`` -> ``train``) nearest to ``key``, compared without case; None if none is."""
     keys = _all_keys(RunConfig)
-    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    sections = [
+        name
+        for name, f in RunConfig.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+    ]
+    by_lower = {k.lower(): k for k in [*keys, *sections]}
+    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
     if not match:  # try on the last component: 'lrr' -> 'optim.lr'
-        leaf = key.rsplit(".", 1)[-1]
-        by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+        leaf = key.rsplit(".", 1)[-1].lower()
+        by_leaf = {k.rsplit(".", 1)[-1].lower(): k for k in keys}
         m = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
         return by_leaf[m[0]] if m else None
-    return match[0]
+    return by_lower[match[0]]
 
 
 def override_text(key: str, value: Any) -> str:
@@ -391,7 +398,8 @@ def load_config(
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise _describe_errors(exc, source if not overrides and not flags else f"{source} (+ overrides)") from None
+        given = overrides or any(value is not None for value in (flags or {}).values())
+        raise _describe_errors(exc, f"{source} (+ overrides)" if given else source) from None
 
 
 def _read_config(p: Path) -> str:

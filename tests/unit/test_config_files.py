@@ -234,3 +234,17 @@ def test_a_number_where_text_is_meant_in_yaml_says_to_quote_it(tmp_path):
     with pytest.raises(ConfigError, match=r"bad value for 'wandb.project'.*2024") as info:
         load_config(cfg)
     assert "quote" in info.value.hint and "'2024'" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "near"),
+    [("trian:\n  epochs: 3\n", "train"), ("optimizer:\n  lr: 0.1\n", "optim"), ("Train:\n  epochs: 3\n", "train"),
+     ("data:\n  Img_Size: 32\n", "data.img_size"), ("epochs: 3\n", "train.epochs")],
+)  # fmt: skip
+def test_a_misspelt_section_suggests_the_section(tmp_path, text, near):
+    # 'trian:' got no suggestion and 'optimizer:' got 'optim.lr'
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=rf"did you mean '{near}'\?") as info:
+        load_config(bad, [], {"data.name": None})
+    assert "(+ overrides)" not in info.value.message  # no override was given: a flag left out is none
