@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from imgcls.errors import ConfigError
 
@@ -26,6 +26,23 @@ MAX_CONFIG_NODES = 10_000
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # no inf or nan anywhere
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse true/false where a number is meant: pydantic would take True for 1, and YAML reads yes, no, on
+        and off as booleans (``--set train.epochs=yes`` trained one epoch, ``optim.momentum=no`` none)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            import typing
+
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = typing.get_args(annotation) or (annotation,)
+            numbers = [k for k in kinds if k in (int, float)] + [
+                k for k in kinds if typing.get_origin(k) is Literal and all(type(a) is int for a in typing.get_args(k))
+            ]
+            if bool not in kinds and numbers:
+                raise ValueError("true/false, not a number (YAML reads yes, no, on and off as true/false)")
+        return value
 
 
 class DataConfig(_Strict):

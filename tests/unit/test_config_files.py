@@ -248,3 +248,19 @@ def test_a_misspelt_section_suggests_the_section(tmp_path, text, near):
     with pytest.raises(ConfigError, match=rf"did you mean '{near}'\?") as info:
         load_config(bad, [], {"data.name": None})
     assert "(+ overrides)" not in info.value.message  # no override was given: a flag left out is none
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.epochs=yes", "data.channels=true", "optim.momentum=no", "optim.grad_clip=on", "train.max_steps=true",
+     "augment.crop_padding=off"],
+)  # fmt: skip
+def test_a_boolean_is_not_a_number(override):
+    # YAML reads yes/no/on/off as booleans, and pydantic took True for 1: --set train.epochs=yes trained 1 epoch
+    with pytest.raises(ConfigError, match=r"bad value for .*(True|False).*true/false, not a number"):
+        load_config(None, [override])
+
+
+def test_booleans_still_set_boolean_keys():
+    cfg = load_config(None, ["augment.hflip=no", "model.pretrained=yes", "train.compile=false"])
+    assert cfg.augment.hflip is False and cfg.model.pretrained is True and cfg.train.compile is False
