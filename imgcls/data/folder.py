@@ -53,6 +53,7 @@ from imgcls.errors import DataError, ImgclsError
 logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_SIDE = 224
+MAX_LISTED = 50  # skipped files named in the warning; the others are counted (Dataset.skipped has them all)
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _HINT_LAYOUT = "lay the images out as PATH/<class>/<image> (one sub-folder per class), optionally in train/ val/ test/"
@@ -472,10 +473,18 @@ def _skipped_hint(reasons: Iterable[str]) -> str:
 
 
 def _warn_skipped(root: Path, skipped: dict[Path, str]) -> None:
+    """ONE warning: the first :data:`MAX_LISTED` skipped files with their reasons, the others counted by kind."""
     if not skipped:
         return
-    lines = "\n".join(f"  {_relative(p, root)}: {why}" for p, why in sorted(skipped.items()))
-    logger.warning("skipped %d unreadable file(s) in %s:\n%s", len(skipped), root, lines)
+    ordered = sorted(skipped.items())
+    lines = [f"  {_relative(p, root)}: {why}" for p, why in ordered[:MAX_LISTED]]
+    if len(ordered) > MAX_LISTED:
+        rest = [why for _, why in ordered[MAX_LISTED:]]
+        lines.append(
+            f"  … and {len(rest)} more ({_kinds(rest)}): `imgcls data describe --data folder:{root}` lists them all "
+            "in describe.json"
+        )
+    logger.warning("skipped %d unreadable file(s) in %s:\n%s", len(skipped), root, "\n".join(lines))
 
 
 def _relative(path: Path, root: Path) -> str:

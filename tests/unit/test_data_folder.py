@@ -382,3 +382,20 @@ def test_images_of_other_formats_are_named_with_the_fix(tmp_path: Path, caplog: 
     with pytest.raises(DataError, match=r"class 'owl' .* has no readable images \(2 BMP; see the warning\)") as info:
         _load(root)
     assert "convert" in info.value.hint
+
+
+def test_the_skipped_warning_is_bounded_and_counts_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a sidecar .json per image (labelling tools write them) made a warning of one line per file: thousands
+    from imgcls.data.folder import MAX_LISTED
+
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    for i in range(MAX_LISTED + 30):
+        (root / "cat" / f"cat_{i:03d}.json").write_text("{}")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with caplog.at_level(logging.WARNING, logger="imgcls.data.folder"):
+        ds = _load(root)
+    assert len(ds.skipped) == MAX_LISTED + 31  # every one is still in Dataset.skipped (describe.json)
+    (text,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"skipped {MAX_LISTED + 31} unreadable file(s)" in text
+    assert len(text.splitlines()) == 1 + MAX_LISTED + 1
+    assert f"and {31} more" in text and "imgcls data describe" in text
