@@ -92,7 +92,9 @@ class Metrics(Section):
     test_loss: float | None = Field(default=None, description="loss on the test split")
     eval_split: str | None = Field(default=None, description="the split of the final evaluation: `test` or `val`")
     eval_images: int | None = Field(default=None, description="images in the evaluated split")
-    per_class_top1: dict[str, float] | None = Field(default=None, description="top-1 per class on the evaluated split")
+    per_class_top1: dict[str, float | None] | None = Field(
+        default=None, description="top-1 per class on the evaluated split (null: the split has no image of the class)"
+    )
     best_epoch: int | None = Field(default=None, description="epoch whose weights the bundle holds")
     epochs: int | None = Field(default=None, description="epochs run")
     val_top1_flip_tta: float | None = Field(

@@ -110,3 +110,27 @@ def test_two_processes_on_a_folder_warn_once_for_the_job(folder_run, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr.count("broken.png") == 1, proc.stderr
     assert "skipped 1 unreadable file(s)" in proc.stderr
+
+
+def test_a_class_missing_from_the_test_split_still_makes_a_bundle(tmp_path):
+    # test/ may lack a class (or a class of one image has none to hold out): the run trained, then died writing
+    # bundle.json ("unexpected ValidationError": per_class_top1 had no figure for that class), exit 1, no bundle
+    from imgcls.bundle import load_bundle
+
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", ("a", "b", "c")), ("test", ("a", "b"))):
+        for k, name in enumerate(classes):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(6 if split == "train" else 2):
+                arr = np.clip(rng.normal(60 + 60 * k, 20, (8, 8)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr, "L").save(tmp_path / "data" / split / name / f"{i}.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", "--data", f"folder:{tmp_path / 'data'}", "--model", "resnet8",
+         "--epochs", "1", "--set", "model.width=8", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metrics = load_bundle(tmp_path / "run").metrics
+    assert set(metrics.per_class_top1) == {"a", "b", "c"} and metrics.per_class_top1["c"] is None
+    assert metrics.per_class_top1["a"] is not None
