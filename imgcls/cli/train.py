@@ -244,6 +244,7 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
     """The launcher process: resolve the run directory once, run the workers, summarise the bundle."""
     import sys
 
+    from imgcls.data.folder import check_output_outside
     from imgcls.train.launch import count, preflight, run_workers, worker_args
     from imgcls.train.rundir import check_new_run_dir, default_run_dir
 
@@ -255,6 +256,7 @@ def _launch(launch: Any, cfg: Any, resume: Path | None, *, started: float) -> No
         run_dir = Path(cfg.out or default_run_dir(cfg)).resolve()
         if launch.node_rank == 0:
             check_new_run_dir(run_dir)
+            check_output_outside(run_dir, cfg.data.name, "the run directory")
     args = worker_args(sys.argv[1:], None if resume is not None else run_dir)
     # Rank 0 prints the run directory after its header, on node 0; another node's launcher is all its user sees.
     where = "" if launch.node_rank == 0 else f"; rank 0, on node 0, reports progress; run directory {run_dir}"

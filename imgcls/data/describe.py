@@ -119,9 +119,11 @@ def describe_dataset(cfg: DataConfig, out: Path | None = None, *, seed: int = 0)
         d = describe_dataset(DataConfig(name="digits"), Path("runs/describe-digits"))
         d.imbalance_ratio, d.files["describe_json"]
     """
+    from imgcls.data.folder import check_output_outside
     from imgcls.deps import require
 
     require("matplotlib", feature="imgcls data describe")
+    check_output_outside(out or default_out(cfg.name), cfg.name, "--out")  # before anything is read or written
     ds = load_dataset(cfg, seed=seed)
     description = summarise(ds, out or default_out(ds.name))
     out_dir = description.out

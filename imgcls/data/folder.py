@@ -48,7 +48,7 @@ import numpy as np
 from imgcls.bundle import InputSpec
 from imgcls.config import DataConfig
 from imgcls.data._dataset import Dataset, Split, channel_stats, fingerprint, stratified_split
-from imgcls.errors import DataError, ImgclsError
+from imgcls.errors import DataError, ImgclsError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,32 @@ def load_folder(spec_text: str, cfg: DataConfig, seed: int, *, workers: int | No
         native_size=native,
         skipped=[str(p) for p in sorted(skipped)],
         native_sizes=dict(sizes),
+    )
+
+
+def check_output_outside(out: Path, data_name: str, flag: str) -> None:
+    """UsageError when the output folder ``out`` lies inside the folder dataset ``data_name`` (``folder:PATH``).
+
+    ``imgcls train --data folder:.`` run from the dataset itself would write ``runs/`` into it, and the next run
+    would read that folder as a class of its own (its plots and samples as images). A hidden folder (``.runs/``)
+    is never read, so it may be inside.
+    """
+    name = data_name.strip()
+    if not name.startswith("folder:"):
+        return
+    root = Path(name.removeprefix("folder:")).expanduser()
+    if not name.removeprefix("folder:").strip() or not root.is_dir():
+        return  # the loader says what is wrong with it
+    root, where = root.resolve(), Path(out).expanduser().resolve()
+    if where != root and root not in where.parents:
+        return
+    inside = where.relative_to(root).parts
+    if inside and inside[0].startswith("."):
+        return
+    raise UsageError(
+        f"{flag} {where} is inside the dataset folder {root}: the next run would read "
+        + (f"'{inside[0]}' as a class of its own" if inside else "the run's files as images"),
+        hint="write it outside the dataset (e.g. --out ../runs/NAME), or run from another directory",
     )
 
 

@@ -143,7 +143,10 @@ def _start(
     else:
         run_dir = Path(cfg.out or default_run_dir(cfg)).resolve()
         if dist.restart_count == 0:
+            from imgcls.data.folder import check_output_outside
+
             check_new_run_dir(run_dir)
+            check_output_outside(run_dir, cfg.data.name, "the run directory")
         cfg = RunConfig.model_validate({**cfg.to_dict(), "out": str(run_dir)})
 
     # before the data loads, not after; this process uses cuda:LOCAL_RANK

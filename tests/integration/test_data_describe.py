@@ -157,3 +157,11 @@ def test_describe_a_folder_whose_path_is_not_utf8(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "report" / "samples.png").is_file()
     assert json.loads((tmp_path / "report" / "describe.json").read_text())["classes"] == ["cat", "dog"]
+
+
+def test_describe_run_from_inside_the_dataset_is_refused_before_writing(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "pets", {"cat": 3, "dog": 3})
+    proc = imgcls("data", "describe", "--data", "folder:.", cwd=data)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is inside the dataset folder" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert not (data / "runs").exists()

@@ -134,3 +134,18 @@ def test_a_class_missing_from_the_test_split_still_makes_a_bundle(tmp_path):
     metrics = load_bundle(tmp_path / "run").metrics
     assert set(metrics.per_class_top1) == {"a", "b", "c"} and metrics.per_class_top1["c"] is None
     assert metrics.per_class_top1["a"] is not None
+
+
+def test_train_run_from_inside_the_dataset_is_refused_before_training(tmp_path):
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("L", (8, 8), 60 * k + i).save(tmp_path / name / f"{i}.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "train", "--data", "folder:.", "--model", "resnet8", "--epochs", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is inside the dataset folder" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -399,3 +399,19 @@ def test_the_skipped_warning_is_bounded_and_counts_the_rest(tmp_path: Path, capl
     assert f"skipped {MAX_LISTED + 31} unreadable file(s)" in text
     assert len(text.splitlines()) == 1 + MAX_LISTED + 1
     assert f"and {31} more" in text and "imgcls data describe" in text
+
+
+def test_an_output_inside_the_dataset_folder_is_refused(tmp_path: Path) -> None:
+    # `imgcls train --data folder:.` run from the dataset: its runs/ folder became a class of the next run
+    from imgcls.data.folder import check_output_outside
+    from imgcls.errors import UsageError
+
+    root = make_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    for out in (root / "runs" / "x", root, root / "cat" / "report"):
+        with pytest.raises(UsageError, match=r"is inside the dataset folder") as info:
+            check_output_outside(out, f"folder:{root}", "--out")
+        assert info.value.exit_code == 2 and "outside" in info.value.hint
+    check_output_outside(tmp_path / "runs" / "x", f"folder:{root}", "--out")  # beside it: fine
+    check_output_outside(root / ".runs" / "x", f"folder:{root}", "--out")  # hidden: never read as data
+    check_output_outside(root / "runs", "digits", "--out")  # not a folder dataset
+    check_output_outside(root / "runs", f"folder:{tmp_path / 'missing'}", "--out")  # the loader will say
