@@ -257,8 +257,16 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 
 
 def _class_dirs(base: Path) -> list[Path]:
-    dirs = sorted((p for p in base.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+    dirs = sorted((p for p in base.iterdir() if p.is_dir() and _visible(p)), key=lambda p: _nfc(p.name))
     return [p for p in dirs if not _is_loop(p, base.resolve())]
+
+
+def _nfc(name: str) -> str:
+    """A class name in Unicode NFC: the composed ``é`` a keyboard types, also for a folder macOS named ``e`` + ``´``
+    (NFD); the train/ val/ test/ folders of one class are matched, and its label written, in this form."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
 
 
 def _files_under(directory: Path) -> list[Path]:
@@ -320,9 +328,17 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
                 hint=_HINT_LAYOUT,
             )
         raise DataError(f"no images in {base}: it is empty", hint=_HINT_LAYOUT)
-    classes = [d.name for d in class_dirs]
-    _check_class_names(base, classes)
-    per_class = {d.name: _files_under(d) for d in class_dirs}
+    _check_class_names(base, [d.name for d in class_dirs])
+    classes = [_nfc(d.name) for d in class_dirs]
+    twins = sorted({c for c in classes if classes.count(c) > 1})
+    if twins:
+        raise DataError(
+            f"{base} has class folders that differ only in their Unicode normalisation: "
+            + ", ".join(" and ".join(repr(d.name) + f" ({len(d.name)} characters)" for d in class_dirs
+                                     if _nfc(d.name) == c) for c in twins),
+            hint="merge them into one folder: macOS writes accents decomposed (NFD), most keyboards composed (NFC)",
+        )  # fmt: skip
+    per_class = {c: _files_under(d) for c, d in zip(classes, class_dirs, strict=True)}
     if not any(per_class.values()):
         raise DataError(f"no images in {base}: the class folders {_names(classes)} are all empty", hint=_HINT_LAYOUT)
     empty = [c for c, fs in per_class.items() if not fs]
@@ -349,14 +365,14 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
         if split_dir is None:
             continue
         for d in _class_dirs(split_dir):
-            if d.name not in index:
+            if _nfc(d.name) not in index:
                 raise DataError(
                     f"{split_dir} has class folder {d.name!r}, which {base} does not have",
                     hint=f"every class in {split_dir.name}/ needs a folder (and images) in {base.name}/",
                 )
             fs = _files_under(d)
             files.extend(fs)
-            labels.extend([index[d.name]] * len(fs))
+            labels.extend([index[_nfc(d.name)]] * len(fs))
             splits.extend([split] * len(fs))
     return files, labels, splits, classes
 

@@ -415,3 +415,22 @@ def test_an_output_inside_the_dataset_folder_is_refused(tmp_path: Path) -> None:
     check_output_outside(root / ".runs" / "x", f"folder:{root}", "--out")  # hidden: never read as data
     check_output_outside(root / "runs", "digits", "--out")  # not a folder dataset
     check_output_outside(root / "runs", f"folder:{tmp_path / 'missing'}", "--out")  # the loader will say
+
+
+def test_class_names_are_compared_and_kept_in_unicode_nfc(tmp_path: Path) -> None:
+    # macOS writes 'café' decomposed (NFD), a Linux keyboard composed (NFC): the same name looked different,
+    # "val has class folder 'café', which train does not have"
+    import unicodedata
+
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    assert nfd != nfc
+    root = tmp_path / "drinks"
+    make_folder(root / "train", per_class=4, classes=(nfd, "tea"))
+    make_folder(root / "val", per_class=2, classes=(nfc, "tea"))
+    ds = _load(root)
+    assert ds.classes == [nfc, "tea"]  # the label a prediction carries is the composed form a user types
+    assert len(ds.val) == 4 and np.bincount(ds.val.labels).tolist() == [2, 2]
+    both = make_folder(tmp_path / "both", per_class=2, classes=(nfd, nfc, "tea"))
+    with pytest.raises(DataError, match=r"differ only in their Unicode normalisation") as info:
+        _load(both)
+    assert info.value.exit_code == 2 and "merge" in info.value.hint
