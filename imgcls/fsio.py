@@ -48,7 +48,9 @@ def url_of(path: Path) -> str | None:
     """The URL a ``Path`` was made from (``gs://b/x`` becomes ``Path("gs:/b/x")``), or None for a real path."""
     scheme = path.parts[0] if path.parts else ""
     if not path.is_absolute() and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:", scheme):
-        return f"{scheme}//{Path(*path.parts[1:])}"
+        rest = Path(*path.parts[1:]) if len(path.parts) > 1 else ""
+        # file:///srv/x is a path on this machine (its third slash is the root's), gs://b/x a bucket
+        return f"{scheme}///{rest}" if scheme.lower() == "file:" else f"{scheme}//{rest}"
     return None
 
 
@@ -59,6 +61,11 @@ def check_output(path: Path, flag: str, *, folder: bool) -> None:
     from imgcls.errors import UsageError
 
     url = url_of(path)
+    if url is not None and url.lower().startswith("file:"):
+        raise UsageError(
+            f"{flag} {url} is a URL, and {flag} is a folder or file on this machine",
+            hint=f"give the path itself: {flag} {url[len('file://') :]}",
+        )
     if url is not None:
         scheme = url.split("//", 1)[0]
         raise UsageError(

@@ -183,9 +183,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     path = Path(path)
     url = url_of(path)
     if url is not None:  # a command that works on a bundle folder on this machine (export, push, drift reference)
+        local = url.lower().startswith("file:")
         raise BundleError(
             f"{url} is a URL, and a bundle folder on this machine is needed here",
-            hint="a stored version is pulled first: `imgcls pull REF --to DIR`",
+            hint=f"give the path itself: {url[len('file://') :]}"
+            if local
+            else "a stored version is pulled first: `imgcls pull REF --to DIR`",
         )
     if not path.exists():
         raise BundleError(f"no bundle at {path}: the directory does not exist", hint="check the path")

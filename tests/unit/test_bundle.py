@@ -111,3 +111,9 @@ def test_a_url_where_a_bundle_folder_is_needed_is_named_with_the_way_to_pull_it(
     url = next(arg for arg in command if arg.startswith("gs://"))
     assert result.exception.message == f"{url} is a URL, and a bundle folder on this machine is needed here"
     assert "imgcls pull REF --to DIR" in (result.exception.hint or "")
+
+
+def test_a_file_url_where_a_bundle_folder_is_needed_names_the_path_to_give(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=f"file://{tmp_path}/b is a URL") as info:
+        load_bundle(Path(f"file://{tmp_path}/b"))
+    assert info.value.hint == f"give the path itself: {tmp_path}/b"

@@ -80,3 +80,7 @@ def test_check_output_refuses_before_the_work_a_destination_that_could_not_be_wr
         with pytest.raises(UsageError, match=f"--out {url} is a URL, and --out is a folder or file on this machine"):
             check_output(Path(url), "--out", folder=True)
     assert not Path("gs:").exists()
+    # a file:// URL names a path here: it is shown whole (was 'file://srv/run') with the path to give instead
+    with pytest.raises(UsageError, match="--out file:///srv/run is a URL") as info:
+        check_output(Path("file:///srv/run"), "--out", folder=True)
+    assert info.value.hint == "give the path itself: --out /srv/run"
