@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,7 @@ def run_sweep(
     seed: int = 0,
     pruner: str = "median",
     callbacks_for_trial: Any = None,
+    on_start: Callable[[], Any] | None = None,
 ) -> SweepResult:
     """Run ``trials`` more trials of the study (created on first use) and return all of its finished trials.
 
@@ -236,6 +238,7 @@ def run_sweep(
         pruner: ``median`` (stop a trial whose validation top-1 is below the median of the finished trials' at
             the same epoch, once 5 have finished), ``hyperband`` or ``none``.
         callbacks_for_trial: ``f(number) -> list[Callback]`` for progress display.
+        on_start: called once everything is checked and the study is open, before the first trial.
 
     Example:
         result = run_sweep(Path("configs/digits.yaml"), [Param.parse("optim.lr=loguniform:0.01:0.5")],
@@ -314,6 +317,8 @@ def run_sweep(
         trial.set_user_attr("eval_split", result.metrics.get("eval_split"))
         return float(result.metrics[OBJECTIVE])
 
+    if on_start is not None:  # everything was checked and the study is open: the trials start now
+        on_start()
     s.optimize(objective, n_trials=trials, catch=())
     state = optuna.trial.TrialState
     results = [

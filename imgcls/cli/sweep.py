@@ -76,7 +76,12 @@ def sweep(
         handler.addFilter(_without_traceback)  # a failed trial's error is printed once, below, with its fix
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WarnOnce())
-    console.print(styled("study [bold]{}[/]: {} trial(s), trial bundles in {}", name, trials, out_dir), highlight=False)
+
+    def started() -> None:  # after the checks: a refused value is not preceded by a banner
+        console.print(
+            styled("study [bold]{}[/]: {} trial(s), trial bundles in {}", name, trials, out_dir), highlight=False
+        )
+
     try:
         result = run_sweep(
             config,
@@ -88,6 +93,7 @@ def sweep(
             overrides=set_ or [],
             seed=seed,
             pruner=pruner,
+            on_start=started,
         )
     except KeyboardInterrupt:
         raise ImgclsError(

@@ -86,6 +86,7 @@ def test_sweep_cli_reports_the_best_trial_and_how_to_push_it(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    assert f"study digits: 2 trial(s), trial bundles in {tmp_path / 's'}" in proc.stdout
     best = re.search(r"best trial (\d): val top-1", proc.stdout)
     assert best is not None, proc.stdout
     trial_dir = tmp_path / "s" / f"trial-000{best[1]}"
@@ -262,3 +263,15 @@ def test_trials_that_log_to_wandb_are_grouped_by_their_study(tmp_path):
                      overrides=[*TINY, *wandb, "wandb.group=mine"])  # fmt: skip
     assert mine.trials[0].bundle_dir is not None
     assert [r.group for r in offline_runs(tmp_path / "t" / "trial-0000")] == ["mine"]  # --set wins
+
+
+def test_a_refused_sweep_prints_no_banner_before_its_error(tmp_path):
+    """The banner ('study digits: 1 trial(s), trial bundles in ...') came before the error of a sweep that never
+    started: its values are checked first now."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgcls", "sweep", str(CONFIG), "--param", "optim.lr=uniform:0.1:0.2", "--param",
+         "optim.lr=uniform:0.3:0.4", "--out", str(tmp_path / "s")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--param names a key twice" in proc.stderr, proc.stderr
+    assert "study" not in proc.stdout and not (tmp_path / "s").exists()
