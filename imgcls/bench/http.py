@@ -35,9 +35,14 @@ from imgcls.errors import UsageError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BOTTLENECK_CPU = 0.85  # client processes busier than this share of their wall time: the client limits
 REQUEST_TIMEOUT_S = 30.0  # one request's answer (wrk's --timeout too); then it counts as an error
+MAX_ANSWER_BYTES = 64 << 20  # a body larger than this is not a prediction: the client stops reading it
 MAX_CONNECTIONS = 10_000  # a closed-loop level; each is a socket (and a file descriptor) of the client
 MAX_RATE = 100_000.0  # req/s of an open-loop level: far above what a client on one machine can schedule
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # the upload every request sends (the server's own limit is lower)
+
+
+class AnswerTooLarge(ValueError):
+    """The server's answer has a body over :data:`MAX_ANSWER_BYTES`."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,14 @@ async def _open(t: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(t.host, t.port)
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> int:
-    """Send one request, read its whole response; returns the HTTP status."""
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+) -> tuple[int, bytes, bool]:
+    """Send one request and read its whole response (Content-Length or chunked).
+
+    Returns:
+        The HTTP status, the body, and whether the server keeps the connection open (no ``Connection: close``).
+    """
     writer.write(payload)
     await writer.drain()
     status_line = await reader.readline()
@@ -106,17 +117,23 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             chunked = True
         elif key == b"connection" and b"close" in value.lower():
             close = True
+    if length > MAX_ANSWER_BYTES:
+        raise AnswerTooLarge(f"an answer of {length:,} bytes")
+    body = b""
     if chunked:
+        chunks = []
         while True:
             size = int((await reader.readline()).strip().split(b";")[0], 16)
-            await reader.readexactly(size + 2)
+            length += size
+            if length > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(f"an answer of over {MAX_ANSWER_BYTES:,} bytes")
+            chunks.append((await reader.readexactly(size + 2))[:size])
             if size == 0:
                 break
+        body = b"".join(chunks)
     elif length:
-        await reader.readexactly(length)
-    if close:
-        raise ConnectionResetError(status)
-    return status
+        body = await reader.readexactly(length)
+    return status, body, not close
 
 
 def _worker(
@@ -144,8 +161,13 @@ async def _run_worker(
         try:
             if conn[0] is None:
                 conn[0] = await asyncio.wait_for(_open(t), REQUEST_TIMEOUT_S)
-            status = await asyncio.wait_for(_exchange(conn[0][0], conn[0][1], payload), REQUEST_TIMEOUT_S)
+            status, _, keep_alive = await asyncio.wait_for(
+                _exchange(conn[0][0], conn[0][1], payload), REQUEST_TIMEOUT_S
+            )
             key = str(status)
+            if not keep_alive:  # answered, and the server closes: the next request opens a new connection
+                conn[0][1].close()
+                conn[0] = None
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             key = f"error:{type(exc).__name__}"
             if conn[0] is not None:
@@ -318,13 +340,11 @@ def probe(t: Target) -> None:
     async def once() -> tuple[int, bytes]:
         reader, writer = await asyncio.wait_for(_open(t), REQUEST_TIMEOUT_S)
         try:
-            writer.write(_request_bytes(t).replace(b"Connection: keep-alive", b"Connection: close"))
-            await writer.drain()
-            raw = await asyncio.wait_for(reader.read(1 << 20), REQUEST_TIMEOUT_S)
+            payload = _request_bytes(t).replace(b"Connection: keep-alive", b"Connection: close")
+            status, body, _ = await asyncio.wait_for(_exchange(reader, writer, payload), REQUEST_TIMEOUT_S)
         finally:
             writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), body
+        return status, body
 
     try:
         status, body = asyncio.run(once())
@@ -333,10 +353,16 @@ def probe(t: Target) -> None:
             f"--url {t.url}: no answer to one request within {REQUEST_TIMEOUT_S:g} s", hint="is the server stuck?"
         ) from None
     except OSError as exc:
+        if exc.errno is None:  # _exchange's ConnectionError: connected, then closed with no answer
+            raise UsageError(f"--url {t.url}: the server closed the connection without answering") from None
         raise UsageError(
             f"--url {t.url}: cannot connect to {t.host}:{t.port} ({os.strerror(exc.errno) if exc.errno else exc})",
             hint="start the server (imgcls serve --model BUNDLE) or check the host and port",
         ) from None
+    except asyncio.IncompleteReadError:
+        raise UsageError(f"--url {t.url}: the server closed the connection in the middle of its answer") from None
+    except AnswerTooLarge as exc:
+        raise UsageError(f"--url {t.url}: {exc} to one request; a predict URL answers a small JSON") from None
     except (ValueError, IndexError):
         raise UsageError(f"--url {t.url}: the answer to one request is not HTTP") from None
     if 200 <= status < 300:

@@ -1,0 +1,103 @@
+"""The `bench --url` client's reading of answers, against small real HTTP servers on 127.0.0.1.
+
+Before: the probe read the first segment of the answer with one ``read()`` and parsed it itself, so a chunked or
+long error body came back as ``1f4\\r\\n{"error"...`` cut at a segment, and the load loop counted every answer
+that carried ``Connection: close`` as ``error:ConnectionResetError`` although the server had answered 200.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from imgcls.bench.http import make_target, probe, run_python_load
+from imgcls.errors import UsageError
+
+
+@contextmanager
+def server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1/predict"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _drain(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+
+class ChunkedError(_Handler):
+    """A 422 whose JSON body (~300 KB, many TCP segments) comes chunked, the way a streaming proxy sends it."""
+
+    def do_POST(self) -> None:
+        self._drain()
+        body = json.dumps({"error": {"code": "bad", "message": "the image is upside down", "pad": "x" * 300_000}})
+        self.send_response(422)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        data = body.encode()
+        for i in range(0, len(data), 4096):
+            piece = data[i : i + 4096]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class OkThenClose(_Handler):
+    """Answers 200 and closes the connection after every request (a server with keep-alive off)."""
+
+    def do_POST(self) -> None:
+        self._drain()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"{}")
+        self.close_connection = True
+
+
+class HangUp(_Handler):
+    """Reads the request and closes without a byte of answer."""
+
+    def do_POST(self) -> None:
+        self._drain()
+        self.close_connection = True
+
+
+def test_the_probe_reads_a_chunked_error_body_whole_and_shows_its_message() -> None:
+    with server(ChunkedError) as url, pytest.raises(UsageError) as err:
+        probe(make_target(url, b"\x89PNG"))
+    assert (
+        str(err.value).splitlines()[0]
+        == f"--url {url}: the server answered 422 to one request: the image is upside down"
+    )
+
+
+def test_a_server_that_hangs_up_without_answering_is_named_as_such() -> None:
+    with server(HangUp) as url, pytest.raises(UsageError, match="closed the connection without answering"):
+        probe(make_target(url, b"\x89PNG"))
+
+
+def test_answers_that_close_the_connection_count_as_answered_not_as_errors() -> None:
+    with server(OkThenClose) as url:
+        target = make_target(url, b"\x89PNG")
+        probe(target)  # 200: no error
+        row = run_python_load(target, kind="closed", value=2, duration_s=1.0, warmup_s=0.2, processes=1)
+    assert row["errors"] == 0, row["errors_by_status"]
+    assert row["requests"] > 0 and row["req_per_s"] > 0
