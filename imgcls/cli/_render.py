@@ -2,18 +2,23 @@
 
 The consoles print text as it is: a path like ``runs/lr[0.1]``, a class folder named ``:cat:`` or an error message
 with brackets is neither rich markup nor an emoji (a ``[/x]`` in ``--out`` crashed ``imgcls train``). Styled text is
-asked for with :func:`styled`, which escapes the values it fills in.
+asked for with :func:`styled`, which escapes the values it fills in. What a terminal would act on (an escape
+sequence in a file name, a bidirectional override) or cannot encode (a byte of a file name that is not UTF-8) is
+shown as an escape (:func:`imgcls.text.printable`), by the consoles, :func:`styled` and the log lines alike.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
+
+from imgcls.text import printable
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -23,8 +28,23 @@ PIPE_WIDTH = 200
 ``on… fp…`` cells in ``imgcls bench ... > bench.txt``); COLUMNS, where set, decides instead."""
 
 
+class _Console(Console):
+    """A console that shows every string it is given as :func:`~imgcls.text.printable` writes it."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+
+class LogFormatter(logging.Formatter):
+    """The CLI's log lines (``WARNING imgcls.data.folder: ...``), their user text shown by
+    :func:`~imgcls.text.printable`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def _console(*, stderr: bool = False) -> Console:
-    out = Console(stderr=stderr, markup=False, emoji=False)
+    out = _Console(stderr=stderr, markup=False, emoji=False)
     if not out.is_terminal and not os.environ.get("COLUMNS"):
         out.width = PIPE_WIDTH  # a table takes the width it needs, up to this
     return out
@@ -49,7 +69,7 @@ def styled(template: str, *values: object, **named: object) -> Text:
     from rich.text import Text
 
     def shown(value: object) -> object:
-        return value if isinstance(value, int | float) else escape(str(value))
+        return value if isinstance(value, int | float) else escape(printable(str(value)))
 
     filled = template.format(*map(shown, values), **{k: shown(v) for k, v in named.items()})
     return Text.from_markup(filled, emoji=False)
@@ -65,6 +85,9 @@ def run(app: Any) -> None:
     """Run the Typer app and turn every failure into a clear message and an exit code."""
     from imgcls.errors import ImgclsError
 
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:  # machine output (CSV, a path) carries a file name's bytes as they are, even when
+        reconfigure(errors="surrogateescape")  # they are not UTF-8 (a strict locale raised UnicodeEncodeError)
     try:
         app()
     except ImgclsError as exc:

@@ -105,7 +105,7 @@ def _render(results: Any, output: OutputFormat, *, total: int, batch_size: int, 
     if output is OutputFormat.csv:
         import csv
 
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = csv.writer(_TerminalSafe(sys.stdout) if sys.stdout.isatty() else sys.stdout, lineterminator="\n")
         writer.writerow(CSV_HEADER)
     progress = _progress(err_console, total) if show_progress else None
     task = progress.add_task("predicting", total=total) if progress else None
@@ -132,6 +132,19 @@ def _render(results: Any, output: OutputFormat, *, total: int, batch_size: int, 
     if failed:
         err_console.print(styled("[yellow]{} of {} file(s) could not be predicted[/]", failed, total), highlight=False)
     return failed
+
+
+class _TerminalSafe:
+    """A stream for CSV read on a terminal, as ``ls`` does: a file name's escape sequences are shown, not acted on
+    (into a file or a pipe the CSV keeps every name's bytes as they are)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from imgcls.text import printable
+
+        return int(self.stream.write(printable(text)))
 
 
 def _progress(console: Any, total: int) -> Any:

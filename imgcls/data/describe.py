@@ -24,6 +24,7 @@ import numpy as np
 from imgcls.bundle import atomic_write_bytes, atomic_write_json
 from imgcls.config import DataConfig
 from imgcls.data.datasets import Dataset, load_dataset
+from imgcls.text import printable
 
 DESCRIBE_JSON = "describe.json"
 DISTRIBUTION_PNG = "class_distribution.png"
@@ -245,6 +246,7 @@ def samples_png(ds: Dataset, *, seed: int = 0) -> bytes:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    """``text`` cut to ``limit`` characters from its end, an undecodable byte of a path written as ``\\xNN``."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # matplotlib refuses them
+    """``text`` cut to ``limit`` characters from its end, shown as :func:`~imgcls.text.printable` writes it (an
+    undecodable byte of a path as ``\\xNN``: matplotlib refuses them)."""
+    text = printable(text)
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]

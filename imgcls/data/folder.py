@@ -49,6 +49,7 @@ from imgcls.bundle import InputSpec
 from imgcls.config import DataConfig
 from imgcls.data._dataset import Dataset, Split, channel_stats, fingerprint, stratified_split
 from imgcls.errors import DataError, ImgclsError, UsageError
+from imgcls.text import has_control, printable
 
 logger = logging.getLogger(__name__)
 
@@ -378,16 +379,21 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
 
 
 def _check_class_names(base: Path, classes: list[str]) -> None:
-    """Refuse a class folder whose name is not valid UTF-8 (a Latin-1 ``café`` from an old zip): the name goes
-    into bundle.json, the charts and every prediction, which cannot carry an undecodable byte."""
+    """Refuse a class folder whose name is not valid UTF-8 (a Latin-1 ``café`` from an old zip) or holds a control
+    character (``cat\x1b[2J``): the name goes into bundle.json, the charts and every prediction, which cannot carry
+    an undecodable byte, and a label that moves a terminal's cursor is no label."""
     bad = [c for c in classes if not _is_utf8(c)]
     if bad:
-        shown = ", ".join(repr(os.fsencode(c)) for c in bad[:10]) + (
-            f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        )
         raise DataError(
-            f"class folder {shown} in {_printable(str(base))} has a name that is not valid UTF-8",
+            f"class folder {_names(bad, bytes_of=True)} in {printable(str(base))} has a name that is not valid UTF-8",
             hint="rename it in UTF-8, e.g. `convmv -f latin1 -t utf-8 -r --notest PATH` (the convmv package)",
+        )
+    bad = [c for c in classes if has_control(c) or "\n" in c or "\t" in c]
+    if bad:
+        raise DataError(
+            f"class folder {_names(bad)} in {printable(str(base))} has a control character in its name "
+            "(an escape, a newline, a tab or a bidirectional override)",
+            hint="rename the folder: the class name goes into bundle.json and every prediction",
         )
 
 
@@ -399,13 +405,10 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _printable(text: str) -> str:
-    """``text`` with each undecodable byte of a file name written as ``\\xNN``."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
-
-
-def _names(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:10])
+def _names(names: list[str], *, bytes_of: bool = False) -> str:
+    """The first ten ``names`` quoted as Python does (a control character as an escape), the rest counted; with
+    ``bytes_of``, as the bytes of a file name (``b'caf\\xe9'``)."""
+    shown = ", ".join(repr(os.fsencode(n) if bytes_of else n) for n in names[:10])
     return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 

@@ -232,3 +232,42 @@ def test_a_folder_of_photos_gives_one_line_per_file_webp_included(exported_digit
     no_webp = predict(str(photos), "--model", str(exported_digits_bundle), "-f", "json", "--no-webp")
     refused = [r for r in map(json.loads, no_webp.stdout.splitlines()) if "error" in r]
     assert no_webp.returncode == 1 and len(refused) == 3  # the two WebP files and the note, each with a line
+
+
+def test_file_names_that_would_drive_a_terminal_are_shown_escaped(
+    exported_digits_bundle: Path, few: Path, tmp_path: Path
+) -> None:
+    """A file name holding an escape sequence (retitle, clear, recolour), an RTL override or a byte that is not
+    UTF-8: the table shows each as an escape and is printed even under a strict UTF-8 locale (it was
+    UnicodeEncodeError); JSON escapes them itself; CSV into a pipe keeps the name's bytes as they are."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    good = sorted(few.glob("[0-9]*.png"))[0]
+    names = {
+        "evil\x1b]0;pwned\x07\x1b[2J.png": "evil\\x1b]0;pwned\\x07\\x1b[2J.png",
+        "rtl\u202egnp.png": "rtl\\u202egnp.png",
+        os.fsdecode(b"caf\xe9.png"): "caf\\xe9.png",
+    }
+    for name in names:
+        shutil.copy(good, os.path.join(os.fsencode(folder), os.fsencode(name)))
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
+    table = predict(str(folder), "--model", str(exported_digits_bundle), env=strict)
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout and "\u202e" not in table.stdout
+    for shown in names.values():
+        assert shown in table.stdout
+
+    as_json = predict(str(folder), "-m", str(exported_digits_bundle), "-f", "json", env=strict)
+    assert as_json.returncode == 0 and "\x1b" not in as_json.stdout
+    assert {Path(r["path"]).name for r in json_lines(as_json.stdout)} == set(names)
+
+    as_csv = subprocess.run(
+        [sys.executable, "-m", "imgcls", "predict", str(folder), "-m", str(exported_digits_bundle), "-f", "csv"],
+        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **strict},
+        timeout=180,
+    )
+    assert as_csv.returncode == 0, as_csv.stderr
+    paths = {os.fsencode(line.split(b",")[0]) for line in as_csv.stdout.splitlines()[1:]}
+    assert {os.path.basename(p) for p in paths} == {os.fsencode(n) for n in names}

@@ -291,6 +291,16 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused_before_training(tmp_pat
     assert info.value.exit_code == 2 and "convmv" in info.value.hint
 
 
+@pytest.mark.parametrize("name", ["b\x1b[2Jird", "o\rwl", "new\nline", "t\tab", "rtl\u202etac"])
+def test_a_class_folder_with_a_control_character_is_refused_before_training(tmp_path: Path, name: str) -> None:
+    # the name becomes a label in bundle.json and every prediction: one that clears a terminal is no label
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    os.rename(root / "cat", root / name)
+    with pytest.raises(DataError, match="has a control character in its name") as info:
+        _load(root)
+    assert repr(name) in info.value.message and info.value.exit_code == 2 and "rename" in (info.value.hint or "")
+
+
 def test_symlinked_folders_are_followed_and_loops_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
