@@ -469,7 +469,33 @@ def evidently_html(reference: Reference, window: Window, summary: dict[str, Any]
 
     metrics = [ValueDrift(column=c["name"], method=c["method"], threshold=c["threshold"]) for c in summary["columns"]]
     snapshot = Report(metrics).run(current_data=frame(window.data), reference_data=frame(reference.data))
-    snapshot.save_html(str(path))
+    path.write_text(script_safe_html(snapshot.get_html_str(as_iframe=False)), encoding="utf-8")
+
+
+_DATA_BLOCK = re.compile(r"<script>\s*var metric_\w+ = ")
+
+
+def script_safe_html(text: str) -> str:
+    r"""evidently's report HTML with its embedded data unable to end the ``<script>`` that holds it.
+
+    evidently puts the report's data into an inline ``<script>`` as ``json.dumps`` text, which leaves ``<``,
+    ``>`` and ``&`` as they are: a class name ``</script><img src=x onerror=...>`` (a bundle's class names are
+    whatever its bundle.json says) ended the script and ran as HTML when the report was opened. In that block
+    (JavaScript ``var`` statements of JSON values; JSON has no raw newline, so its first ``\n</script>`` is its
+    end) those characters can only be inside strings, where ``\u003c``, ``\u003e`` and ``\u0026`` are the same
+    characters to the script and nothing to the HTML parser.
+    """
+    out, pos = [], 0
+    for m in _DATA_BLOCK.finditer(text):
+        if m.start() < pos:
+            continue
+        end = text.find("\n</script>", m.end())
+        end = len(text) if end < 0 else end
+        body = text[m.end() : end].replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        out += [text[pos : m.end()], body]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 @dataclass

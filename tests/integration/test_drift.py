@@ -241,6 +241,27 @@ def test_bad_inputs_get_a_message_and_an_exit_code(
     assert r.returncode == 2 and REFERENCE_FILE in r.stderr and "Traceback" not in r.stderr
 
 
+HOSTILE_CLASS = "</script><img src=x onerror=alert(1)>"
+
+
+def test_a_class_name_cannot_break_out_of_the_html_reports_script(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    from imgcls.bundle import edit_bundle
+
+    bundle = tmp_path / "b"
+    shutil.copytree(exported_digits_bundle, bundle)
+    with edit_bundle(bundle) as edit:  # a bundle's class names are whatever its bundle.json says
+        edit.meta.classes = [HOSTILE_CLASS, *edit.meta.classes[1:]]
+    log = tmp_path / "predictions.sqlite"
+    _write_log(log, load_bundle(bundle).digest, 150, timestamp=time.time() - 3600)
+    out = tmp_path / "out"
+    r = imgcls("drift", "report", "--model", str(bundle), "--log", str(log), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    html = (out / "report.html").read_text()
+    assert "<img src=x" not in html  # it ended evidently's data <script> and ran as HTML when the report opened
+    escaped = json.dumps(HOSTILE_CLASS)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e")
+    assert escaped in html  # the same name to the report's script, which shows it
+
+
 def test_drift_reference_remakes_the_reference_and_re_exports(exported_digits_bundle: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "b"
     shutil.copytree(exported_digits_bundle, bundle)
