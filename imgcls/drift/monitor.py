@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.drift.reference import REFERENCE_FILE, load_reference
-from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, compare, split_by_model
+from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, check_record, compare, split_by_model
 from imgcls.errors import ImgclsError
 
 
@@ -33,10 +33,12 @@ def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[
         conn.row_factory = sqlite3.Row
         have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
         cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
-        rows = [
-            dict(r)
-            for r in conn.execute(f"SELECT {cols} FROM predictions WHERE timestamp >= ? ORDER BY timestamp", (cutoff,))
-        ]
+        sql = f"SELECT rowid AS _rowid, {cols} FROM predictions WHERE timestamp >= ? ORDER BY timestamp"
+        rows = []
+        for r in conn.execute(sql, (cutoff,)):
+            record = dict(r)
+            check_record(record, f"{log}: row {record.pop('_rowid')}")  # a damaged row: an error status, not a crash
+            rows.append(record)
     finally:
         conn.close()
     return split_by_model(rows, model_sha256)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -128,6 +129,76 @@ def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
     return [loc for (_, loc), span in zip(every, spans, strict=True) if span is None or span[1] >= (cutoff or 0.0)]
 
 
+# What a log's value may be: the server writes these ranges (imgcls.data.stats, probabilities); a value outside
+# them, of another type or not finite is a damaged or forged row, and would have been a NaN/inf score, an
+# 'Infinity' in drift.json or an unexpected error deep in the comparison.
+_RANGES = {
+    "brightness": (0.0, 1.0), "contrast": (0.0, 0.5), "saturation": (0.0, 1.0), "entropy": (0.0, 8.0),
+    "sharpness": (0.0, 16.0), "confidence": (0.0, 1.0), "margin": (0.0, 1.0), "pred_entropy": (0.0, math.inf),
+}  # fmt: skip
+_SLACK = 1e-4  # float32 rounding at the ends of a range
+MAX_EMBEDDING = 64  # `imgcls drift reference -k` allows at most 64 components
+_MAX_TIMESTAMP = 253402300800.0  # year 10000: datetime cannot show a later time
+
+
+def _number(v: Any) -> TypeGuard[float]:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _json_list(v: Any) -> Any:
+    """A log's JSON text parsed (a segment's value as it is); text that is not JSON: the text, refused after."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def check_record(r: dict[str, Any], where: str) -> None:
+    """Refuse a prediction record whose values the server cannot have written; ``top_k`` and ``embedding`` are
+    parsed in place (a log keeps them as JSON text).
+
+    Raises:
+        UsageError: naming ``where`` (the file and line or row), the field and what it holds.
+    """
+
+    def bad(name: str, why: str) -> UsageError:
+        shown = repr(r.get(name))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return UsageError(
+            f"--log {where}: {name} {shown} {why}; this row is damaged or was not written by `imgcls serve`",
+            hint="point --log at the server's own log or --log-export folder (or remove the damaged file)",
+        )
+
+    t = r.get("timestamp")
+    if not _number(t) or not 0 <= t < _MAX_TIMESTAMP:
+        raise bad("timestamp", "is not a Unix time")
+    if not isinstance(r.get("model_sha256"), str):
+        raise bad("model_sha256", "is not a digest")
+    c = r.get("class_id")
+    if not isinstance(c, int) or isinstance(c, bool) or c < 0:
+        raise bad("class_id", "is not a class index")
+    for name, (low, high) in _RANGES.items():
+        v = r.get(name)
+        if v is None and name != "confidence":
+            continue
+        if not _number(v) or not low - _SLACK <= v <= high + _SLACK:
+            raise bad(name, f"is not a number from {low:g} to {high:g}")
+    top = _json_list(r.get("top_k"))
+    if top is None:
+        top = []
+    if not isinstance(top, list) or not all(
+        isinstance(e, dict) and _number(e.get("probability")) and -_SLACK <= e["probability"] <= 1 + _SLACK for e in top
+    ):
+        raise bad("top_k", "is not a list of {label, class_id, probability}")
+    r["top_k"] = top
+    emb = _json_list(r.get("embedding"))
+    if emb is not None and (not isinstance(emb, list) or len(emb) > MAX_EMBEDDING or not all(_number(x) for x in emb)):
+        raise bad("embedding", f"is not a list of at most {MAX_EMBEDDING} numbers")
+    r["embedding"] = emb
+
+
 def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -145,7 +216,12 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
                 hint="point --log at the file `imgcls serve --log-predictions` writes",
             )
         cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
-        return [dict(r) for r in conn.execute(f"SELECT {cols} FROM predictions ORDER BY timestamp")]
+        rows = []
+        for r in conn.execute(f"SELECT rowid AS _rowid, {cols} FROM predictions ORDER BY timestamp"):
+            record = dict(r)
+            check_record(record, f"{path}: row {record.pop('_rowid')}")
+            rows.append(record)
+        return rows
     finally:
         conn.close()
 
@@ -171,6 +247,7 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
                 hint="--log reads every *.sqlite and *.jsonl[.gz] file of a folder: point it at the server's log "
                 "or its --log-export folder alone",
             )
+        check_record(r, f"{location}: line {n}")
         rows.append(r)
     return rows
 
@@ -241,7 +318,7 @@ def _window_of_rows(rows: list[dict[str, Any]], source: str, others: dict[str, i
     n = len(rows)
     data: dict[str, np.ndarray] = {}
     for name in STAT_NAMES:
-        data[name] = np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=np.float64)
+        data[name] = np.array([np.nan if r.get(name) is None else r[name] for r in rows], dtype=np.float64)
     data[C.CLASS_COLUMN] = np.array([r["class_id"] for r in rows], dtype=np.int64)
     data["pred_confidence"] = np.array([r["confidence"] for r in rows], dtype=np.float64)
     tops = [json.loads(r["top_k"]) if isinstance(r["top_k"], str) else (r["top_k"] or []) for r in rows]
@@ -361,6 +438,14 @@ def compare(reference: Reference, window: Window) -> dict[str, Any]:
     ref, cal = reference.data, reference.section.thresholds
     n_ref, classes = reference.size, reference.bundle.classes
     needed = min(MIN_ROWS, min(cal.windows))
+    predicted = window.data.get(C.CLASS_COLUMN)
+    if predicted is not None and len(predicted) and int(predicted.max()) >= reference.n_classes:
+        over = int((predicted >= reference.n_classes).sum())
+        raise UsageError(
+            f"{window.source}: {over} row(s) of this model predict class {int(predicted.max())}, but it has "
+            f"{reference.n_classes} classes (0 to {reference.n_classes - 1}); the log is damaged or not this model's",
+            hint="point --log at the log of the server that ran this --model",
+        )
     columns, skipped = [], []
     for entry in reference.section.columns:
         name = entry.name

@@ -241,6 +241,78 @@ def test_bad_inputs_get_a_message_and_an_exit_code(
     assert r.returncode == 2 and REFERENCE_FILE in r.stderr and "Traceback" not in r.stderr
 
 
+def _segment_record(sha: str, i: int) -> dict[str, object]:
+    """One prediction as `imgcls serve --log-export` writes it (imgcls.serve.predlog.export_row)."""
+    return {
+        "timestamp": time.time() - 3600 + i, "request_id": str(i), "model_name": "m", "model_version": "v",
+        "model_sha256": sha, "width": 16, "height": 16, "format": "PNG", "bytes": 100, "brightness": 0.3,
+        "contrast": 0.2, "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1, "class_id": i % 10, "label": "x",
+        "confidence": 0.9, "top_k": [{"label": "x", "class_id": 0, "probability": 0.9}], "latency_ms": 1.0,
+        "margin": 0.85, "pred_entropy": 0.3, "embedding": [0.1] * 8,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("confidence", float("nan"), "line 3: confidence nan is not a number from 0 to 1"),
+        ("brightness", float("inf"), "line 3: brightness inf is not a number from 0 to 1"),
+        ("sharpness", 1e308, "line 3: sharpness 1e+308 is not a number from 0 to 16"),
+        ("class_id", "3", "line 3: class_id '3' is not a class index"),
+        ("class_id", 99, "1 row(s) of this model predict class 99, but it has 10 classes (0 to 9)"),
+        ("timestamp", None, "line 3: timestamp None is not a Unix time"),
+        ("top_k", "garbage", "line 3: top_k 'garbage' is not a list of {label, class_id, probability}"),
+        ("embedding", [0.1] * 100_000, "line 3: embedding [0.1, 0.1, "),
+    ],
+)
+def test_a_damaged_row_of_a_log_is_named_and_refused(
+    exported_digits_bundle: Path, tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    sha = load_bundle(exported_digits_bundle).digest
+    records = [_segment_record(sha, i) for i in range(150)]
+    records[2][field] = value
+    segment = tmp_path / "logs" / "part.jsonl"
+    segment.parent.mkdir()
+    segment.write_text("".join(json.dumps(r) + "\n" for r in records))  # json writes NaN and Infinity as such
+    out = tmp_path / "out"
+    r = imgcls(
+        "drift", "report", "--model", str(exported_digits_bundle), "--log", str(segment.parent), "--out", str(out)
+    )
+    assert r.returncode == 2, r.stdout + r.stderr  # was an unexpected error (1), or a report with NaN/Infinity scores
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_a_damaged_row_of_an_sqlite_log_is_named_by_its_row(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    log = tmp_path / "predictions.sqlite"
+    _write_log(log, load_bundle(exported_digits_bundle).digest, 150, timestamp=time.time() - 3600)
+    conn = connect(log)
+    with conn:
+        conn.execute(f"UPDATE {TABLE} SET embedding = ? WHERE id = 7", ('["a", "b"]',))
+    conn.close()
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", str(log))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"""{log}: row 7: embedding '["a", "b"]' is not a list of at most 64 numbers""" in r.stderr
+
+
+def test_the_servers_drift_monitor_answers_an_error_status_for_a_damaged_row(
+    exported_digits_bundle: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "predictions.sqlite"
+    _write_log(log, load_bundle(exported_digits_bundle).digest, 150, timestamp=time.time() - 60)
+    conn = connect(log)
+    with conn:
+        conn.execute(f"UPDATE {TABLE} SET embedding = ? WHERE id = 7", ('{"a": 1}',))
+    conn.close()
+    r = subprocess.run(
+        [sys.executable, "-m", "imgcls.drift.monitor", str(exported_digits_bundle), str(log), "3600"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr  # was a KeyError: 0 and a traceback
+    answer = json.loads(r.stdout)
+    assert answer["status"] == "error" and "row 7: embedding" in answer["message"]
+
+
 HOSTILE_CLASS = "</script><img src=x onerror=alert(1)>"
 
 
