@@ -30,7 +30,7 @@ import numpy as np
 from imgcls.data.stats import STAT_NAMES
 from imgcls.drift import columns as C
 from imgcls.drift.reference import Reference, calibrated, load_reference
-from imgcls.errors import UsageError
+from imgcls.errors import ImgclsError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,6 @@ def _log_files(location: Path, cutoff: float | None = None) -> list[str]:
 
 
 def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
-    from imgcls.errors import ImgclsError
     from imgcls.serve.logexport import list_segments, segment_span, split_gcs
 
     bucket, _ = split_gcs(uri)
@@ -199,6 +198,28 @@ def check_record(r: dict[str, Any], where: str) -> None:
     r["embedding"] = emb
 
 
+def _sqlite_error(path: Path, exc: sqlite3.Error) -> ImgclsError:
+    """What SQLite's error means for a --log: a file that is something else, a damaged database, one another
+    program holds locked; each said as such (a locked or damaged log read as "not an SQLite database")."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB":
+        return UsageError(
+            f"--log {path} is not a prediction log (not an SQLite database)",
+            hint="point --log at the file `imgcls serve --log-predictions` writes",
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return ImgclsError(
+            f"--log {path} is locked by another program that is writing it ({exc})",
+            hint="run the report again once it is done (the server's own log, in WAL mode, never locks readers out)",
+        )
+    if name.startswith("SQLITE_CORRUPT"):
+        return UsageError(
+            f"--log {path} is a damaged SQLite database ({exc}): truncated, or overwritten in part",
+            hint=f"recover what it holds with `sqlite3 {path} .recover | sqlite3 recovered.sqlite` and report on that",
+        )
+    return UsageError(f"--log {path} cannot be read ({exc})")
+
+
 def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -206,10 +227,7 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
         raise UsageError(f"--log {path} cannot be opened ({exc})") from None
     try:
         conn.row_factory = sqlite3.Row
-        try:
-            have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
-        except sqlite3.DatabaseError:
-            raise UsageError(f"--log {path} is not a prediction log (not an SQLite database)") from None
+        have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
         if not {"timestamp", "model_sha256", "class_id", "confidence"} <= have:
             raise UsageError(
                 f"--log {path} is not a prediction log (no predictions table written by `imgcls serve`)",
@@ -222,6 +240,8 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
             check_record(record, f"{path}: row {record.pop('_rowid')}")
             rows.append(record)
         return rows
+    except sqlite3.Error as exc:  # anywhere in the file: the header, the schema, a page of rows
+        raise _sqlite_error(path, exc) from None
     finally:
         conn.close()
 

@@ -313,6 +313,40 @@ def test_the_servers_drift_monitor_answers_an_error_status_for_a_damaged_row(
     assert answer["status"] == "error" and "row 7: embedding" in answer["message"]
 
 
+def test_a_damaged_or_locked_sqlite_log_is_said_to_be_so(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    log = tmp_path / "predictions.sqlite"
+    _write_log(log, load_bundle(exported_digits_bundle).digest, 3000, timestamp=time.time() - 3600)
+    conn = sqlite3.connect(log)
+    conn.execute("PRAGMA journal_mode=DELETE")  # one file, as a copied log is; and a writer can lock readers out
+    conn.close()
+    data = log.read_bytes()
+    (tmp_path / "truncated.sqlite").write_bytes(data[: len(data) // 2])  # a copy cut short
+    middle = len(data) // 2
+    (tmp_path / "overwritten.sqlite").write_bytes(data[:middle] + b"\xff" * 4096 + data[middle + 4096 :])
+
+    def report(path: Path) -> subprocess.CompletedProcess[str]:
+        r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", str(path))
+        assert "Traceback" not in r.stderr
+        return r
+
+    for name in ("truncated.sqlite", "overwritten.sqlite"):  # was "not an SQLite database"; an unexpected error
+        r = report(tmp_path / name)
+        assert r.returncode == 2 and f"{tmp_path / name} is a damaged SQLite database" in r.stderr, r.stderr
+        assert ".recover" in r.stderr
+    writer = sqlite3.connect(log, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")
+        writer.execute(f"DELETE FROM {TABLE} WHERE id < 10")
+        r = report(log)  # was "is not a prediction log (not an SQLite database)"
+        assert r.returncode == 1 and "is locked by another program that is writing it" in r.stderr, r.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert report(log).returncode == 0  # nothing was lost
+
+
 HOSTILE_CLASS = "</script><img src=x onerror=alert(1)>"
 
 
