@@ -147,6 +147,37 @@ class TrialResult:
         return sep.join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
 
 
+def shown_storage(url: str) -> str:
+    """The storage URL as messages and logs may show it: a password in it (``postgresql://user:PW@host/db``,
+    ``...?password=PW``) is ``***``. The URL of a shared study's database is printed at the end of every sweep
+    and in its errors, which end up in CI logs and terminals shared on a screen."""
+    import re
+
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    query = ""
+    if "?" in rest:
+        rest, query = rest.split("?", 1)
+        query = "?" + re.sub(r"(?i)((?:^|&)(?:password|passwd|pwd)=)[^&]*", r"\1***", query)
+    user, at, host = rest.rpartition("@")  # the last '@': a password may hold one
+    if at and ":" in user:
+        rest = f"{user.split(':', 1)[0]}:***@{host}"
+    return f"{head}://{rest}{query}"
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The password(s) a storage URL carries, as written and decoded (to scrub them from a driver's message)."""
+    from urllib.parse import parse_qsl, unquote
+
+    _, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    user, at, _ = rest.rpartition("@")
+    found = [user.split(":", 1)[1]] if at and ":" in user else []
+    found += [v for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() in ("password", "passwd", "pwd")]
+    return [x for s in found for x in {s, unquote(s)} if x]
+
+
 def make_pruner(name: str) -> Any:
     """The Optuna pruner called ``name`` (one of :data:`PRUNERS`); the step it sees is the epoch."""
     import optuna
@@ -291,7 +322,12 @@ def run_sweep(
             pruner=pruning,
         )
     except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server, missing driver)
-        raise UsageError(f"cannot open the Optuna storage {storage!r}: {exc}", hint="check --storage") from None
+        why = str(exc)
+        for secret in _secrets_of(storage):  # a driver may quote the URL it was given
+            why = why.replace(secret, "***")
+        raise UsageError(
+            f"cannot open the Optuna storage {shown_storage(storage)!r}: {why}", hint="check --storage"
+        ) from None
 
     def objective(trial: Any) -> float:
         values = {p.key: p.suggest(trial) for p in params}

@@ -52,7 +52,7 @@ def sweep(
 ) -> None:
     """Search hyper-parameters with Optuna: every trial trains a normal bundle; the best one is reported."""
     from imgcls.errors import ImgclsError, UsageError
-    from imgcls.sweep import Param, run_sweep
+    from imgcls.sweep import Param, run_sweep, shown_storage
 
     params = [Param.parse(p) for p in param]
     if study is not None and not study.strip():
@@ -133,7 +133,8 @@ def sweep(
     on = f" (on {host})" if (host := best.elsewhere()) else ""
     console.print(f"  publish it{on}: imgcls push {best.bundle_dir} --alias candidate", highlight=False,
                   soft_wrap=True)  # fmt: skip
-    console.print(f"  storage: {result.storage} (study {result.study})", highlight=False, soft_wrap=True)
+    console.print(f"  storage: {shown_storage(result.storage)} (study {result.study})", highlight=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 class _WarnOnce(logging.Filter):

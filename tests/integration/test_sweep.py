@@ -275,3 +275,24 @@ def test_a_refused_sweep_prints_no_banner_before_its_error(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and "--param names a key twice" in proc.stderr, proc.stderr
     assert "study" not in proc.stdout and not (tmp_path / "s").exists()
+
+
+def test_a_storage_password_is_never_shown(tmp_path):
+    secret = "S3cr3t-pw"
+    for storage in (f"postgresql://alice:{secret}@127.0.0.1:1/studies", f"nosuchdb://alice:{secret}@db/studies"):
+        r = subprocess.run(
+            [sys.executable, "-m", "imgcls", "sweep", str(CONFIG), "--param", "optim.lr=loguniform:0.02:0.4",
+             "--trials", "1", "--out", str(tmp_path / "out"), "--storage", storage],
+            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 2 and "cannot open the Optuna storage" in r.stderr, r.stderr
+        assert secret not in r.stdout + r.stderr  # was echoed with the URL in the error
+        assert "alice:***@" in r.stderr and "Traceback" not in r.stderr
+    # the line that ends every sweep ("storage: URL (study NAME)") shows the URL this way
+    from imgcls.sweep import shown_storage
+
+    assert shown_storage(f"postgresql://alice:{secret}@db:5432/s") == "postgresql://alice:***@db:5432/s"
+    assert shown_storage(f"mysql+pymysql://db/s?charset=utf8&password={secret}") == (
+        "mysql+pymysql://db/s?charset=utf8&password=***"
+    )
+    assert shown_storage("sqlite:////runs/sweep/study.db") == "sqlite:////runs/sweep/study.db"
