@@ -188,6 +188,7 @@ class Checkpoint:
     config: dict[str, Any]
     tensors: dict[str, Any]
     record: dict[str, Any]
+    path: Path | None = None  # the tensor file, for messages
 
     def model_state(self) -> dict[str, Any]:
         return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
@@ -196,10 +197,43 @@ class Checkpoint:
         best = {k[len("best.") :]: v for k, v in self.tensors.items() if k.startswith("best.")}
         return best or None
 
-    def restore(self, model: Any, optimizer: Any) -> None:
-        """Load model weights, optimiser state and RNG states saved by :func:`save_checkpoint`."""
+    def _unfit(self, why: str) -> UsageError:
+        return UsageError(
+            f"checkpoint {self.path} does not fit this run: {why}",
+            hint="it was written by another model or configuration, or edited; start the run again",
+        )
+
+    def check_fits(self, model: Any) -> None:
+        """UsageError unless the tensors are this model's (every name, every shape) and the RNG state is there.
+
+        ``last.json`` vouches for the tensor file by its sha256, but both may come from elsewhere (another run's
+        checkpoint folder copied in, a file rewritten by hand): torch's own errors for that were an "unexpected"
+        RuntimeError listing every missing key, or a KeyError.
+        """
         import torch
 
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in self.model_state().items()}
+        if missing := sorted(want.keys() - have.keys()):
+            raise self._unfit(f"{len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
+        if extra := sorted(have.keys() - want.keys()):
+            raise self._unfit(f"{len(extra)} tensors are not the model's ({', '.join(extra[:3])}, ...)")
+        for name, shape in want.items():
+            if have[name] != shape:
+                raise self._unfit(f"{name} has shape {list(have[name])}, the model's is {list(shape)}")
+        rng = self.tensors.get("rng.torch_cpu")
+        if rng is None or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+            raise self._unfit("its random generator state (rng.torch_cpu) is missing or damaged")
+
+    def restore(self, model: Any, optimizer: Any) -> None:
+        """Load model weights, optimiser state and RNG states saved by :func:`save_checkpoint`.
+
+        Raises:
+            UsageError: the checkpoint is not this run's (:meth:`check_fits`), or its optimiser state is not.
+        """
+        import torch
+
+        self.check_fits(model)
         model.load_state_dict(self.model_state())
         opt_record = self.record["optimizer"]
         per_param: dict[int, dict[str, Any]] = {}
@@ -209,7 +243,10 @@ class Checkpoint:
                 per_param.setdefault(int(pid), {})[name] = value
         for pid, scalars in opt_record.get("scalars", {}).items():
             per_param.setdefault(int(pid), {}).update(scalars)
-        optimizer.load_state_dict({"state": per_param, "param_groups": opt_record["param_groups"]})
+        try:
+            optimizer.load_state_dict({"state": per_param, "param_groups": opt_record["param_groups"]})
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # torch's "doesn't match the size of ..."
+            raise self._unfit(f"the optimiser state does not ({exc})") from None
         torch.set_rng_state(self.tensors["rng.torch_cpu"])
         if "rng.torch_cuda" in self.tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(self.tensors["rng.torch_cuda"])
@@ -239,9 +276,19 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
             hint="the checkpoint is damaged; start the run again",
         )
     safetensors_torch = require("safetensors.torch", feature="--resume")
-    tensors = safetensors_torch.load_file(str(tensor_path), device="cpu")
+    from safetensors import SafetensorError
+
+    try:
+        # safetensors checks the header before it reads: a declared length over 100 MB, or one past the end of
+        # the file, is refused without allocating it
+        tensors = safetensors_torch.load_file(str(tensor_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(
+            f"checkpoint {tensor_path} is not a readable safetensors file ({exc})",
+            hint="the checkpoint is damaged; start the run again",
+        ) from None
     state = TrainState(**record.state.model_dump(), history=record.history)
-    return Checkpoint(state=state, config=record.config, tensors=tensors, record=raw)
+    return Checkpoint(state=state, config=record.config, tensors=tensors, record=raw, path=tensor_path)
 
 
 def _read_last(run_dir: Path) -> tuple[dict[str, Any], _Record]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,46 @@ def test_killed_run_leaves_a_checkpoint_and_no_bundle(runs):
     # --resume takes the saved configuration: other options are refused, not silently ignored
     proc = _train("--resume", str(killed), "--epochs", "9", cwd=runs["work"])
     assert proc.returncode == 2 and "--epochs" in proc.stderr
+
+
+def _header_bomb(data: bytes) -> bytes:
+    return struct.pack("<Q", 2**62) + data[8:]  # the header's declared length: 4 EiB
+
+
+def _other_models_tensors(data: bytes) -> bytes:
+    from safetensors.torch import load, save
+
+    tensors = load(data)
+    tensors["model.features.0.0.weight"] = tensors["model.features.0.0.weight"][:4].clone()  # a narrower stem
+    return save(tensors, metadata={"format": "imgcls.checkpoint/1"})
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_header_bomb, "is not a readable safetensors file (Error while deserializing header: header too large)"),
+        (lambda data: data[: len(data) // 2], "is not a readable safetensors file"),
+        (_other_models_tensors, "does not fit this run: features.0.0.weight has shape [4, "),
+    ],
+    ids=["header-length-bomb", "truncated", "another-models-tensors"],
+)
+def test_resume_refuses_a_checkpoint_whose_tensors_are_damaged_or_another_models(runs, tmp_path, damage, message):
+    # last.json vouches for the tensor file by its sha256: here both were rewritten (a copied-in checkpoint
+    # folder, a hand edit), so only the file itself can tell
+    run = tmp_path / "run"
+    shutil.copytree(runs["killed"], run)
+    last = run / "checkpoints" / "last.json"
+    record = json.loads(last.read_text())
+    tensors = run / "checkpoints" / record["tensors"]
+    tensors.write_bytes(damage(tensors.read_bytes()))
+    record["sha256"] = _sha(tensors)
+    last.write_text(json.dumps(record))
+    before = {p: _sha(p) for p in run.rglob("*") if p.is_file()}
+    proc = _train("--resume", str(run), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # was 1: an unexpected SafetensorError, or torch's RuntimeError
+    assert f"checkpoint {tensors} {message}" in proc.stderr and "start the run again" in proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
+    assert {p: _sha(p) for p in run.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
 
 
 def test_resume_finishes_with_the_same_result_as_an_uninterrupted_run(runs):
