@@ -247,11 +247,13 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _segment_rows(location: str) -> list[dict[str, Any]]:
+    import zlib
+
     from imgcls.serve.logexport import read_segment_bytes
 
     try:
         data = read_segment_bytes(location)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; damaged deflate data is not
         raise UsageError(f"--log {location}: not a prediction-log segment (cannot read it: {exc})") from None
     rows = []
     for n, line in enumerate(data.splitlines(), 1):

@@ -347,6 +347,22 @@ def test_a_damaged_or_locked_sqlite_log_is_said_to_be_so(exported_digits_bundle:
     assert report(log).returncode == 0  # nothing was lost
 
 
+def test_a_segment_whose_compressed_data_is_damaged_is_named(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    import gzip
+
+    sha = load_bundle(exported_digits_bundle).digest
+    text = "".join(json.dumps(_segment_record(sha, i)) + "\n" for i in range(150)).encode()
+    data = bytearray(gzip.compress(text, mtime=0))
+    for i in range(40, 200):  # inside the deflate stream: zlib's own error, not gzip's BadGzipFile
+        data[i] ^= 0x5A
+    segment = tmp_path / "logs" / "part.jsonl.gz"
+    segment.parent.mkdir()
+    segment.write_bytes(bytes(data))
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", str(segment.parent))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr  # was "unexpected error: Error -3 ..."
+    assert f"--log {segment}: not a prediction-log segment (cannot read it: Error -3 while decompressing" in r.stderr
+
+
 HOSTILE_CLASS = "</script><img src=x onerror=alert(1)>"
 
 
