@@ -42,6 +42,9 @@ _LOG_COLUMNS = (
     "timestamp", "model_name", "model_version", "model_sha256", *STAT_NAMES, "class_id", "confidence", "top_k",
     "margin", "pred_entropy", "embedding",
 )  # fmt: skip
+# A segment is one replica's interval (300 s by default): ~600 bytes a row, 256 MiB is ~440,000 rows (1,500 a
+# second). More is a file that would take the report's memory (a gzip bomb: kilobytes on disk), not an export.
+MAX_SEGMENT_BYTES = 256 << 20
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -252,9 +255,14 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
     from imgcls.serve.logexport import read_segment_bytes
 
     try:
-        data = read_segment_bytes(location)
+        data = read_segment_bytes(location, limit=MAX_SEGMENT_BYTES)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; damaged deflate data is not
         raise UsageError(f"--log {location}: not a prediction-log segment (cannot read it: {exc})") from None
+    except ValueError as exc:  # over the limit
+        raise UsageError(
+            f"--log {location}: not a prediction-log segment ({exc})",
+            hint="a server writes one segment per --log-export-every interval, far smaller; remove this file",
+        ) from None
     rows = []
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():

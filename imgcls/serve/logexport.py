@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import gzip
+import io
 import json
 import logging
 import math
@@ -356,13 +357,29 @@ def list_segments(uri: str, *, since: float | None = None) -> list[tuple[str, st
     return sorted(out)
 
 
-def read_segment_bytes(location: str) -> bytes:
-    """The uncompressed bytes of one segment (a path or ``gs://`` object)."""
+def read_segment_bytes(location: str, limit: int | None = None) -> bytes:
+    """The uncompressed bytes of one segment (a path or ``gs://`` object).
+
+    Raises:
+        ValueError: more than ``limit`` bytes uncompressed, found before more than that is held (a file of a few
+            kilobytes can decompress to gigabytes: ``gzip.decompress`` would have allocated them all).
+    """
     if is_gcs(location):
         from imgcls.store.gcs import make_client
 
         bucket, _, key = location[len("gs://") :].partition("/")
         data = make_client().bucket(bucket).blob(key).download_as_bytes()
     else:
-        data = Path(location).read_bytes()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        path = Path(location)
+        if limit is not None and path.stat().st_size > limit:
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than the {limit:,} a segment may hold")
+        data = path.read_bytes()
+    if data[:2] != b"\x1f\x8b":
+        if limit is not None and len(data) > limit:
+            raise ValueError(f"{len(data):,} bytes, more than the {limit:,} a segment may hold")
+        return data
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        out = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(out) > limit:
+        raise ValueError(f"it decompresses to more than the {limit:,} bytes a segment may hold")
+    return out
