@@ -268,7 +268,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key, text
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: a date YAML cannot make (2024-13-45), an int of 5,000 digits
         value = raw
     except RecursionError:
         raise _too_deep(f"--set {_shorten(item)}") from None
@@ -283,7 +283,10 @@ def _shorten(value: Any, limit: int = 120) -> str:
     short = reprlib.Repr()  # keyword arguments only from Python 3.12
     short.maxlevel, short.maxdict, short.maxlist, short.maxtuple, short.maxset = 3, 8, 8, 8, 8
     short.maxstring = short.maxother = limit
-    text = value if isinstance(value, str) else short.repr(value)
+    try:
+        text = value if isinstance(value, str) else short.repr(value)
+    except ValueError:  # an int past Python's 4,300 digits (0xfff... in YAML): it cannot be written in decimal
+        text = f"<a number too large to show ({value.bit_length()} bits)>" if isinstance(value, int) else "<...>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -399,6 +402,11 @@ def load_config(
             raise ConfigError(f"{p} is not valid YAML: {exc}") from None
         except RecursionError:
             raise _too_deep(str(p)) from None
+        except ValueError as exc:  # the value, not the syntax: Python's date or int refused what YAML matched
+            raise ConfigError(
+                f"{p} holds a value YAML reads as a date or number that cannot be one ({_shorten(str(exc))})",
+                hint="fix the value, or quote it to keep it as text: '2024-13-45'",
+            ) from None
         _check_expansion(loaded, str(p))
         _check_unique_keys(text, str(p))
         if loaded is None:

@@ -264,3 +264,24 @@ def test_a_boolean_is_not_a_number(override):
 def test_booleans_still_set_boolean_keys():
     cfg = load_config(None, ["augment.hflip=no", "model.pretrained=yes", "train.compile=false"])
     assert cfg.augment.hflip is False and cfg.model.pretrained is True and cfg.train.compile is False
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2024-13-45", "holds a value YAML reads as a date or number that cannot be one (month must be in 1..12)"),
+        ("1" + "0" * 5000, "holds a value YAML reads as a date or number that cannot be one (Exceeds the limit"),
+        # YAML reads it; the message naming it cannot write it in decimal
+        ("0x" + "f" * 5000, "'data.img_size' in "),
+    ],
+    ids=["impossible-date", "5001-digit-int", "5000-digit-hex"],
+)
+def test_a_value_python_cannot_make_or_show_is_a_config_error(tmp_path, value, message):
+    text = (ROOT / "configs" / "digits.yaml").read_text().replace("  img_size: 16", f"  img_size: {value}")
+    assert value in text
+    (tmp_path / "c.yaml").write_text(text)
+    r = _train("--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr, r.stderr  # was an unexpected ValueError, exit 1
+    assert "Traceback" not in r.stderr and "unexpected" not in r.stderr and not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match=r"data\.img_size"):  # --set reads it as text, refused for a number
+        load_config(ROOT / "configs" / "digits.yaml", [f"data.img_size={value}"])
