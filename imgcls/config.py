@@ -95,8 +95,9 @@ class OptimConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    crop_padding: int = Field(default=4, ge=0)
-    """Random-crop padding in pixels (0 disables random crop)."""
+    crop_padding: int = Field(default=4, ge=0, le=1024)
+    """Random-crop padding in pixels (0 disables random crop). At most the largest input size: the batch is padded
+    on every side before the crop, so 10**6 asked the allocator for 256 TB in the first step."""
     hflip: bool = True
     trivial_augment: bool = False
     mixup_alpha: float = Field(default=0.0, ge=0.0)
@@ -104,11 +105,13 @@ class AugmentConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(default=10, ge=1)
+    epochs: int = Field(default=10, ge=1, le=1_000_000)
+    """Training epochs (a bound that no run reaches: a number past it failed only once the data had loaded)."""
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int = Field(default=512, ge=1)
-    seed: int = Field(default=0, ge=0)
-    """Seeds the split, the shuffle, the augmentation and the initial weights (numpy refuses a negative seed)."""
+    seed: int = Field(default=0, ge=0, le=2**64 - 1)
+    """Seeds the split, the shuffle, the augmentation and the initial weights (numpy refuses a negative seed, torch
+    one past 2**64 - 1)."""
     device: Literal["cpu", "cuda"] = "cpu"
     precision: Literal["fp32", "bf16"] = "bf16"
     """Autocast precision on CUDA (CPU training always runs fp32)."""

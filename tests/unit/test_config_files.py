@@ -285,3 +285,21 @@ def test_a_value_python_cannot_make_or_show_is_a_config_error(tmp_path, value, m
     assert "Traceback" not in r.stderr and "unexpected" not in r.stderr and not (tmp_path / "o").exists()
     with pytest.raises(ConfigError, match=r"data\.img_size"):  # --set reads it as text, refused for a number
         load_config(ROOT / "configs" / "digits.yaml", [f"data.img_size={value}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # the first batch padded by 10**6 on every side: torch was asked for 256 TB ("unexpected RuntimeError")
+        ("augment.crop_padding=1000000", "'augment.crop_padding'"),
+        ("train.seed=1180591620717411303424", "'train.seed'"),  # 2**70: torch.manual_seed's OverflowError
+        ("train.epochs=0x" + "f" * 5000, "'train.epochs'"),  # failed writing config.yaml, after the data loaded
+    ],
+    ids=["crop-padding", "seed", "epochs"],
+)
+def test_an_absurd_number_is_refused_before_the_run_starts(tmp_path, override, message):
+    r = _train("--config", str(ROOT / "configs" / "digits.yaml"), "--set", override, "--out", str(tmp_path / "o"),
+               cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and f"bad value for {message}" in r.stderr, r.stderr
+    assert "Input should be less than or equal to" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
