@@ -294,6 +294,12 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
 def _read_last(run_dir: Path) -> tuple[dict[str, Any], _Record]:
     """``last.json`` as read and as checked; UsageError naming what is missing or damaged."""
     last = run_dir / CHECKPOINT_DIR / LAST
+    if last.parent.is_symlink():
+        raise UsageError(
+            f"cannot resume from {run_dir}: its {CHECKPOINT_DIR} folder is a symbolic link (to "
+            f"{last.parent.resolve()}); the resumed run would write its checkpoints there, replacing what it holds",
+            hint=f"copy the run with its checkpoints (cp -rL {run_dir} NEW) and resume the copy",
+        )
     if not last.is_file():
         if (run_dir / "bundle.json").is_file():
             raise UsageError(

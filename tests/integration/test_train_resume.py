@@ -123,6 +123,22 @@ def test_resume_refuses_a_checkpoint_whose_tensors_are_damaged_or_another_models
     assert {p: _sha(p) for p in run.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
 
 
+def test_resume_refuses_a_checkpoint_folder_that_is_a_link_to_another_runs(runs, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(runs["killed"], other)
+    run = tmp_path / "run"
+    shutil.copytree(runs["killed"], run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "checkpoints").symlink_to(other / "checkpoints")
+    before = {p: _sha(p) for p in other.rglob("*") if p.is_file()}
+    proc = _train("--resume", str(run), cwd=tmp_path)
+    # it trained on, wrote its checkpoints into the other run's folder (deleting that run's epoch file) and
+    # finished; the other run could no longer resume from where it was
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"its checkpoints folder is a symbolic link (to {other / 'checkpoints'})" in proc.stderr
+    assert "cp -rL" in proc.stderr and "Traceback" not in proc.stderr
+    assert {p: _sha(p) for p in other.rglob("*") if p.is_file()} == before
+
+
 def test_resume_finishes_with_the_same_result_as_an_uninterrupted_run(runs):
     killed, full = runs["killed"], runs["full"]
     done = json.loads((killed / "checkpoints" / "last.json").read_text())["state"]["epoch"]
