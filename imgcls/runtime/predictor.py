@@ -219,14 +219,33 @@ class Predictor:
         if batch.shape[0] == 0:
             return {o.name: np.zeros((0, *[d if isinstance(d, int) else 0 for d in o.shape[1:]]), np.float32)
                     for o in self.engine.outputs}  # fmt: skip
-        return self.engine.run(batch)
+        out = self.engine.run(batch)
+        self._check_scores(out[self._logits_name], len(batch))
+        return out
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Normalised ``float32`` ``(N, C, H, W)`` -> raw ``float32`` logits ``(N, K)``."""
         batch = self._check_batch(batch)
         if batch.shape[0] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.asarray(self.engine.run(batch)[self._logits_name], dtype=np.float32)
+        return self._check_scores(self.engine.run(batch)[self._logits_name], len(batch))
+
+    def _check_scores(self, logits: Any, n: int) -> np.ndarray:
+        """The model's scores as ``float32`` ``(n, classes)``; BundleError for any other shape.
+
+        A model whose class dimension is dynamic (or not declared) passes the load-time check, so this is where a
+        graph that gives 12 scores for a bundle of 10 classes is caught: labelled as it is, it died of an
+        IndexError, or -- with fewer scores than classes -- answered as if the missing classes did not exist.
+        """
+        scores = np.asarray(logits, dtype=np.float32)
+        if scores.shape != (n, len(self.classes)):
+            raise BundleError(
+                f"{self.model_file} gave scores of shape {tuple(scores.shape)} for {n} image(s), but the bundle "
+                f"names {len(self.classes)} classes: expected ({n}, {len(self.classes)})",
+                hint=f"the ONNX model does not belong to this bundle; re-export it with `imgcls export "
+                f"{self.bundle.path}`",
+            )
+        return scores
 
     def decode(self, source: bytes | str | Path) -> Image.Image:
         """Decode image bytes or a file with this predictor's limits (raises :class:`ImageError`).
@@ -265,7 +284,7 @@ class Predictor:
         """``uint8`` ``(N, H, W, C)`` -> (probabilities ``(N, K)``, embedding ``(N, k)`` or None), one model run."""
         if self.embedding_output is None or len(batch_u8) == 0:
             return self.infer_prepared(batch_u8), None
-        out = self.outputs(self.to_input(batch_u8))
+        out = self.outputs(self.to_input(batch_u8))  # the scores' shape is checked there
         logits = np.asarray(out[self._logits_name], dtype=np.float32)
         return softmax(logits), np.asarray(out[self.embedding_output], dtype=np.float32)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -253,6 +254,48 @@ def test_embedded_class_names_must_match_the_bundle(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b", {"fp32": linear_model(SPEC, 4, classes=["a", "b", "c", "d"])})
     with pytest.raises(BundleError, match="class names"):
         Predictor.from_bundle(root)
+
+
+def undeclared_scores_model(spec: InputSpec, k: int) -> onnx.ModelProto:
+    """linear_model with its scores reshaped to (1, -1) and a dynamic declared output shape: what the graph computes per
+    image shows only when it runs (k scores for one image, n*k in one row for a batch of n)."""
+    model = linear_model(spec, k)
+    graph = model.graph
+    graph.node[-1].output[0] = "raw"
+    graph.node.append(helper.make_node("Reshape", ["raw", "row"], ["logits"]))
+    graph.initializer.append(numpy_helper.from_array(np.array([1, -1], np.int64), "row"))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", "scores"]))
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("k", [6, 3], ids=["more-scores-than-classes", "fewer-scores-than-classes"])
+def test_a_model_giving_another_number_of_scores_than_classes_is_a_clear_error(tmp_path: Path, k: int) -> None:
+    """The class dimension is only known at run time: predict labelled 6 scores with 4 classes (IndexError) and
+    3 scores as if the fourth class did not exist (a wrong answer, exit 0)."""
+    root = make_bundle(tmp_path / "b", {"fp32": undeclared_scores_model(SPEC, k)})
+    (tmp_path / "x.png").write_bytes(png(rand_image(0)))
+    predictor = Predictor.from_bundle(root, device="cpu")
+    with pytest.raises(BundleError, match=rf"shape \(1, {k}\) for 1 image\(s\), but the bundle names 4 classes"):
+        list(predictor.predict_paths([tmp_path / "x.png"]))
+    run = subprocess.run(
+        [sys.executable, "-m", "imgcls", "predict", "-m", str(root), str(tmp_path / "x.png"), "-f", "json"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""  # no label at all rather than a wrong one
+    assert f"gave scores of shape (1, {k})" in run.stderr and "re-export it" in run.stderr
+    assert "Traceback" not in run.stderr and "unexpected" not in run.stderr
+
+
+def test_a_model_that_mixes_the_images_of_a_batch_is_a_clear_error(tmp_path: Path) -> None:
+    """One row for a batch of two: each image's prediction would be read from the other's scores."""
+    root = make_bundle(tmp_path / "b", {"fp32": undeclared_scores_model(SPEC, 4)})
+    predictor = Predictor.from_bundle(root, device="cpu")
+    assert predictor.predict_images([rand_image(0)], top_k=1)[0].label in CLASSES  # one image: (1, 4), fine
+    with pytest.raises(BundleError, match=r"shape \(1, 8\) for 2 image\(s\)"):
+        predictor.predict_images([rand_image(0), rand_image(1)])
 
 
 def test_garbage_model_file_is_a_bundle_error(tmp_path: Path) -> None:
