@@ -25,10 +25,12 @@ DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A model input or output: its name and shape (``None`` or a name for a dynamic dimension)."""
+    """A model input or output: its name, shape (``None`` or a name for a dynamic dimension) and element type
+    (numpy's name, e.g. ``float32``; None where the engine does not say)."""
 
     name: str
     shape: tuple[int | str | None, ...]
+    dtype: str | None = None
 
 
 class Engine:

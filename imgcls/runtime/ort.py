@@ -145,6 +145,12 @@ def preload_cuda_libraries(ort: Any) -> None:
         logger.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
+def _dtype(ort_type: str) -> str:
+    """onnxruntime's ``tensor(float)`` -> ``float32`` (numpy's names; the other types keep theirs: ``uint8``)."""
+    name = ort_type.removeprefix("tensor(").removesuffix(")")
+    return {"float": "float32", "double": "float64"}.get(name, name)
+
+
 class OrtEngine(Engine):
     """An onnxruntime session behind the :class:`Engine` interface."""
 
@@ -168,8 +174,8 @@ class OrtEngine(Engine):
         self.threads = threads
         self.version = str(ort.__version__)
         self.providers = list(self.session.get_providers())
-        self.inputs = [TensorInfo(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
-        self.outputs = [TensorInfo(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
+        self.inputs = [TensorInfo(i.name, tuple(i.shape), _dtype(i.type)) for i in self.session.get_inputs()]
+        self.outputs = [TensorInfo(o.name, tuple(o.shape), _dtype(o.type)) for o in self.session.get_outputs()]
         self._input = self.inputs[0].name
         self._names = [o.name for o in self.outputs]
 

@@ -24,6 +24,13 @@ def _shape(port: Any) -> tuple[int | str | None, ...]:
     return tuple(int(d.get_length()) if d.is_static else None for d in port.get_partial_shape())
 
 
+def _dtype(port: Any) -> str:
+    """OpenVINO's ``f32``/``u8``/``f16`` -> numpy's names (``float32``, ``uint8``, ``float16``)."""
+    name = str(port.get_element_type().get_type_name())
+    kind = {"f": "float", "u": "uint", "i": "int"}.get(name[:1])
+    return f"{kind}{name[1:]}" if kind is not None and name[1:].isdigit() else name
+
+
 class OpenVinoEngine(Engine):
     """An OpenVINO compiled model (CPU plugin)."""
 
@@ -67,8 +74,8 @@ class OpenVinoEngine(Engine):
         self.version = str(ov.get_version()).split("-")[0]
         self.inference_precision = actual
         self.providers = [f"OpenVINO:{devices}:{actual}"]
-        self.inputs = [TensorInfo(p.get_any_name(), _shape(p)) for p in self.compiled.inputs]
-        self.outputs = [TensorInfo(p.get_any_name(), _shape(p)) for p in self.compiled.outputs]
+        self.inputs = [TensorInfo(p.get_any_name(), _shape(p), _dtype(p)) for p in self.compiled.inputs]
+        self.outputs = [TensorInfo(p.get_any_name(), _shape(p), _dtype(p)) for p in self.compiled.outputs]
         self._local = threading.local()  # an infer request is not thread-safe: one per calling thread
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

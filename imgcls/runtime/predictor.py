@@ -156,8 +156,27 @@ class Predictor:
     choice_reason: str = "asked for"
 
     def _check_signature(self, metadata: dict[str, str]) -> None:
-        """The ONNX input/output shapes and embedded classes agree with the bundle."""
+        """The ONNX input/output shapes and embedded classes agree with the bundle.
+
+        imgcls feeds one input, the normalised ``float32`` image batch: a model with other inputs, or one typed
+        ``uint8``/``float16``, failed on the first image with an engine error (onnxruntime) or, OpenVINO casting
+        the batch silently, answered on garbage.
+        """
+        names = [i.name for i in self.engine.inputs]
+        if len(names) != 1:
+            raise BundleError(
+                f"{self.model_file} takes {len(names)} inputs ({', '.join(names)}); imgcls feeds a model one, "
+                "the image batch",
+                hint=f"re-export it with `imgcls export {self.bundle.path}`",
+            )
         inp = self.engine.inputs[0]
+        if inp.dtype is not None and inp.dtype != "float32":
+            raise BundleError(
+                f"{self.model_file} takes {inp.dtype} input {inp.name!r}; imgcls feeds it normalised float32 images "
+                f"(N, {self.input.channels}, {self.input.size[0]}, {self.input.size[1]})",
+                hint=f"re-export it with `imgcls export {self.bundle.path}` (its fp16 and int8 models keep float32 "
+                "inputs)",
+            )
         spec = self.input
         want = [spec.channels, spec.size[0], spec.size[1]]
         got = list(inp.shape[1:])

@@ -298,6 +298,70 @@ def test_a_model_that_mixes_the_images_of_a_batch_is_a_clear_error(tmp_path: Pat
         predictor.predict_images([rand_image(0), rand_image(1)])
 
 
+def typed_input_model(spec: InputSpec, k: int, elem_type: int) -> onnx.ModelProto:
+    """linear_model whose input is ``elem_type`` (cast to float inside, as an exporter of raw pixels does)."""
+    model = linear_model(spec, k)
+    graph = model.graph
+    graph.input[0].type.tensor_type.elem_type = elem_type
+    graph.input[0].name = "pixels"
+    graph.node.insert(0, helper.make_node("Cast", ["pixels"], ["images"], to=TensorProto.FLOAT))
+    onnx.checker.check_model(model)
+    return model
+
+
+def two_input_model(spec: InputSpec, k: int) -> onnx.ModelProto:
+    """linear_model with a second input added to its logits (a mask, a temperature: anything imgcls does not feed)."""
+    model = linear_model(spec, k)
+    graph = model.graph
+    graph.node[-1].output[0] = "raw"
+    graph.node.append(helper.make_node("Add", ["raw", "bias"], ["logits"]))
+    graph.input.append(helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["batch", k]))
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (lambda: typed_input_model(SPEC, 4, TensorProto.UINT8), "takes uint8 input 'pixels'; imgcls feeds it"),
+        (lambda: typed_input_model(SPEC, 4, TensorProto.FLOAT16), "takes float16 input 'pixels'"),
+        (lambda: two_input_model(SPEC, 4), r"takes 2 inputs \(images, bias\)"),
+    ],
+    ids=["uint8", "float16", "two-inputs"],
+)  # fmt: skip
+def test_a_model_with_inputs_imgcls_does_not_feed_is_refused_when_it_loads(
+    tmp_path: Path, model: object, message: str, engine: str
+) -> None:
+    """onnxruntime failed on the first image ('unexpected InvalidArgument', exit 1, 'report it'); OpenVINO cast the
+    normalised batch to uint8 silently and answered on garbage."""
+    pytest.importorskip(engine)
+    root = make_bundle(tmp_path / "b", {"fp32": model()})  # type: ignore[operator]
+    (tmp_path / "x.png").write_bytes(png(rand_image(0)))
+    run = subprocess.run(
+        [sys.executable, "-m", "imgcls", "predict", "-m", str(root), str(tmp_path / "x.png"), "--engine", engine],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    import re
+
+    assert re.search(message, run.stderr), run.stderr
+    assert "re-export it" in run.stderr and "unexpected" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_float32_inputs_are_what_both_engines_report() -> None:
+    """The element type each engine reports for imgcls' own models: the check above must not refuse them."""
+    from imgcls.runtime.engines import create_engine
+
+    data = linear_model(SPEC, 4).SerializeToString()
+    for engine in ("onnxruntime", "openvino"):
+        pytest.importorskip(engine)
+        compiled = create_engine(data, engine=engine, precision="fp32", device="cpu")
+        assert [(i.name, i.dtype) for i in compiled.inputs] == [("images", "float32")]
+        assert [o.dtype for o in compiled.outputs] == ["float32"]
+
+
 def test_garbage_model_file_is_a_bundle_error(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b", {}, extra={"model.onnx": b"not a protobuf at all" * 10})
     with pytest.raises(BundleError):
