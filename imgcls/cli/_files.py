@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def find_images(patterns: Iterable[str | Path]) -> list[Path]:
         elif path.exists() or not glob.has_magic(text):
             found.append(path)
         else:
-            for match in sorted(glob.glob(text, recursive=True)):
+            for match in sorted(_glob(text)):
                 m = Path(match)
                 if m.is_dir():
                     found.extend(_walk(m))
@@ -45,6 +46,37 @@ def find_images(patterns: Iterable[str | Path]) -> list[Path]:
             hint="pass image files (JPEG, PNG, WebP), directories holding them, or a glob like 'imgs/*.png'",
         )
     return unique
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, except that ``**`` does not follow symbolic links to folders.
+
+    glob's ``**`` does, so a folder holding a link to itself (or to a folder above it) was searched down the
+    loop until the kernel refused the path: each image was predicted 41 times under names like
+    ``d/self/self/.../a.png``, and two such links made 2**40 paths (predict hung). ``**`` here is a walk that
+    does not enter linked folders, as a directory argument's walk does not; hidden folders are left out as glob
+    leaves them out, and the rest of the pattern is glob's own.
+    """
+    parts = pattern.split("/")
+    if "**" not in parts:
+        return glob.glob(pattern)
+    i = parts.index("**")
+    head = "/" if parts[:i] == [""] else "/".join(parts[:i])
+    tail = "/".join(parts[i + 1 :])
+    roots = glob.glob(head) if glob.has_magic(head) else [head]
+    found: list[str] = []
+    for root in roots:
+        if not os.path.isdir(root or "."):
+            continue
+        for folder, dirs, files in os.walk(root or ".", followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel = os.path.relpath(folder, root or ".")
+            here = root if rel == "." else os.path.join(root, rel)
+            if not tail:  # 'd/**': every file below d (its folders are walked here already)
+                found.extend(os.path.join(here, f) for f in files if not f.startswith("."))
+            else:
+                found.extend(_glob(os.path.join(glob.escape(here), tail) if here else tail))
+    return found
 
 
 def _walk(root: Path) -> list[Path]:

@@ -36,3 +36,42 @@ def test_find_images_with_nothing_is_a_usage_error(tmp_path: Path) -> None:
 def test_the_one_suffix_list_follows_the_decoded_formats() -> None:
     assert image_suffixes() == (".jpg", ".jpeg", ".png", ".webp")
     assert image_suffixes(allow_webp=False) == (".jpg", ".jpeg", ".png")
+
+
+def test_a_recursive_glob_does_not_follow_a_folder_linked_to_itself(tmp_path: Path) -> None:
+    """glob's '**' followed the link down the loop: a.png came back 41 times (d/self/self/.../a.png), each one
+    predicted."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.png").write_bytes(b"x")
+    (tmp_path / "d" / "sub" / "b.png").write_bytes(b"x")
+    (tmp_path / "d" / "self").symlink_to(".")
+    for pattern in ("d/**", "d/**/*.png"):
+        rel = [str(p.relative_to(tmp_path)) for p in find_images([str(tmp_path / pattern)])]
+        assert rel == ["d/a.png", "d/sub/b.png"], pattern
+    assert find_images([str(tmp_path / "d" / "self" / "*.png")]) == [tmp_path / "d" / "self" / "a.png"]  # named
+
+
+@pytest.mark.timeout(120)  # a hang guard: the old expansion walked 2**40 paths
+def test_a_recursive_glob_ends_with_two_links_up_the_tree(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "b.png").write_bytes(b"x")
+    (tmp_path / "d" / "self").symlink_to(".")
+    (tmp_path / "d" / "sub" / "up").symlink_to("..")
+    assert find_images([str(tmp_path / "d" / "**" / "*.png")]) == [tmp_path / "d" / "sub" / "b.png"]
+
+
+def test_a_recursive_glob_finds_what_glob_finds_in_a_tree_without_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glob
+    import os
+
+    for rel in ["a/1.png", "a/b/2.png", "a/b/c/3.jpg", ".h/x/4.png", "a/.hid/5.png", "a/.6.png", "e/7.png", "8.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ["**", "**/*.png", "a/**", "a/**/*.png", "*/**/*.jpg", f"{tmp_path}/**/b/*", "a/**/c", ".h/**"]:
+        expected = []
+        for m in sorted(glob.glob(pattern, recursive=True)):
+            expected += find_images([m]) if os.path.isdir(m) else [Path(m)]
+        assert sorted(find_images([pattern])) == sorted(set(expected)), pattern
