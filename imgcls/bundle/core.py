@@ -161,7 +161,13 @@ def parse_manifest(raw: Any, *, where: object = "bundle.json") -> BundleMeta:
     """
     if not isinstance(raw, dict):
         raise BundleError(f"{where} does not hold a JSON object")
-    data = migrate(json.loads(json.dumps(raw)), where=where)
+    try:
+        copy = json.loads(json.dumps(raw))
+    except RecursionError:
+        raise BundleError(
+            f"{where} is nested too deeply to be a bundle manifest", hint="the manifest was modified or is corrupt"
+        ) from None
+    data = migrate(copy, where=where)
     if not isinstance(data.get("files"), dict):
         raise BundleError(f"{where}: 'files' must map relative paths to sha256", hint="the manifest is incomplete")
     for rel in data["files"]:
@@ -205,6 +211,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(
             f"{mpath} is not valid JSON ({exc})", hint="the bundle is corrupt; pull or train it again"
+        ) from None
+    except RecursionError:  # '[[[[…' a hundred thousand deep: json's parser gives up with the interpreter's limit
+        raise BundleError(
+            f"{mpath} is nested too deeply to be a bundle manifest",
+            hint="the bundle is corrupt; pull or train it again",
         ) from None
     if not isinstance(raw, dict):
         raise BundleError(f"{mpath} does not hold a JSON object")

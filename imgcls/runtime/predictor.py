@@ -197,7 +197,7 @@ class Predictor:
         if embedded is not None:
             try:
                 same = json.loads(embedded) == self.classes
-            except ValueError:
+            except (ValueError, RecursionError):
                 same = False
             if not same:
                 raise BundleError(

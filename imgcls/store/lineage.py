@@ -52,7 +52,7 @@ def wandb_record(store: Store, name: str, digest: str) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(got[0])
-    except ValueError:
+    except (ValueError, RecursionError):
         logger.warning("%s in %s is not JSON; ignored", record_key(name, digest), store.uri)
         return None
     if not isinstance(record, dict) or not record.get("artifact") or not record.get("reference"):

@@ -139,6 +139,8 @@ def _load_json(data: bytes, what: str, *, hint: str = "the store was modified by
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DamagedRecord(f"{what} is not valid JSON", hint=hint, exit_code=1) from exc
+    except RecursionError:  # nested deeper than json's parser goes: damaged like any record that is not one
+        raise DamagedRecord(f"{what} is nested too deeply to be a record", hint=hint, exit_code=1) from None
     if not isinstance(obj, dict):
         raise DamagedRecord(f"{what} is not a JSON object", hint=hint, exit_code=1)
     return obj
@@ -771,7 +773,7 @@ def provenance(path: str | Path) -> dict[str, Any] | None:
     """
     try:
         record = json.loads((Path(path) / PROVENANCE).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("version"), int):
         return None

@@ -68,3 +68,18 @@ def test_a_damaged_version_record_hides_no_other_version_and_names_the_repair(
         store.push(first, name="digits")  # the same bundle: its version is the damaged one
     assert info.value.exit_code == 1
     assert f"remove the folder {broken.key} from {store.uri} and push that bundle again" in (info.value.hint or "")
+
+
+def test_an_alias_nested_too_deeply_is_a_damaged_record_too(tmp_path: Path, store_bundle: Path, cli) -> None:
+    """One alias of '[[[[…' a hundred thousand deep made `models list` of the whole store die of an 'unexpected
+    RecursionError'."""
+    uri = str(tmp_path / "store")
+    store = Store.open(uri)
+    store.push(store_bundle, name="digits", aliases=["production"])
+    store.backend.write("digits/aliases/production", b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(StoreError, match=r"alias digits@production .*nested too deeply to be a record"):
+        store.resolve(parse_ref(f"{uri}/digits@production"))
+    listed = cli("models", "list", uri, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [{"name": "digits", "versions": 1, "latest": 1, "aliases": {"latest": 1}}]
+    assert "damaged alias" in listed.stderr and "unexpected" not in listed.stderr

@@ -117,3 +117,25 @@ def test_a_file_url_where_a_bundle_folder_is_needed_names_the_path_to_give(tmp_p
     with pytest.raises(BundleError, match=f"file://{tmp_path}/b is a URL") as info:
         load_bundle(Path(f"file://{tmp_path}/b"))
     assert info.value.hint == f"give the path itself: {tmp_path}/b"
+
+
+def test_a_manifest_nested_too_deeply_is_refused_as_corrupt(bundle_copy: Path) -> None:
+    """json's parser gives up at the interpreter's recursion limit: predict, serve and export died of an
+    'unexpected RecursionError' (exit 1, 'report it')."""
+    import os
+    import subprocess
+    import sys
+
+    meta = json.loads((bundle_copy / MANIFEST).read_text())
+    meta["lineage"]["note"] = "@"
+    (bundle_copy / MANIFEST).write_text(json.dumps(meta).replace('"@"', "[" * 100_000 + "]" * 100_000))
+    with pytest.raises(BundleError, match="nested too deeply to be a bundle manifest"):
+        load_bundle(bundle_copy)
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-m", "imgcls", "predict", "-m", str(bundle_copy), "x.png"],
+        capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "nested too deeply to be a bundle manifest" in run.stderr and "pull or train it again" in run.stderr
+    assert "unexpected" not in run.stderr and "Traceback" not in run.stderr
