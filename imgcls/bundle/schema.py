@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +43,11 @@ class InputSpec(Section):
             raise BundleError(f"input.channels must be 1 or 3, got {self.channels}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise BundleError(f"input.mean/std need {self.channels} values, got {self.mean} / {self.std}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):  # json reads NaN, Infinity, 1e999
+            raise BundleError(
+                f"input.mean/std must be finite numbers, got {self.mean} / {self.std}",
+                hint="the manifest was modified or is corrupt: the values are the training data's statistics",
+            )
         if any(s <= 0 for s in self.std):
             raise BundleError(f"input.std must be positive, got {self.std}")
         if self.interpolation not in INTERPOLATIONS:

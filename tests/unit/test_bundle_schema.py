@@ -100,6 +100,19 @@ def test_a_malformed_section_is_refused_with_the_key_that_is_wrong() -> None:
         parse_manifest(raw)
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("key", ["mean", "std"])
+def test_a_mean_or_std_that_is_not_a_finite_number_is_refused(tmp_path: Path, key: str, value: str) -> None:
+    """json reads NaN and Infinity: a std of Infinity normalised every image to zeros and predict answered the
+    same confident class for all of them; a NaN mean gave 'nan%' for every class (exit 0)."""
+    raw = v1()
+    raw["input"][key] = ["@"]
+    (tmp_path / MANIFEST).write_text(json.dumps(raw).replace('"@"', value))
+    with pytest.raises(BundleError, match=r"input.mean/std must be finite numbers") as info:
+        read_manifest(tmp_path)
+    assert info.value.exit_code == 2 and "modified or is corrupt" in (info.value.hint or "")
+
+
 def test_write_then_read_keeps_every_typed_section(random_bundle: Path, tmp_path: Path) -> None:
     b = tmp_path / "b"
     shutil.copytree(random_bundle, b)
