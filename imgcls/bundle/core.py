@@ -339,6 +339,30 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 @contextlib.contextmanager
+def _edit_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the bundle's parent folder from the edit's load to its swap.
+
+    Two edits of one bundle at once (``imgcls export --int8`` beside ``imgcls export --fp16``, or beside ``imgcls
+    drift reference``) each staged the bundle as they had loaded it and swapped it in: the last swap won and the
+    other's files were lost, and an edit that linked its files after the other's swap mixed the new files with
+    its old manifest. The lock is on the parent folder, whose inode stays while the bundle's own is swapped, so
+    the second edit waits and then loads what the first one wrote. Where there is no ``flock`` (Windows) edits
+    are not serialised.
+    """
+    try:
+        import fcntl
+    except ModuleNotFoundError:
+        yield
+        return
+    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
 def edit_bundle(path: str | Path) -> Iterator[BundleEdit]:
     """Stage an edit of a verified bundle and swap it in atomically when the block exits cleanly.
 
@@ -353,27 +377,28 @@ def edit_bundle(path: str | Path) -> Iterator[BundleEdit]:
             edit.meta.export = section
     """
     path = Path(path).resolve()
-    bundle = load_bundle(path)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
-    try:
-        for rel in bundle.meta.files:
-            _link_or_copy(path / rel, stage / rel)
-        for extra in path.iterdir():  # keep unlisted side files (logs, checkpoints) too
-            if extra.name != MANIFEST and extra.name not in bundle.meta.files and not (stage / extra.name).exists():
-                if extra.is_dir():
-                    shutil.copytree(extra, stage / extra.name, copy_function=os.link)
-                else:
-                    _link_or_copy(extra, stage / extra.name)
-        edit = BundleEdit(stage=stage, meta=bundle.meta.model_copy(deep=True), files=list(bundle.meta.files))
-        yield edit
-        for rel in edit.files:
-            if not (stage / rel).is_file():
-                raise BundleError(f"edit left the bundle without {rel}")
-        write_manifest(stage, edit.meta, edit.files)
-        for stale in set(bundle.meta.files) - set(edit.files):
-            with contextlib.suppress(FileNotFoundError):
-                (stage / stale).unlink()
-        replace_dir(stage, path)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with _edit_lock(path):
+        bundle = load_bundle(path)
+        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+        try:
+            for rel in bundle.meta.files:
+                _link_or_copy(path / rel, stage / rel)
+            for extra in path.iterdir():  # keep unlisted side files (logs, checkpoints) too
+                if extra.name != MANIFEST and extra.name not in bundle.meta.files and not (stage / extra.name).exists():
+                    if extra.is_dir():
+                        shutil.copytree(extra, stage / extra.name, copy_function=os.link)
+                    else:
+                        _link_or_copy(extra, stage / extra.name)
+            edit = BundleEdit(stage=stage, meta=bundle.meta.model_copy(deep=True), files=list(bundle.meta.files))
+            yield edit
+            for rel in edit.files:
+                if not (stage / rel).is_file():
+                    raise BundleError(f"edit left the bundle without {rel}")
+            write_manifest(stage, edit.meta, edit.files)
+            for stale in set(bundle.meta.files) - set(edit.files):
+                with contextlib.suppress(FileNotFoundError):
+                    (stage / stale).unlink()
+            replace_dir(stage, path)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise

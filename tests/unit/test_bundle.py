@@ -139,3 +139,45 @@ def test_a_manifest_nested_too_deeply_is_refused_as_corrupt(bundle_copy: Path) -
     assert run.returncode == 2, run.stderr
     assert "nested too deeply to be a bundle manifest" in run.stderr and "pull or train it again" in run.stderr
     assert "unexpected" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_two_edits_of_one_bundle_at_once_lose_neither_ones_files(bundle_copy: Path) -> None:
+    """`imgcls export --int8` beside `imgcls export --fp16` (or `drift reference`): each edit staged the bundle as
+    it had loaded it, and the last swap dropped the other's file. The second edit now waits for the first and
+    starts from what it wrote."""
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with edit_bundle(bundle_copy) as edit:
+                edit.write("first.txt", b"1")
+                inside.set()
+                release.wait(30)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            inside.set()
+
+    def second() -> None:
+        try:
+            with edit_bundle(bundle_copy) as edit:
+                edit.write("second.txt", b"2")
+        except BaseException as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert inside.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(2)  # before the lock: the second edit swapped its bundle in here, while the first was still open
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert not errors
+    bundle = load_bundle(bundle_copy)
+    assert {"first.txt", "second.txt"} <= set(bundle.files)
+    assert (bundle_copy / "first.txt").read_bytes() == b"1" and (bundle_copy / "second.txt").read_bytes() == b"2"
+    assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["b"]  # no staging folder left behind
