@@ -16,14 +16,16 @@ def find_images(patterns: Iterable[str | Path]) -> list[Path]:
     Every file counts, whatever its suffix: its content decides whether it decodes, and one that does not
     gets its own error line (a folder of 23 photos gives 23 lines, never 22 and exit 0). Hidden files and
     folders inside a named directory (``.DS_Store``, ``.git/``) are left out. A name that neither exists nor
-    matches as a glob is kept, so it is reported as not found. Order is preserved, sorted within directories
-    and globs; duplicates are dropped.
+    matches as a glob is kept, so it is reported as not found (as a shell passes a glob without a match): a
+    missing ``photo[1].png`` among other files was dropped without a word, and predict exited 0. Order is
+    preserved, sorted within directories and globs; duplicates are dropped.
 
     Raises:
         UsageError: nothing to predict (no arguments, only empty directories or globs without a match).
     """
     patterns = list(patterns)
     found: list[Path] = []
+    unmatched: set[Path] = set()
     for pattern in patterns:
         text = str(pattern)
         path = Path(text)
@@ -32,14 +34,18 @@ def find_images(patterns: Iterable[str | Path]) -> list[Path]:
         elif path.exists() or not glob.has_magic(text):
             found.append(path)
         else:
-            for match in sorted(_glob(text)):
+            matches = sorted(_glob(text))
+            if not matches:  # 'photo[1].png' not there, 'imgs/*.jpeg' in a folder of .jpg: reported as not found
+                found.append(path)
+                unmatched.add(path)
+            for match in matches:
                 m = Path(match)
                 if m.is_dir():
                     found.extend(_walk(m))
                 elif m.is_file():
                     found.append(m)
     unique = list(dict.fromkeys(found))
-    if not unique:
+    if all(p in unmatched for p in unique):
         given = ", ".join(str(p) for p in patterns) or "(none)"
         raise UsageError(
             f"nothing to predict: no image files in {given}",

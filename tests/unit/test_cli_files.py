@@ -75,3 +75,13 @@ def test_a_recursive_glob_finds_what_glob_finds_in_a_tree_without_links(
         for m in sorted(glob.glob(pattern, recursive=True)):
             expected += find_images([m]) if os.path.isdir(m) else [Path(m)]
         assert sorted(find_images([pattern])) == sorted(set(expected)), pattern
+
+
+def test_a_glob_without_a_match_among_other_files_is_kept_to_be_reported(tmp_path: Path) -> None:
+    """A missing 'photo[1].png' (a glob to glob: '[1]' is a character class) or 'imgs/*.jpeg' beside other files was
+    dropped without a word: predict answered for the others and exited 0."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    missing, typo = str(tmp_path / "photo[1].png"), str(tmp_path / "imgs" / "*.jpeg")
+    assert find_images([tmp_path / "a.png", missing, typo]) == [tmp_path / "a.png", Path(missing), Path(typo)]
+    with pytest.raises(UsageError, match="nothing to predict"):  # alone, they are still a usage error
+        find_images([missing, typo])

@@ -501,3 +501,20 @@ def test_runtime_never_imports_torch(bundle: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in CLASSES
+
+
+def test_predict_reports_a_missing_file_whose_name_looks_like_a_glob(tmp_path: Path) -> None:
+    """'photo[1].png' is a glob to glob ('[1]' a character class): missing, it was dropped without a word and
+    predict exited 0 for the other files."""
+    root = make_bundle(tmp_path / "b", {"fp32": linear_model(SPEC, 4, classes=CLASSES)})
+    (tmp_path / "a.png").write_bytes(png(rand_image(0)))
+    run = subprocess.run(
+        [sys.executable, "-m", "imgcls", "predict", "-m", str(root), str(tmp_path / "a.png"),
+         str(tmp_path / "photo[1].png"), "-f", "json"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(tmp_path / "a.png"), str(tmp_path / "photo[1].png")]
+    assert lines[1]["error"]["code"] == "not_found"
+    assert "1 of 2 file(s) could not be predicted" in run.stderr
