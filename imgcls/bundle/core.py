@@ -185,6 +185,24 @@ def parse_manifest(raw: Any, *, where: object = "bundle.json") -> BundleMeta:
         ) from None
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; ``_DuplicateKey`` when a key comes twice.
+
+    json keeps the last of two ``"classes"`` (or two ``"files"``) without a word, other readers the first or
+    neither: a manifest that says two things is refused rather than read one way here and another way there.
+    """
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     path = Path(path)
     url = url_of(path)
@@ -207,7 +225,12 @@ def _read_json(path: Path) -> dict[str, Any]:
             hint="pass a directory written by `imgcls train` (or pulled with `imgcls pull`)",
         )
     try:
-        raw = json.loads(mpath.read_text())
+        raw = json.loads(mpath.read_text(), object_pairs_hook=_object_without_duplicates)
+    except _DuplicateKey as exc:
+        raise BundleError(
+            f"{mpath} gives the key {exc.args[0]!r} twice in one object",
+            hint="a hand edit or merge left both: keep the one that is right (the bundle is refused until then)",
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(
             f"{mpath} is not valid JSON ({exc})", hint="the bundle is corrupt; pull or train it again"

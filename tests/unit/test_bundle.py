@@ -181,3 +181,22 @@ def test_two_edits_of_one_bundle_at_once_lose_neither_ones_files(bundle_copy: Pa
     assert {"first.txt", "second.txt"} <= set(bundle.files)
     assert (bundle_copy / "first.txt").read_bytes() == b"1" and (bundle_copy / "second.txt").read_bytes() == b"2"
     assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["b"]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("where", ["top", "files"])
+def test_a_manifest_giving_a_key_twice_is_refused(bundle_copy: Path, where: str) -> None:
+    """json kept the last of two "classes" without a word (a hand merge that left both loaded with one of them);
+    another reader of the same file may take the first."""
+    text = (bundle_copy / MANIFEST).read_text()
+    meta = json.loads(text)
+    if where == "top":
+        text = text.replace('"classes": [', '"classes": ["cat", "dog"], "classes": [', 1)
+        section, key = "classes", "classes"
+    else:  # a wrong hash first: a reader that keeps the first key refuses the bundle, json took the second
+        text = text.replace('"files": {', f'"files": {{"{WEIGHTS}": "{"0" * 64}", ', 1)
+        section, key = "files", WEIGHTS
+    assert json.loads(text)[section] == meta[section]  # plain json reads it, keeping the last one
+    (bundle_copy / MANIFEST).write_text(text)
+    with pytest.raises(BundleError, match=rf"gives the key '{key}' twice in one object") as info:
+        load_bundle(bundle_copy)
+    assert info.value.exit_code == 2 and "keep the one that is right" in (info.value.hint or "")
