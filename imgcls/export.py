@@ -38,6 +38,7 @@ from imgcls.bundle import (
     ExportedModel,
     ExportSection,
     Lineage,
+    check_editable,
     edit_bundle,
     load_bundle,
     sha256_file,
@@ -505,6 +506,7 @@ def export_bundle(
     if calib_size < 1:
         raise UsageError(f"--calib-size must be at least 1, got {calib_size}")
     bundle = load_bundle(bundle_dir)
+    check_editable(bundle.path, "imgcls export")  # a read-only bundle failed after the whole export, not before
     spec = bundle.input
     data = evaluation_data(bundle)  # before the heavy imports: a usage error comes fast
     if int8 and data.val_labels is None:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from imgcls.bundle.schema import INTERPOLATIONS, BundleMeta, InputSpec, Metrics
 from imgcls.bundle.version import FORMAT, MAJOR, MINOR, migrate, parse_format
-from imgcls.errors import BundleError
+from imgcls.errors import BundleError, UsageError
 from imgcls.fsio import atomic_write_bytes, atomic_write_json, replace_dir, url_of
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "canonical_json",
+    "check_editable",
     "edit_bundle",
     "load_bundle",
     "parse_manifest",
@@ -359,6 +360,25 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def check_editable(path: str | Path, command: str) -> None:
+    """UsageError unless an edit of the bundle at ``path`` could be swapped in: for a command to call before its
+    work (an export's minutes of conversion and gates), not after it.
+
+    :func:`edit_bundle` stages its copy beside the bundle, so the bundle's parent folder must take a new folder.
+    The probe makes one (and removes it) instead of asking ``os.access``, which says yes to root on a read-only
+    file system.
+    """
+    path = Path(path).resolve()
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=path.parent))
+    except OSError as exc:
+        raise UsageError(
+            f"{command} cannot change {path}: {path.parent} does not take the new copy of the bundle "
+            f"({exc.strerror or exc})",
+            hint=f"copy the bundle to a folder you may write to (cp -r {path} DIR) and {command} that copy",
+        ) from None
 
 
 @contextlib.contextmanager
