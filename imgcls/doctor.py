@@ -509,6 +509,10 @@ def _on_gce() -> bool:
         return False
 
 
+# what wandb.Settings takes (a typo such as 'ofline' fails wandb.init; the doctor said "no WANDB_MODE")
+_WANDB_MODES = ("online", "offline", "disabled", "dryrun", "shared", "run")
+
+
 def check_wandb(environ: Mapping[str, str], home: Path | None) -> Check:
     could = {"could_provide": ["wandb"]}
     if importlib.util.find_spec("wandb") is None:
@@ -525,6 +529,15 @@ def check_wandb(environ: Mapping[str, str], home: Path | None) -> Check:
     key = has_api_key(environ, home)
     where = "WANDB_API_KEY" if environ.get("WANDB_API_KEY") else "~/.netrc"
     details = {**could, "mode": mode, "key": where if key else None}  # never the key itself
+    if mode is not None and mode not in _WANDB_MODES:
+        return Check(
+            "wandb",
+            "fail",
+            f"WANDB_MODE={environ['WANDB_MODE']!r} is not a W&B mode: wandb refuses to start a run "
+            f"with it ({', '.join(_WANDB_MODES)})",
+            fix="export WANDB_MODE=offline (or online), or unset it",
+            details=details,
+        )
     if mode in ("offline", "disabled", "dryrun"):
         return Check(
             "wandb",

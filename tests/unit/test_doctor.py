@@ -145,3 +145,16 @@ def test_require_a_present_capability_exits_0_and_a_typo_exits_2() -> None:
     assert "cpu" in ok.stdout and "versions" in ok.stdout
     typo = _run("--no-torch", "--require", "opnevino")
     assert typo.returncode == 2 and "did you mean 'openvino'" in typo.stderr
+
+
+@pytest.mark.parametrize("key", [{}, {"WANDB_API_KEY": "s3cr3t-k3y-0123456789"}], ids=["no-key", "key"])
+def test_a_wandb_mode_wandb_does_not_know_is_named_as_the_problem(tmp_path: Path, key: dict[str, str]) -> None:
+    """WANDB_MODE=ofline (a typo) fails wandb.init; the doctor said 'no W&B key ... and no WANDB_MODE' (a mode was
+    set) or, with a key, 'W&B online' and ok."""
+    pytest.importorskip("wandb")
+    check = doctor.check_wandb({"WANDB_MODE": "ofline", **key}, tmp_path)
+    assert check.status == "fail" and check.provides == []
+    assert "WANDB_MODE='ofline' is not a W&B mode" in check.summary and "no WANDB_MODE" not in check.summary
+    assert "WANDB_MODE=offline" in (check.fix or "")
+    for mode in ("offline", "ONLINE ", "disabled", "dryrun"):  # what wandb takes is still fine
+        assert doctor.check_wandb({"WANDB_MODE": mode, **key}, tmp_path).status in ("ok", "warn")
