@@ -82,6 +82,7 @@ class Predictor:
         self._logits_name = self.output_names[0]
         # bundles with a drift reference export a second output: the PCA projection of the penultimate features
         self.embedding_output: str | None = "embedding" if "embedding" in self.output_names else None
+        self._one_at_a_time = False  # a model with a static batch of 1 (set by the check)
         self._check_signature(model_metadata(model_bytes) if model_bytes is not None else {})
 
     # --- construction -------------------------------------------------------------------------------------
@@ -186,6 +187,16 @@ class Predictor:
                 f"(N, {', '.join(map(str, want))})",
                 hint=f"re-export it with `imgcls export {self.bundle.path}`",
             )
+        static = inp.shape[0]
+        if isinstance(static, int) and static != 1:
+            raise BundleError(
+                f"{self.model_file} takes batches of exactly {static} images; imgcls runs batches of any size "
+                "(the files of a predict, what the server's batcher gathers)",
+                hint=f"re-export it with a dynamic batch dimension: `imgcls export {self.bundle.path}`",
+            )
+        # a static batch of 1 (some exporters' default) ran one image fine and died of the engine's 'invalid
+        # dimensions' on two: such a model is run image by image
+        self._one_at_a_time = static == 1
         out = self.engine.outputs[0]
         k = out.shape[-1] if out.shape else None
         if isinstance(k, int) and k != len(self.classes):
@@ -238,16 +249,23 @@ class Predictor:
         if batch.shape[0] == 0:
             return {o.name: np.zeros((0, *[d if isinstance(d, int) else 0 for d in o.shape[1:]]), np.float32)
                     for o in self.engine.outputs}  # fmt: skip
-        out = self.engine.run(batch)
+        out = self._run(batch)
         self._check_scores(out[self._logits_name], len(batch))
         return out
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The engine's outputs for ``batch``: in one run, or image by image for a model with a static batch of 1."""
+        if not self._one_at_a_time or len(batch) == 1:
+            return self.engine.run(batch)
+        runs = [self.engine.run(batch[i : i + 1]) for i in range(len(batch))]
+        return {name: np.concatenate([np.asarray(r[name]) for r in runs]) for name in runs[0]}
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Normalised ``float32`` ``(N, C, H, W)`` -> raw ``float32`` logits ``(N, K)``."""
         batch = self._check_batch(batch)
         if batch.shape[0] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self._check_scores(self.engine.run(batch)[self._logits_name], len(batch))
+        return self._check_scores(self._run(batch)[self._logits_name], len(batch))
 
     def _check_scores(self, logits: Any, n: int) -> np.ndarray:
         """The model's scores as ``float32`` ``(n, classes)``; BundleError for any other shape.

@@ -362,6 +362,44 @@ def test_float32_inputs_are_what_both_engines_report() -> None:
         assert [o.dtype for o in compiled.outputs] == ["float32"]
 
 
+def static_batch_model(spec: InputSpec, k: int, batch: int) -> onnx.ModelProto:
+    """linear_model with a fixed batch dimension (some exporters' default: a dummy input of one image)."""
+    model = linear_model(spec, k)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_a_model_with_a_static_batch_of_one_predicts_any_number_of_images(tmp_path: Path, engine: str) -> None:
+    """It predicted one file, and died of 'unexpected InvalidArgument: Got invalid dimensions for input' (exit 1)
+    on two."""
+    pytest.importorskip(engine)
+    fixed = make_bundle(tmp_path / "fixed", {"fp32": static_batch_model(SPEC, 4, 1)})
+    dynamic = make_bundle(tmp_path / "dynamic", {"fp32": linear_model(SPEC, 4)})
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(png(rand_image(i)))
+    got = [r for _, r in Predictor.from_bundle(fixed, engine=engine, device="cpu").predict_paths(paths, top_k=2)]
+    want = [r for _, r in Predictor.from_bundle(dynamic, engine=engine, device="cpu").predict_paths(paths, top_k=2)]
+    assert all(isinstance(r, Prediction) for r in got)
+    assert [r.label for r in got] == [r.label for r in want]  # type: ignore[union-attr]
+    np.testing.assert_allclose(
+        [r.confidence for r in got],
+        [r.confidence for r in want],
+        rtol=1e-5,  # type: ignore[union-attr]
+    )
+
+
+def test_a_model_with_a_static_batch_of_several_images_is_refused_when_it_loads(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b", {"fp32": static_batch_model(SPEC, 4, 8)})
+    with pytest.raises(BundleError, match="takes batches of exactly 8 images") as info:
+        Predictor.from_bundle(root, device="cpu")
+    assert "dynamic batch dimension" in (info.value.hint or "")
+
+
 def test_garbage_model_file_is_a_bundle_error(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b", {}, extra={"model.onnx": b"not a protobuf at all" * 10})
     with pytest.raises(BundleError):
