@@ -8,6 +8,7 @@ provider did not really load; ``auto`` uses CUDA when it loads and says so.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,15 @@ def make_session(
         try:
             return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad models
-            raise BundleError(f"onnxruntime cannot load {label}: {str(exc).strip()[:300]}") from None
+            reason = load_failure(exc)
+            newer = re.search(r"IR version|[Oo]pset|not a registered", reason) is not None
+            raise BundleError(
+                f"onnxruntime cannot load {label}: {reason}",
+                hint="the file needs operators or versions this onnxruntime lacks: re-export the bundle with "
+                "`imgcls export` here, or upgrade onnxruntime (pip install -U onnxruntime)"
+                if newer
+                else None,
+            ) from None
 
     if device == "cpu":
         return build([CPU])
@@ -96,6 +105,19 @@ def make_session(
         )
     logger.info("CUDA is listed by onnxruntime but did not load; running on CPU")
     return session
+
+
+def load_failure(exc: BaseException, limit: int = 600) -> str:
+    """onnxruntime's reason for refusing a model, without the C++ source location and signature before it.
+
+    'Unsupported model IR version: 99, max supported IR version: 13' comes after ~250 characters of
+    '/onnxruntime_src/onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, ...)',
+    so the first 300 characters of the message ended at 'Unsupported' and the reason was cut off.
+    """
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"^/\S+:\d+ .*?\) (?=\S)", "", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _why_not(device: str, driver: bool) -> str:

@@ -400,6 +400,28 @@ def test_a_model_with_a_static_batch_of_several_images_is_refused_when_it_loads(
     assert "dynamic batch dimension" in (info.value.hint or "")
 
 
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [({"ir_version": 99}, "Unsupported model IR version: 99, max supported IR version"), ({"opset": 99}, "Opset 99")],
+    ids=["ir-version", "opset"],
+)
+def test_a_model_newer_than_this_onnxruntime_is_refused_with_the_reason(
+    tmp_path: Path, stamp: dict[str, int], reason: str
+) -> None:
+    """The first 300 characters of onnxruntime's message were its C++ source location and signature: the error
+    ended at '...ModelOptions&) Unsupported ' and never said what was unsupported."""
+    model = linear_model(SPEC, 4)
+    if "ir_version" in stamp:
+        model.ir_version = stamp["ir_version"]
+    else:
+        model.opset_import[0].version = stamp["opset"]
+    root = make_bundle(tmp_path / "b", {"fp32": model})
+    with pytest.raises(BundleError, match="onnxruntime cannot load") as info:
+        Predictor.from_bundle(root, device="cpu")
+    assert reason in info.value.message and "onnxruntime_src" not in info.value.message
+    assert "upgrade onnxruntime" in (info.value.hint or "") and "imgcls export" in (info.value.hint or "")
+
+
 def test_garbage_model_file_is_a_bundle_error(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b", {}, extra={"model.onnx": b"not a protobuf at all" * 10})
     with pytest.raises(BundleError):
