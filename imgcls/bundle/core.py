@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from imgcls.bundle.schema import INTERPOLATIONS, BundleMeta, InputSpec, Metrics
 from imgcls.bundle.version import FORMAT, MAJOR, MINOR, migrate, parse_format
 from imgcls.errors import BundleError, UsageError
 from imgcls.fsio import atomic_write_bytes, atomic_write_json, replace_dir, url_of
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT",
@@ -389,8 +392,9 @@ def _edit_lock(path: Path) -> Iterator[None]:
     drift reference``) each staged the bundle as they had loaded it and swapped it in: the last swap won and the
     other's files were lost, and an edit that linked its files after the other's swap mixed the new files with
     its old manifest. The lock is on the parent folder, whose inode stays while the bundle's own is swapped, so
-    the second edit waits and then loads what the first one wrote. Where there is no ``flock`` (Windows) edits
-    are not serialised.
+    the second edit waits (and says so) and then loads what the first one wrote; an edit of another bundle in the
+    same folder waits too, a cost taken to leave no lock file beside the bundles. Where there is no ``flock``
+    (Windows) edits are not serialised.
     """
     try:
         import fcntl
@@ -399,7 +403,13 @@ def _edit_lock(path: Path) -> Iterator[None]:
         return
     fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # said, so that a wait of an export's minutes is not taken for a hang
+            logger.warning(
+                "waiting for another edit of a bundle in %s to end (an imgcls export or drift reference)", path.parent
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock

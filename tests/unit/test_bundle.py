@@ -141,7 +141,9 @@ def test_a_manifest_nested_too_deeply_is_refused_as_corrupt(bundle_copy: Path) -
     assert "unexpected" not in run.stderr and "Traceback" not in run.stderr
 
 
-def test_two_edits_of_one_bundle_at_once_lose_neither_ones_files(bundle_copy: Path) -> None:
+def test_two_edits_of_one_bundle_at_once_lose_neither_ones_files(
+    bundle_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """`imgcls export --int8` beside `imgcls export --fp16` (or `drift reference`): each edit staged the bundle as
     it had loaded it, and the last swap dropped the other's file. The second edit now waits for the first and
     starts from what it wrote."""
@@ -177,6 +179,7 @@ def test_two_edits_of_one_bundle_at_once_lose_neither_ones_files(bundle_copy: Pa
     a.join(60)
     b.join(60)
     assert not errors
+    assert "waiting for another edit of a bundle in" in caplog.text  # a wait is not taken for a hang
     bundle = load_bundle(bundle_copy)
     assert {"first.txt", "second.txt"} <= set(bundle.files)
     assert (bundle_copy / "first.txt").read_bytes() == b"1" and (bundle_copy / "second.txt").read_bytes() == b"2"
