@@ -10,6 +10,9 @@ per connection:
 * the head must arrive within ``read_timeout_s`` of the connection opening (or of the first byte of the next
   request on a kept-alive connection): a silent connection is closed, a half-sent head gets a JSON 408;
 * beyond ``max_connections`` open connections, a new one is answered a JSON 503 (``Retry-After``) and closed;
+* bytes httptools cannot parse (``Content-Length`` with ``Transfer-Encoding``, two ``Content-Length``, a bad
+  chunk size, an unknown method, a control character in a header) get a JSON 400 naming the parser's reason,
+  not uvicorn's plain-text ``Invalid HTTP request received.``;
 * a response's head is written together with its first body message (:class:`CorkedCycle`): one socket write
   per answer instead of two, so the event loop releases the GIL (and wakes the client) once.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,7 +35,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from imgcls.serve.settings import ServeSettings
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -47,9 +56,12 @@ class ConnectionLimits:
         return cls(settings.max_header_bytes, settings.read_timeout_s, settings.max_connections)
 
 
-def error_bytes(status: int, code: str, message: str, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+def error_bytes(
+    status: int, code: str, message: str, extra: tuple[tuple[str, str], ...] = (), *, hint: str | None = None
+) -> bytes:
     """A complete JSON error response that closes the connection (written straight to the transport)."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    error = {"code": code, "message": message, **({"hint": hint} if hint else {})}
+    body = json.dumps({"error": error}).encode()
     head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "content-type: application/json"]
     head += [f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in extra)]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
@@ -193,10 +205,28 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             self.transport.close()  # an idle connection: nothing to answer
 
-    def _close_with(self, status: int, code: str, message: str) -> None:
+    def _close_with(self, status: int, code: str, message: str, hint: str | None = None) -> None:
         self._report(status, code)
-        self.transport.write(error_bytes(status, code, message))
+        self.transport.write(error_bytes(status, code, message, hint=hint))
         self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes httptools refuses, as the JSON error every other answer is.
+
+        uvicorn calls this inside its ``except httptools.HttpParserError``: the parser's reason ("Transfer-Encoding
+        can't be present with Content-Length", "Invalid method encountered") is the exception being handled. A
+        client (or a proxy in front) that sent it needs that reason; uvicorn answered ``text/plain`` "Invalid HTTP
+        request received." to all of them.
+        """
+        exc = sys.exception()
+        reason = str(exc) if exc is not None and str(exc) else msg.rstrip(".")
+        self._close_with(
+            400,
+            "invalid_http",
+            f"the request is not valid HTTP/1.1: {reason[:200]}",
+            hint="send one Content-Length or Transfer-Encoding: chunked (not both), a standard method, and no "
+            "control characters in the URL or the headers",
+        )
 
     # --- parsing ---------------------------------------------------------------------------------------
 

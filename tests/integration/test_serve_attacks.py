@@ -333,3 +333,34 @@ def test_large_16_bit_pngs_cost_memory_by_the_model_not_the_upload(
         peak = _kib(pid, "VmHWM")
     # four at once used to cost ~1.1 GB each (float64 copies of 36 M pixels), one after the other at best
     assert (peak - idle) / 1024 < 600, f"peak RSS {peak / 1024:.0f} MiB, idle {idle / 1024:.0f} MiB"
+
+
+# 13. requests the HTTP parser refuses got uvicorn's plain text ---------------------------------------------------
+
+_SMUGGLED = b"0\r\n\r\nGET /v1/admin/reload HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # a second request hidden in a body
+_POST = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "says"),
+    [
+        (_POST + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + _SMUGGLED, "Content-Length"),
+        (_POST + b"Content-Length: 4\r\nContent-Length: 60\r\n\r\n" + _SMUGGLED, "Duplicate Content-Length"),
+        (_POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + _SMUGGLED, "chunk size"),
+        (b"FOO /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "method"),
+        (b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: a\x01b\r\n\r\n", "header value"),
+    ],
+    ids=["cl-and-te", "two-cl", "bad-chunk-size", "unknown-method", "control-char"],
+)
+def test_requests_the_http_parser_refuses_get_a_json_400_and_a_close(
+    server: Server, request_bytes: bytes, says: str
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(request_bytes)
+        status, headers, body = read_response(sock)
+        assert sock.recv(65536) == b""  # closed: nothing of a smuggled second request is answered
+    assert status == 400 and headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_http" and says in error["message"], error
+    assert "Content-Length" in error["hint"]
+    assert httpx.get(server.url + "/livez", timeout=10).status_code == 200
