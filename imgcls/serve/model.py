@@ -210,10 +210,17 @@ class ServedModel:
 
 
 def check_ref(ref: str) -> str:
-    """Refuse references that would make the server fetch an arbitrary URL (only bundle dirs and stores)."""
+    """Refuse references that would make the server fetch an arbitrary URL (only bundle dirs and stores), and
+    references with a control character: no path or store name holds one, and a NUL made ``os.path.realpath``
+    raise ValueError (an admin reload to ``"\\u0000"`` answered 500)."""
     text = str(ref).strip()
     if not text:
         raise UsageError("the model reference is empty", hint="pass a bundle directory or URI/NAME@ALIAS")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UsageError(
+            f"the model reference {text[:200]!r} holds a control character",
+            hint="pass a bundle directory or a model-store reference (URI/NAME@ALIAS) as plain text",
+        )
     if text.lower().startswith(_URL_SCHEMES):
         raise UsageError(
             f"{text!r} is a URL; the server does not fetch URLs",

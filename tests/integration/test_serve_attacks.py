@@ -196,6 +196,15 @@ def test_admin_reload_stays_inside_the_allowed_models(server: Server, tmp_path: 
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("target", ["\x00", "/tmp/a\x00b", "bun\ndle"])
+def test_admin_reload_to_a_reference_with_a_control_character_is_a_422(server: Server, target: str) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(server.url + "/v1/admin/reload", json={"model": target}, headers=auth, timeout=30)
+    assert r.status_code == 422 and error_of(r) == "reload_failed", r.text  # was a 500 for a NUL (realpath)
+    assert "control character" in r.json()["error"]["message"]
+    assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200  # still serving
+
+
 def test_model_info_without_the_token_tells_nothing_of_the_server(server: Server) -> None:
     public = httpx.get(server.url + "/v1/model").json()
     assert set(public) == {
