@@ -436,6 +436,10 @@ def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str,
                 raise ApiError(
                     400, "invalid_json", "the body is not JSON", hint='send {"model": "PATH_OR_REF"}'
                 ) from None
+            except RecursionError:  # '[[[[...': the decoder recurses once per level (was a 500)
+                raise ApiError(
+                    400, "invalid_json", "the body's JSON is nested too deeply", hint='send {"model": "PATH_OR_REF"}'
+                ) from None
             if not isinstance(payload, dict) or not isinstance(payload.get("model", ""), str):
                 raise ApiError(422, "invalid_request", 'the body must be {"model": "<bundle dir or store reference>"}')
             ref = payload.get("model") or None

@@ -205,6 +205,14 @@ def test_admin_reload_to_a_reference_with_a_control_character_is_a_422(server: S
     assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200  # still serving
 
 
+def test_admin_reload_with_deeply_nested_json_is_a_400(server: Server) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    r = httpx.post(server.url + "/v1/admin/reload", content=b"[" * 100_000, headers=auth, timeout=30)
+    assert r.status_code == 400 and error_of(r) == "invalid_json", r.text  # was a 500 (RecursionError)
+    assert "nested too deeply" in r.json()["error"]["message"]
+    assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200
+
+
 def test_model_info_without_the_token_tells_nothing_of_the_server(server: Server) -> None:
     public = httpx.get(server.url + "/v1/model").json()
     assert set(public) == {
