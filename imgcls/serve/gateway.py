@@ -147,6 +147,11 @@ class Gateway:
                     await fast(scope, body, send_wrapper)
                 else:
                     await self.app(scope, _replay(body, receive), send_wrapper)
+            elif scope["method"] == "HEAD":
+                # HEAD is GET without the body (RFC 9110: every server supports both). FastAPI's routes are GET only
+                # and answered 405, so an uptime check by HEAD (the default of some) saw /livez as down. The app
+                # answers GET; uvicorn writes no body for it, judging by its own scope (still HEAD).
+                await self.app({**scope, "method": "GET"}, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except ApiError as exc:  # raised before the app's handlers could see it

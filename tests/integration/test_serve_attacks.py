@@ -381,3 +381,25 @@ def test_requests_the_http_parser_refuses_get_a_json_400_and_a_close(
     assert error["code"] == "invalid_http" and says in error["message"], error
     assert "Content-Length" in error["hint"]
     assert httpx.get(server.url + "/livez", timeout=10).status_code == 200
+
+
+# 14. HEAD on the GET routes was a 405 (an uptime check by HEAD saw the server down) --------------------------------
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/v1/model", "/", "/metrics"])
+def test_head_answers_as_get_without_a_body_on_a_kept_alive_connection(server: Server, path: str) -> None:
+    with connect(server) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])[b"content-length"]) > 0
+        assert rest == b""  # no body: the next bytes on the connection are the next answer
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body) == {"status": "alive"}
+    assert httpx.head(server.url + "/v1/predict", timeout=10).headers["allow"] == "POST"  # still a 405 there
