@@ -54,18 +54,36 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 def _top_k_param(query_string: bytes, n_classes: int) -> int:
-    if not query_string or b"top_k" not in query_string:
+    """``?top_k=K``: ASCII digits, given once (default 5; at most the class count).
+
+    It was read as Python's ``int()`` reads (``1_0`` was 10, an Arabic-Indic ``٣`` was 3), the last of several
+    ``top_k`` won (a proxy in front that checked the first let any other through), and a percent-encoded name
+    (``top%5Fk``) was not looked for; all three read differently by another parser.
+    """
+    if not query_string or (b"top_k" not in query_string and b"%" not in query_string):
         return min(5, n_classes)
     from urllib.parse import parse_qs
 
-    values = parse_qs(query_string.decode("latin-1")).get("top_k") or [""]
-    raw = values[-1]
-    try:
-        k = int(raw)
-    except ValueError:
-        k = 0
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("top_k")
+    if values is None:
+        return min(5, n_classes)
+    if len(values) > 1:
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"top_k is given {len(values)} times",
+            hint="give the query parameter once, e.g. ?top_k=3",
+        )
+    raw = values[0]
+    digits = raw.strip(" ")
+    k = 0
+    if digits.isascii() and digits.isdigit():
+        digits = digits.lstrip("0")
+        k = int(digits or "0") if len(digits) <= 18 else n_classes  # beyond: more than any model has classes
     if k < 1:
-        raise ApiError(422, "invalid_parameter", f"top_k must be a positive integer, got {raw!r}")
+        raise ApiError(
+            422, "invalid_parameter", f"top_k must be a positive integer, got {raw[:40]!r}", hint="e.g. ?top_k=3"
+        )
     return min(k, n_classes)
 
 

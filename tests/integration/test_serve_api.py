@@ -223,6 +223,30 @@ def test_request_shape_errors(client: TestClient, digits) -> None:
     assert (r.status_code, error_code(r)) == (405, "method_not_allowed")
 
 
+@pytest.mark.parametrize(
+    ("query", "status", "says"),
+    [
+        ("top_k=3&top_k=abc", 422, "given 2 times"),  # the last one won: a proxy checking the first let 'abc' by
+        ("top_k=abc&top_k=2", 422, "given 2 times"),
+        ("top_k=1_0", 422, "positive integer"),  # int() read it as 10
+        ("top_k=%D9%A3", 422, "positive integer"),  # an Arabic-Indic 3: int() read it as 3
+        ("top%5Fk=1", 200, None),  # the same name, percent-encoded: was ignored (5 answers)
+    ],
+    ids=["twice", "twice-last-valid", "underscore", "non-ascii-digit", "encoded-name"],
+)
+def test_top_k_is_read_one_way(client: TestClient, digits, query: str, status: int, says: str | None) -> None:
+    files = {"file": ("digit.png", digits[0][0], "image/png")}
+    r = client.post(f"/v1/predict?{query}", files=files)
+    assert r.status_code == status, r.text
+    if says is None:
+        assert len(r.json()["top_k"]) == 1
+    else:
+        assert error_code(r) == "invalid_parameter" and says in r.json()["error"]["message"]
+        assert "?top_k=3" in r.json()["error"]["hint"]
+    batch = client.post(f"/v1/predict/batch?{query}", files={"files": files["file"]})
+    assert batch.status_code == status, batch.text
+
+
 def test_upload_size_is_enforced_while_streaming(exported_digits_bundle: Path, tmp_path: Path, digits) -> None:
     app = create_app(settings(exported_digits_bundle, tmp_path, max_upload_mb=0.01))  # 10,485 bytes
     big = digits[0][0] + b"\x00" * 20_000
