@@ -186,6 +186,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol.eof_received: True keeps it open
+        """The client half-closed after its request (``shutdown(SHUT_WR)``, ``nc -N``): answer it, then close.
+
+        uvicorn returns None here, so asyncio closed the transport at once and a complete request from such a
+        client got no answer at all. The last request parsed is answered (with those pipelined before it) and its
+        answer closes the connection; a request whose head or body is incomplete can never complete, and closes as
+        before.
+        """
+        last = self.cycle
+        if last is None or last.response_complete or last.more_body or self._head_bytes:
+            return None
+        last.keep_alive = False
+        return True
+
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
         self._head_timer = self.loop.call_later(self.limits.read_timeout_s, self._head_timed_out)

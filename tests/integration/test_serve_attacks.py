@@ -403,3 +403,23 @@ def test_head_answers_as_get_without_a_body_on_a_kept_alive_connection(server: S
         status, _, body = read_response(sock)
     assert status == 200 and json.loads(body) == {"status": "alive"}
     assert httpx.head(server.url + "/v1/predict", timeout=10).headers["allow"] == "POST"  # still a 405 there
+
+
+# 15. a client that half-closes after its request (shutdown(SHUT_WR), `nc -N`) got no answer at all --------------
+
+
+def test_a_request_followed_by_a_half_close_is_answered_then_closed(server: Server, digit_png: bytes) -> None:  # noqa: F811
+    body = form([('Content-Disposition: form-data; name="file"; filename="d.png"', digit_png)])
+    predict = request_head("/v1/predict", len(body)) + body
+    with connect(server) as sock:
+        sock.sendall(predict + predict)  # two pipelined, then the end of what this client sends
+        sock.shutdown(socket.SHUT_WR)
+        answers = [read_response(sock), read_response(sock)]
+        assert sock.recv(65536) == b""  # the last answer closes the connection
+    assert [status for status, _, _ in answers] == [200, 200], answers
+    assert answers[1][1]["connection"] == "close"
+    assert json.loads(answers[0][2])["label"] == json.loads(answers[1][2])["label"]
+    with connect(server) as sock:  # a body cut short by the half-close can never complete: closed, as before
+        sock.sendall(predict[:-10])
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(65536) == b""
