@@ -186,6 +186,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """An ``Upgrade`` header is ignored (RFC 9110 lets a server): the request is answered as HTTP/1.1, and the
+        log gets no "No supported WebSocket library detected" per such request (the server has no WebSocket route,
+        :func:`imgcls.serve.runner._config` turns uvicorn's off)."""
+
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol.eof_received: True keeps it open
         """The client half-closed after its request (``shutdown(SHUT_WR)``, ``nc -N``): answer it, then close.
 

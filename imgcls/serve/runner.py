@@ -152,6 +152,10 @@ def _config(app: Any, settings: ServeSettings, http: Any, **extra: Any) -> Any:
         host=settings.host,
         port=settings.port,
         http=http,  # httptools with a bounded head, a head deadline and a connection cap (serve/protocol.py)
+        # no WebSocket route: an 'Upgrade: websocket' request is served as the HTTP request it also is. With uvicorn's
+        # default, its websocket protocol took the connection over (out of the connection cap and the head deadline)
+        # and answered /livez a text/plain 403 with no body
+        ws="none",
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works (call_later)
         log_config=None,
         access_log=False,

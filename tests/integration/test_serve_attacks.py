@@ -423,3 +423,20 @@ def test_a_request_followed_by_a_half_close_is_answered_then_closed(server: Serv
         sock.sendall(predict[:-10])
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(65536) == b""
+
+
+# 16. 'Upgrade: websocket' handed the connection to uvicorn's websocket protocol: a text/plain 403 ---------------
+
+
+@pytest.mark.parametrize(("path", "status"), [("/livez", 200), ("/nosuch", 404), ("/v1/admin/reload", 401)])
+def test_a_websocket_upgrade_is_answered_as_http(server: Server, path: str, status: int) -> None:
+    upgrade = (
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n"
+    )
+    with connect(server) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{upgrade}\r\n".encode())
+        got, headers, body = read_response(sock)
+    assert got == status and headers["content-type"] == "application/json", (got, headers, body)
+    assert "upgrade" not in headers and json.loads(body)
+    assert "WebSocket library" not in server.stderr()
