@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from imgcls.serve.settings import ServeSettings
@@ -238,7 +239,10 @@ class GuardedProtocol(HttpToolsProtocol):
         request received." to all of them.
         """
         exc = sys.exception()
-        reason = str(exc) if exc is not None and str(exc) else msg.rstrip(".")
+        if isinstance(exc, httptools.HttpParserCallbackError):  # raised in uvicorn's callback: that one says why
+            cause = exc.__cause__ or exc.__context__  # e.g. 'CONNECT host:443': "invalid url b'host:443'"
+            exc = cause if isinstance(cause, httptools.HttpParserError) else None
+        reason = str(exc) if exc is not None and str(exc) else "the request line or a header cannot be read"
         self._close_with(
             400,
             "invalid_http",

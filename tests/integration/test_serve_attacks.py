@@ -366,8 +366,9 @@ _POST = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         (_POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + _SMUGGLED, "chunk size"),
         (b"FOO /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "method"),
         (b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: a\x01b\r\n\r\n", "header value"),
+        (b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n", "invalid url"),  # was 'User callback error'
     ],
-    ids=["cl-and-te", "two-cl", "bad-chunk-size", "unknown-method", "control-char"],
+    ids=["cl-and-te", "two-cl", "bad-chunk-size", "unknown-method", "control-char", "connect-authority"],
 )
 def test_requests_the_http_parser_refuses_get_a_json_400_and_a_close(
     server: Server, request_bytes: bytes, says: str
