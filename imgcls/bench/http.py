@@ -36,6 +36,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BOTTLENECK_CPU = 0.85  # client processes busier than this share of their wall time: the client limits
 REQUEST_TIMEOUT_S = 30.0  # one request's answer (wrk's --timeout too); then it counts as an error
 MAX_ANSWER_BYTES = 64 << 20  # a body larger than this is not a prediction: the client stops reading it
+MAX_INTERIM_ANSWERS = 16  # 1xx answers (103 Early Hints) read past before one request's answer
 MAX_CONNECTIONS = 10_000  # a closed-loop level; each is a socket (and a file descriptor) of the client
 MAX_RATE = 100_000.0  # req/s of an open-loop level: far above what a client on one machine can schedule
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # the upload every request sends (the server's own limit is lower)
@@ -92,36 +93,50 @@ async def _open(t: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 async def _exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
 ) -> tuple[int, bytes, bool]:
-    """Send one request and read its whole response (Content-Length or chunked).
+    """Send one request and read its whole response (Content-Length, chunked, or until the server closes).
+
+    Interim 1xx answers (``103 Early Hints``, ``100 Continue``) are read past: each one was taken for the answer,
+    and the real answer then for the next request's. An HTTP/1.0 answer keeps the connection only with
+    ``Connection: keep-alive``: a plain HTTP/1.0 server (Python's ``http.server``) closes after each answer, and
+    the next request on that connection counted as an error.
 
     Returns:
-        The HTTP status, the body, and whether the server keeps the connection open (no ``Connection: close``).
+        The HTTP status, the body, and whether the server keeps the connection open.
     """
     writer.write(payload)
     await writer.drain()
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("connection closed")
-    status = int(status_line.split(b" ", 2)[1])
-    length = 0
-    chunked = close = False
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
+    for _ in range(MAX_INTERIM_ANSWERS + 1):
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed")
+        version, status = status_line.split(b" ", 2)[:2]
+        code = int(status)
+        length: int | None = None
+        chunked = close = keep = False
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            key = name.strip().lower()
+            if key == b"content-length":
+                length = int(value.strip())
+            elif key == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif key == b"connection":
+                close = close or b"close" in value.lower()
+                keep = keep or b"keep-alive" in value.lower()
+        if not 100 <= code < 200 or code == 101:
             break
-        name, _, value = line.partition(b":")
-        key = name.strip().lower()
-        if key == b"content-length":
-            length = int(value.strip())
-        elif key == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-        elif key == b"connection" and b"close" in value.lower():
-            close = True
-    if length > MAX_ANSWER_BYTES:
+    else:
+        raise ValueError(f"more than {MAX_INTERIM_ANSWERS} interim 1xx answers to one request")
+    keep_alive = not close and (version.upper() != b"HTTP/1.0" or keep)
+    if length is not None and length > MAX_ANSWER_BYTES:
         raise AnswerTooLarge(f"an answer of {length:,} bytes")
     body = b""
     if chunked:
         chunks = []
+        length = 0
         while True:
             size = int((await reader.readline()).strip().split(b";")[0], 16)
             length += size
@@ -133,7 +148,16 @@ async def _exchange(
         body = b"".join(chunks)
     elif length:
         body = await reader.readexactly(length)
-    return status, body, not close
+    elif length is None and code not in (204, 304):  # no length: the body ends when the server closes
+        chunks = []
+        length = 0
+        while chunk := await reader.read(65536):
+            length += len(chunk)
+            if length > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(f"an answer of over {MAX_ANSWER_BYTES:,} bytes")
+            chunks.append(chunk)
+        body, keep_alive = b"".join(chunks), False
+    return code, body, keep_alive
 
 
 def _worker(

@@ -80,6 +80,61 @@ class HangUp(_Handler):
         self.close_connection = True
 
 
+class Http10(_Handler):
+    """Python's http.server as it comes: HTTP/1.0, no Connection header, closes after every answer."""
+
+    protocol_version = "HTTP/1.0"
+
+    def do_POST(self) -> None:
+        self._drain()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+class EarlyHints(_Handler):
+    """A ``103 Early Hints`` before every answer (RFC 8297), in the same write."""
+
+    def do_POST(self) -> None:
+        self._drain()
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        self.wfile.write(hints + b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+
+class CloseDelimitedError(_Handler):
+    """An HTTP/1.0 422 with no Content-Length: its body ends when the server closes."""
+
+    protocol_version = "HTTP/1.0"
+
+    def do_POST(self) -> None:
+        self._drain()
+        self.send_response(422)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps({"error": {"code": "bad", "message": "the image is upside down"}}).encode())
+
+
+@pytest.mark.parametrize("handler", [Http10, EarlyHints], ids=["http-1.0", "early-hints"])
+def test_http_1_0_answers_and_interim_1xx_answers_count_as_answered(handler: type[BaseHTTPRequestHandler]) -> None:
+    # before: every other request to an HTTP/1.0 server was error:ConnectionError (sent on the connection it had
+    # closed), and every 103 was taken for an answer (half the requests '103', the 200 read as the next one's)
+    with server(handler) as url:
+        target = make_target(url, b"\x89PNG")
+        probe(target)  # 200: no error
+        row = run_python_load(target, kind="closed", value=2, duration_s=1.0, warmup_s=0.2, processes=1)
+    assert row["errors"] == 0, row["errors_by_status"]
+    assert row["requests"] > 0 and row["req_per_s"] > 0
+
+
+def test_the_probe_reads_an_error_body_that_ends_with_the_connection() -> None:
+    with server(CloseDelimitedError) as url, pytest.raises(UsageError) as err:
+        probe(make_target(url, b"\x89PNG"))
+    said = str(err.value).splitlines()[0]
+    assert said == f"--url {url}: the server answered 422 to one request: the image is upside down"
+
+
 def test_the_probe_reads_a_chunked_error_body_whole_and_shows_its_message() -> None:
     with server(ChunkedError) as url, pytest.raises(UsageError) as err:
         probe(make_target(url, b"\x89PNG"))
