@@ -129,6 +129,9 @@ def create_app(
         description="Image classification over a verified model bundle: onnxruntime with dynamic batching.",
         lifespan=make_lifespan(state, lambda: routes.large_lane.shutdown(wait=False)),
         telemetry={"tracing": False, "metrics": False, "logs": False},  # our own metrics; no per-request probe
+        # '/v1/predict/' was a 307 to 'http://<the client's Host header>/v1/predict': an open redirect that a cache in
+        # front could keep, and an upload answered with no answer; now a 404 that names the route
+        redirect_slashes=False,
     )
     app.state.server = state
     app.state.holder = holder
@@ -139,9 +142,17 @@ def create_app(
         return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error_response(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
+        message, hint = str(exc.detail), None
+        if exc.status_code == 404:
+            path = request.scope["path"]
+            route = path.rstrip("/")
+            message = f"no route {path[:200]!r}"
+            hint = "the routes are listed at /docs"
+            if route in ENDPOINTS:
+                hint = f"the route is {route} (no trailing slash)"
+        return _error_response(ApiError(exc.status_code, code, message, hint=hint, headers=dict(exc.headers or {})))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:

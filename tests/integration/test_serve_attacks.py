@@ -441,3 +441,19 @@ def test_a_websocket_upgrade_is_answered_as_http(server: Server, path: str, stat
     assert got == status and headers["content-type"] == "application/json", (got, headers, body)
     assert "upgrade" not in headers and json.loads(body)
     assert "WebSocket library" not in server.stderr()
+
+
+# 17. a trailing slash was a 307 to the client's Host header (an open redirect) -------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/livez/"), ("GET", "/v1/model/"), ("POST", "/v1/predict/")])
+def test_a_trailing_slash_is_a_404_naming_the_route_not_a_redirect_to_the_host_header(
+    server: Server, method: str, path: str
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n".encode())
+        status, headers, body = read_response(sock)
+    assert status == 404 and "location" not in headers, (status, headers)
+    error = json.loads(body)["error"]
+    assert error["code"] == "not_found" and path in error["message"]
+    assert error["hint"] == f"the route is {path.rstrip('/')} (no trailing slash)"
