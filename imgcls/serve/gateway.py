@@ -94,6 +94,7 @@ class Gateway:
         content_length = -1
         authorization = None
         content_type = None
+        encoding = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -107,6 +108,8 @@ class Gateway:
                 content_type = value.decode("latin-1")
             elif key == b"authorization":
                 authorization = value
+            elif key == b"content-encoding":
+                encoding = value
         if request_id is None:
             request_id = new_request_id()
         scope["imgcls.request_id"] = request_id
@@ -138,6 +141,8 @@ class Gateway:
             st.inflight += 1
         try:
             error = self._refuse(endpoint, admin_path, content_length, authorization, scope["imgcls.admin"])
+            if error is None and encoding is not None and scope["method"] in _WITH_BODY:
+                error = _encoded(encoding)
             if error is not None:
                 await send_error(send_wrapper, error)
             elif scope["method"] in _WITH_BODY:
@@ -255,6 +260,22 @@ class Gateway:
         if content_length > self.limit:
             return too_large(self.limit, content_length)
         return None
+
+
+def _encoded(encoding: bytes) -> ApiError | None:
+    """415 for a body with a Content-Encoding (gzip, br, ...): it is read as sent, so a compressed form came back as
+    'the boundary from Content-Type never appears in the body'. RFC 9110 answers an unread coding 415 with
+    ``Accept-Encoding``; nothing is decompressed here (no second decompression bomb to bound)."""
+    coding = encoding.decode("latin-1").strip().lower()
+    if coding in ("", "identity"):
+        return None
+    return ApiError(
+        415,
+        "unsupported_content_encoding",
+        f"the request body has Content-Encoding {coding[:40]!r}; the server reads bodies uncompressed",
+        hint="send the body without Content-Encoding (JPEG, PNG and WebP are compressed already)",
+        headers={"accept-encoding": "identity"},
+    )
 
 
 def _buffered(receive: Receive) -> bool:

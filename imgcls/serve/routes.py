@@ -433,7 +433,7 @@ def add_routes(app: FastAPI, state: ServerState, routes: Predictions, page: str,
         description='Optional JSON body `{"model": "<bundle dir or store reference>"}`. The new model is loaded '
         "and verified beside the old one and swapped atomically; a bad model leaves the old one serving.",
         openapi_extra={"requestBody": {"content": {JSON: {"schema": schemas.ReloadRequest.model_json_schema()}}}},
-        responses={200: {"model": schemas.Reloaded}, **schemas.errors(400, 401, 403, 409, 422)},
+        responses={200: {"model": schemas.Reloaded}, **schemas.errors(400, 401, 403, 409, 415, 422)},
         response_class=Response,
     )
     async def admin_reload(request: Request) -> Response:

@@ -457,3 +457,24 @@ def test_a_trailing_slash_is_a_404_naming_the_route_not_a_redirect_to_the_host_h
     error = json.loads(body)["error"]
     assert error["code"] == "not_found" and path in error["message"]
     assert error["hint"] == f"the route is {path.rstrip('/')} (no trailing slash)"
+
+
+# 18. a compressed body was read as if it were the form ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/predict/batch"])
+def test_a_body_with_a_content_encoding_is_a_415_naming_it(
+    server: Server,
+    digit_png: bytes,  # noqa: F811
+    path: str,
+) -> None:
+    import gzip
+
+    field = "file" if path == "/v1/predict" else "files"
+    body = form([(f'Content-Disposition: form-data; name="{field}"; filename="d.png"', digit_png)])
+    headers = {"content-type": f"multipart/form-data; boundary={B}", "content-encoding": "gzip"}
+    r = httpx.post(server.url + path, content=gzip.compress(body), headers=headers, timeout=30)
+    assert r.status_code == 415 and error_of(r) == "unsupported_content_encoding", r.text  # was a 400 'no boundary'
+    assert "'gzip'" in r.json()["error"]["message"] and r.headers["accept-encoding"] == "identity"
+    identity = httpx.post(server.url + path, content=body, headers={**headers, "content-encoding": "identity"})
+    assert identity.status_code == 200, identity.text
