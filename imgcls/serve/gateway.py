@@ -94,6 +94,7 @@ class Gateway:
         content_length = -1
         authorization = None
         content_type = None
+        content_types = 0
         encoding = None
         for key, value in scope["headers"]:
             if key == b"content-length":
@@ -106,6 +107,7 @@ class Gateway:
                 request_id = text if _REQUEST_ID.fullmatch(text) else None
             elif key == b"content-type":
                 content_type = value.decode("latin-1")
+                content_types += 1
             elif key == b"authorization":
                 authorization = value
             elif key == b"content-encoding":
@@ -141,8 +143,11 @@ class Gateway:
             st.inflight += 1
         try:
             error = self._refuse(endpoint, admin_path, content_length, authorization, scope["imgcls.admin"])
-            if error is None and encoding is not None and scope["method"] in _WITH_BODY:
-                error = _encoded(encoding)
+            if error is None and scope["method"] in _WITH_BODY:
+                if encoding is not None:
+                    error = _encoded(encoding)
+                if content_types > 1:
+                    error = _two_content_types(content_types)
             if error is not None:
                 await send_error(send_wrapper, error)
             elif scope["method"] in _WITH_BODY:
@@ -275,6 +280,17 @@ def _encoded(encoding: bytes) -> ApiError | None:
         f"the request body has Content-Encoding {coding[:40]!r}; the server reads bodies uncompressed",
         hint="send the body without Content-Encoding (JPEG, PNG and WebP are compressed already)",
         headers={"accept-encoding": "identity"},
+    )
+
+
+def _two_content_types(count: int) -> ApiError:
+    """400 for a body with several Content-Type headers (a singleton field, RFC 9110): /v1/predict read the last
+    one and /v1/predict/batch the first, so one request was two forms, and a proxy in front could check a third."""
+    return ApiError(
+        400,
+        "duplicate_header",
+        f"the request has {count} Content-Type headers",
+        hint="send one: Content-Type: multipart/form-data; boundary=...",
     )
 
 

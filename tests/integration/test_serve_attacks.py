@@ -478,3 +478,26 @@ def test_a_body_with_a_content_encoding_is_a_415_naming_it(
     assert "'gzip'" in r.json()["error"]["message"] and r.headers["accept-encoding"] == "identity"
     identity = httpx.post(server.url + path, content=body, headers={**headers, "content-encoding": "identity"})
     assert identity.status_code == 200, identity.text
+
+
+# 19. two Content-Type headers: /v1/predict read the last, /v1/predict/batch the first -------------------------
+
+
+@pytest.mark.parametrize(("path", "field"), [("/v1/predict", "file"), ("/v1/predict/batch", "files")])
+def test_a_body_with_two_content_types_is_a_400(
+    server: Server,
+    digit_png: bytes,  # noqa: F811
+    path: str,
+    field: str,
+) -> None:
+    body = form([(f'Content-Disposition: form-data; name="{field}"; filename="d.png"', digit_png)])
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=other\r\n"
+        f"Content-Type: multipart/form-data; boundary={B}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with connect(server) as sock:
+        sock.sendall(head.encode() + body)
+        status, _, answer = read_response(sock)
+    assert status == 400, answer  # /v1/predict answered 200 (the second), /v1/predict/batch 400 (the first)
+    error = json.loads(answer)["error"]
+    assert error["code"] == "duplicate_header" and "2 Content-Type headers" in error["message"]
