@@ -152,6 +152,10 @@ def create_app(
             hint = "the routes are listed at /docs"
             if route in ENDPOINTS:
                 hint = f"the route is {route} (no trailing slash)"
+        elif exc.status_code == 405:  # Starlette's "Method Not Allowed" named neither the route nor what it takes
+            allow, path = (exc.headers or {}).get("Allow", ""), request.scope["path"]
+            message = f"{request.method} is not allowed on {path}"
+            hint = f"it takes {allow}" + (", e.g. curl -F file=@cat.png URL" if path.startswith("/v1/predict") else "")
         return _error_response(ApiError(exc.status_code, code, message, hint=hint, headers=dict(exc.headers or {})))
 
     @app.exception_handler(RequestValidationError)

@@ -221,6 +221,12 @@ def test_request_shape_errors(client: TestClient, digits) -> None:
     assert (r.status_code, error_code(r)) == (404, "not_found")
     r = client.get("/v1/predict")
     assert (r.status_code, error_code(r)) == (405, "method_not_allowed")
+    assert r.json()["error"]["message"] == "GET is not allowed on /v1/predict"  # was "Method Not Allowed"
+    assert r.json()["error"]["hint"].startswith("it takes POST, e.g. curl -F file=@")
+    r = client.delete("/livez")
+    assert r.json()["error"] == {
+        "code": "method_not_allowed", "message": "DELETE is not allowed on /livez", "hint": "it takes GET"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
