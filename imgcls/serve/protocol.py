@@ -9,6 +9,8 @@ per connection:
   a head that has not ended by then gets a JSON 431 and the connection is closed;
 * the head must arrive within ``read_timeout_s`` of the connection opening (or of the first byte of the next
   request on a kept-alive connection): a silent connection is closed, a half-sent head gets a JSON 408;
+* a client that stops reading its answers (the write buffer full) has ``read_timeout_s`` to read again, then the
+  connection is aborted: it held its connection slot, and the answers in memory, for as long as it liked;
 * beyond ``max_connections`` open connections, a new one is answered a JSON 503 (``Retry-After``) and closed;
 * bytes httptools cannot parse (``Content-Length`` with ``Transfer-Encoding``, two ``Content-Length``, a bad
   chunk size, an unknown method, a control character in a header) get a JSON 400 naming the parser's reason,
@@ -158,6 +160,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def for_settings(
@@ -185,7 +188,32 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The write buffer is full: the client has ``read_timeout_s`` to read before the connection is aborted.
+
+        No other deadline ran while uvicorn waited for the buffer to drain: a few clients that pipelined requests
+        and never read the answers held their connection slots for good (beyond ``max_connections``, every other
+        client got 503).
+        """
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.read_timeout_s, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        self._report(408, "write_timeout")
+        self.transport.abort()  # nothing more can be written to it, an error answer neither
 
     def _unsupported_upgrade_warning(self) -> None:
         """An ``Upgrade`` header is ignored (RFC 9110 lets a server): the request is answered as HTTP/1.1, and the

@@ -135,7 +135,8 @@ class ServeSettings(BaseModel):
     """Poll the --model store alias (URI/NAME@ALIAS) every SECONDS; a move is pulled, verified and swapped in
     without a restart (a bad version is refused, the old one keeps serving)."""
     read_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
-    """Longest a client may take to send the request head, then its body (JSON 408)."""
+    """Longest a client may take to send the request head, then its body (JSON 408), and to go on reading an answer
+    it stopped reading (then the connection is closed)."""
     max_connections: int = Field(default=1000, ge=1)
     """Most open connections per process; beyond, 503 and close."""
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)

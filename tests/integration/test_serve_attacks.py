@@ -501,3 +501,31 @@ def test_a_body_with_two_content_types_is_a_400(
     assert status == 400, answer  # /v1/predict answered 200 (the second), /v1/predict/batch 400 (the first)
     error = json.loads(answer)["error"]
     assert error["code"] == "duplicate_header" and "2 Content-Type headers" in error["message"]
+
+
+# 20. clients that never read their answers held their connection slots for good -------------------------------
+
+
+def test_clients_that_stop_reading_their_answers_lose_their_connections(server: Server) -> None:
+    stalled = []
+    try:
+        for _ in range(24):  # --max-connections: every slot
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port_of(server)))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 400)  # ~5 MB of pages, never read
+            stalled.append(sock)
+        refused = httpx.get(server.url + "/livez", timeout=10)
+        assert refused.status_code == 503 and error_of(refused) == "too_many_connections"
+        # the write deadline (--read-timeout-s 2) aborts them and frees the slots; before, every other client
+        # got 503 for as long as they stayed
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + "/livez", timeout=10).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the stalled readers still hold every connection slot"
+            time.sleep(0.2)
+    finally:
+        for sock in stalled:
+            sock.close()
