@@ -161,6 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._heads = 0  # request heads parsed on this connection
 
     @classmethod
     def for_settings(
@@ -282,28 +283,32 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- parsing ---------------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_head:
+        while self._in_head:
+            if self._head_bytes == 0 and self._head_timer is None:
+                self._arm_head_timer()  # the first byte of a request on a kept-alive connection
+            room = self.limits.max_header_bytes - self._head_bytes
+            if len(data) <= room:
+                self._head_bytes += len(data)
+                super().data_received(data)
+                return
+            # feed what fits; if no head has ended inside it, the rest is never parsed (httptools would
+            # otherwise concatenate an unbounded header value)
+            self._head_bytes += room
+            heads = self._heads
+            if room > 0:
+                super().data_received(data[:room])
+            if self.transport.is_closing():
+                return
+            if self._in_head and self._heads == heads:
+                limit = self.limits.max_header_bytes
+                self._close_with(431, "headers_too_large", f"the request head is larger than {limit:,} bytes")
+                return
+            # A head ended inside what was fed: pipelined requests (small heads, many of them in one read) go on
+            # from there. The bytes of the next head already fed were not counted, so one head may reach twice
+            # the limit, never more; every pipelined read over the limit used to be a 431 with no answer at all.
+            data = data[room:]
+        if data:
             super().data_received(data)
-            return
-        if self._head_bytes == 0 and self._head_timer is None:
-            self._arm_head_timer()  # the first byte of a request on a kept-alive connection
-        room = self.limits.max_header_bytes - self._head_bytes
-        if len(data) <= room:
-            self._head_bytes += len(data)
-            super().data_received(data)
-            return
-        # feed what fits; if the head has not ended inside it, the rest is never parsed (httptools would
-        # otherwise concatenate an unbounded header value)
-        self._head_bytes += room
-        if room > 0:
-            super().data_received(data[:room])
-        if self.transport.is_closing():
-            return
-        if self._in_head:
-            limit = self.limits.max_header_bytes
-            self._close_with(431, "headers_too_large", f"the request head is larger than {limit:,} bytes")
-            return
-        super().data_received(data[room:])
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -311,6 +316,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         self._cancel_head_timer()
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # before its task first runs: the app gets the corked send

@@ -182,6 +182,18 @@ def test_an_oversized_request_head_gets_431(server: Server) -> None:
     assert httpx.get(server.url + "/livez", headers={"X-Ok": "b" * 8000}).status_code == 200  # normal heads pass
 
 
+def test_pipelined_small_requests_beyond_the_head_limit_in_one_read_are_all_answered(server: Server) -> None:
+    one = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    n = 1000  # 36 KB in one send, over --max-header-bytes 16384; each head is 36 bytes
+    with connect(server) as sock:
+        sock.sendall(one * (n - 1) + one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        data = b""
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    # every one was a 431 'the request head is larger than 16,384 bytes', none answered
+    assert data.count(b"HTTP/1.1 200 OK") == n and b"HTTP/1.1 431" not in data, data[:300]
+
+
 # 4. admin reload probes the disk; 7. the token mis-compares; 8. /v1/model leaks -----------------------------
 
 
