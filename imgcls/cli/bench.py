@@ -179,6 +179,10 @@ def bench(
             hint=f"imgcls pull {model} --to DIR, imgcls bench --model DIR --pick, then imgcls push DIR (a new "
             "version, with the profile)",
         )
+    if pick:
+        from imgcls.bundle import check_editable
+
+        check_editable(model, "imgcls bench --pick")  # before minutes of measuring: it failed after them
     slo_grid: tuple[tuple[int, ...], tuple[float, ...]] | None = None
     if slo_p99_ms is not None:
         if not pick:

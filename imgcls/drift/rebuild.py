@@ -36,13 +36,14 @@ def add_reference(
     Raises:
         UsageError: the dataset is not at hand, or its images do not fit the bundle.
     """
-    from imgcls.bundle import edit_bundle
+    from imgcls.bundle import check_editable, edit_bundle
     from imgcls.config import DataConfig
     from imgcls.data.datasets import load_dataset
     from imgcls.export import export_bundle, lineage_data
     from imgcls.models.io import load_model
 
     bundle = load_bundle(bundle_dir)
+    check_editable(bundle.path, "imgcls drift reference")  # before the reference is built, not after
     found = lineage_data(bundle.meta.lineage)
     cfg_data, data_seed = found if found is not None else ({}, 0)
     if data is not None:

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -233,3 +233,39 @@ def store_bundle(random_bundle: Path, tmp_path: Path) -> Path:
     meta["export"] = {"stand_in": "tests/integration/conftest.py", "models": {"fp32": {"file": "model.onnx"}}}
     write_manifest(dest, meta, [*meta.pop("files"), "model.onnx"])
     return dest
+
+
+@pytest.fixture
+def read_only_copy(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """``read_only_copy(bundle)``: a copy of ``bundle`` in a folder this process cannot write, a 0555 folder, or for
+    root (whom permissions do not stop) a tmpfs mounted read-only; skipped where neither can be made."""
+    import os
+    import shutil
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = False
+
+    def make(src: Path) -> Path:
+        nonlocal mounted
+        if os.geteuid() != 0:
+            bundle = Path(shutil.copytree(src, folder / "bundle"))
+            for p in [folder, *folder.rglob("*")]:
+                p.chmod(0o555 if p.is_dir() else 0o444)
+            return bundle
+        mount = ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)]
+        if subprocess.run(mount, capture_output=True).returncode:
+            pytest.skip("root, and no read-only file system can be mounted here")
+        mounted = True
+        bundle = Path(shutil.copytree(src, folder / "bundle"))
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        return bundle
+
+    try:
+        yield make
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+        elif os.geteuid() != 0:
+            for p in [folder, *folder.rglob("*")]:
+                p.chmod(0o755)

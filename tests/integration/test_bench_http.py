@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -187,3 +187,15 @@ def test_pick_with_an_slo_nothing_meets_leaves_the_bundle_unchanged(
 
     usage = _bench_pick(bundle, tmp_path, "--slo-p99-ms", "-5")
     assert usage.returncode == 2 and "--slo-p99-ms must be positive" in usage.stderr  # refused before measuring
+
+
+def test_pick_into_a_bundle_it_cannot_change_is_refused_before_measuring(
+    read_only_copy: Callable[[Path], Path], exported_digits_bundle: Path, tmp_path: Path
+) -> None:
+    """It measured every engine (minutes), then failed writing the profile into a staging folder."""
+    bundle = read_only_copy(exported_digits_bundle)
+    out = _bench_pick(bundle, tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"imgcls bench --pick cannot change {bundle}" in out.stderr
+    assert "onnxruntime" not in out.stderr.split("error:")[0]  # no engine row was measured before the refusal
+    assert not (tmp_path / "pick.json").exists()

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -440,3 +440,16 @@ def test_report_wandb_online_without_a_key_refuses_before_reporting(
     )  # fmt: skip
     assert r.returncode == 2 and "API key" in r.stderr and "--wandb-mode offline" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "wandb").exists()
+
+
+def test_drift_reference_of_a_bundle_it_cannot_change_is_refused_before_the_work(
+    read_only_copy: Callable[[Path], Path], exported_digits_bundle: Path
+) -> None:
+    """It built the reference and re-exported, then failed on a staging folder the user never made."""
+    bundle = read_only_copy(exported_digits_bundle)
+    before = load_bundle(bundle).files
+    r = imgcls("drift", "reference", str(bundle), "--data", "digits")
+    assert r.returncode == 2, r.stderr
+    assert f"imgcls drift reference cannot change {bundle}" in r.stderr and "copy the bundle" in r.stderr
+    assert "staging" not in r.stderr and "Traceback" not in r.stderr
+    assert load_bundle(bundle).files == before

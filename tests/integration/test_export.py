@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -226,33 +226,12 @@ def test_export_usage_errors(tmp_path: Path) -> None:
         export_bundle(tmp_path, opset=99)
 
 
-@pytest.fixture
-def read_only_bundle(digits_bundle: Path, tmp_path: Path) -> Iterator[Path]:
-    """A copy of ``digits_bundle`` in a folder this process cannot write: a 0555 folder, or for root (whom
-    permissions do not stop) a tmpfs mounted read-only; skipped where neither can be made."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        bundle = copy(digits_bundle, folder)
-        for p in [folder, *folder.rglob("*")]:
-            p.chmod(0o555 if p.is_dir() else 0o444)
-        yield bundle
-        for p in [folder, *folder.rglob("*")]:
-            p.chmod(0o755)
-        return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("root, and no read-only file system can be mounted here")
-    try:
-        bundle = copy(digits_bundle, folder)
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
-        yield bundle
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
-
-
-def test_export_of_a_bundle_it_cannot_change_is_refused_before_the_work(read_only_bundle: Path) -> None:
+def test_export_of_a_bundle_it_cannot_change_is_refused_before_the_work(
+    read_only_copy: Callable[[Path], Path], digits_bundle: Path
+) -> None:
     """It exported and ran every gate, then failed on 'cannot use .../.bundle.staging-lsq1pobf: read-only file
     system', a folder the user never made and that is not there."""
+    read_only_bundle = read_only_copy(digits_bundle)
     before = sorted((p.name, sha256_file(p)) for p in read_only_bundle.iterdir() if p.is_file())
     out = cli("export", str(read_only_bundle), "--int8")
     assert out.returncode == 2, out.stderr
