@@ -283,13 +283,19 @@ def test_a_damaged_row_of_a_log_is_named_and_refused(
     assert not out.exists()
 
 
-def test_a_damaged_row_of_an_sqlite_log_is_named_by_its_row(exported_digits_bundle: Path, tmp_path: Path) -> None:
+def _log_with_a_damaged_row(bundle: Path, tmp_path: Path, embedding: str, *, age_s: float) -> Path:
+    """A server log of 150 rows written ``age_s`` ago, row 7's embedding replaced by ``embedding``."""
     log = tmp_path / "predictions.sqlite"
-    _write_log(log, load_bundle(exported_digits_bundle).digest, 150, timestamp=time.time() - 3600)
+    _write_log(log, load_bundle(bundle).digest, 150, timestamp=time.time() - age_s)
     conn = connect(log)
     with conn:
-        conn.execute(f"UPDATE {TABLE} SET embedding = ? WHERE id = 7", ('["a", "b"]',))
+        conn.execute(f"UPDATE {TABLE} SET embedding = ? WHERE id = 7", (embedding,))
     conn.close()
+    return log
+
+
+def test_a_damaged_row_of_an_sqlite_log_is_named_by_its_row(exported_digits_bundle: Path, tmp_path: Path) -> None:
+    log = _log_with_a_damaged_row(exported_digits_bundle, tmp_path, '["a", "b"]', age_s=3600)
     r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", str(log))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"""{log}: row 7: embedding '["a", "b"]' is not a list of at most 64 numbers""" in r.stderr
@@ -298,12 +304,7 @@ def test_a_damaged_row_of_an_sqlite_log_is_named_by_its_row(exported_digits_bund
 def test_the_servers_drift_monitor_answers_an_error_status_for_a_damaged_row(
     exported_digits_bundle: Path, tmp_path: Path
 ) -> None:
-    log = tmp_path / "predictions.sqlite"
-    _write_log(log, load_bundle(exported_digits_bundle).digest, 150, timestamp=time.time() - 60)
-    conn = connect(log)
-    with conn:
-        conn.execute(f"UPDATE {TABLE} SET embedding = ? WHERE id = 7", ('{"a": 1}',))
-    conn.close()
+    log = _log_with_a_damaged_row(exported_digits_bundle, tmp_path, '{"a": 1}', age_s=60)
     r = subprocess.run(
         [sys.executable, "-m", "imgcls.drift.monitor", str(exported_digits_bundle), str(log), "3600"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
