@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.drift.reference import REFERENCE_FILE, load_reference
-from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, check_record, compare, split_by_model
+from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, check_record, compare, split_by_model, sqlite_row_fix
 from imgcls.errors import ImgclsError
 
 
@@ -37,7 +37,8 @@ def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[
         rows = []
         for r in conn.execute(sql, (cutoff,)):
             record = dict(r)
-            check_record(record, f"{log}: row {record.pop('_rowid')}")  # a damaged row: an error status, not a crash
+            rowid = record.pop("_rowid")  # a damaged row: an error status, not a crash
+            check_record(record, f"{log}: row {rowid}", sqlite_row_fix(Path(log), rowid))
             rows.append(record)
     finally:
         conn.close()

@@ -157,12 +157,12 @@ def _json_list(v: Any) -> Any:
     return v
 
 
-def check_record(r: dict[str, Any], where: str) -> None:
+def check_record(r: dict[str, Any], where: str, fix: str) -> None:
     """Refuse a prediction record whose values the server cannot have written; ``top_k`` and ``embedding`` are
     parsed in place (a log keeps them as JSON text).
 
     Raises:
-        UsageError: naming ``where`` (the file and line or row), the field and what it holds.
+        UsageError: naming ``where`` (the file and line or row), the field and what it holds, with ``fix``.
     """
 
     def bad(name: str, why: str) -> UsageError:
@@ -170,7 +170,7 @@ def check_record(r: dict[str, Any], where: str) -> None:
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         return UsageError(
             f"--log {where}: {name} {shown} {why}; this row is damaged or was not written by `imgcls serve`",
-            hint="point --log at the server's own log or --log-export folder (or remove the damaged file)",
+            hint=fix,
         )
 
     t = r.get("timestamp")
@@ -199,6 +199,14 @@ def check_record(r: dict[str, Any], where: str) -> None:
     if emb is not None and (not isinstance(emb, list) or len(emb) > MAX_EMBEDDING or not all(_number(x) for x in emb)):
         raise bad("embedding", f"is not a list of at most {MAX_EMBEDDING} numbers")
     r["embedding"] = emb
+
+
+def sqlite_row_fix(path: Path, rowid: int) -> str:
+    """The hint for a damaged row of an SQLite log: that row deleted, not the whole log (its other rows are good)."""
+    return (
+        f"delete that row, keeping the others: sqlite3 {path} 'DELETE FROM predictions WHERE rowid = {rowid}' "
+        "(or point --log at the server's own log)"
+    )
 
 
 def _sqlite_error(path: Path, exc: sqlite3.Error) -> ImgclsError:
@@ -240,7 +248,8 @@ def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
         rows = []
         for r in conn.execute(f"SELECT rowid AS _rowid, {cols} FROM predictions ORDER BY timestamp"):
             record = dict(r)
-            check_record(record, f"{path}: row {record.pop('_rowid')}")
+            rowid = record.pop("_rowid")
+            check_record(record, f"{path}: row {rowid}", sqlite_row_fix(path, rowid))
             rows.append(record)
         return rows
     except sqlite3.Error as exc:  # anywhere in the file: the header, the schema, a page of rows
@@ -277,7 +286,12 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
                 hint="--log reads every *.sqlite and *.jsonl[.gz] file of a folder: point it at the server's log "
                 "or its --log-export folder alone",
             )
-        check_record(r, f"{location}: line {n}")
+        check_record(
+            r,
+            f"{location}: line {n}",
+            "point --log at the server's own --log-export folder, or move this segment out of it (the other "
+            "segments keep their rows)",
+        )
         rows.append(r)
     return rows
 

@@ -299,6 +299,8 @@ def test_a_damaged_row_of_an_sqlite_log_is_named_by_its_row(exported_digits_bund
     r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", str(log))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"""{log}: row 7: embedding '["a", "b"]' is not a list of at most 64 numbers""" in r.stderr
+    # the hint deletes that row, not the log: its 149 other rows are good
+    assert f"sqlite3 {log} 'DELETE FROM predictions WHERE rowid = 7'" in r.stderr and "remove" not in r.stderr
 
 
 def test_the_servers_drift_monitor_answers_an_error_status_for_a_damaged_row(
