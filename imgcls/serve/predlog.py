@@ -7,7 +7,8 @@ uses; see :mod:`imgcls.data.stats`): the server's decoding thread makes its thum
 (:func:`~imgcls.data.stats.stats_thumbnail`, at most 128 px a side, usually the model's own size) and the record
 carries those pixels. A sender thread ships the records in batches bounded by count and by bytes
 (``max_batch_items``, ``max_batch_bytes``) over a pipe (a JSON header and raw bytes: no pickle) to a writer
-process (``python -m imgcls.serve.predlog``), which computes the statistics a batch at a time with
+process (this module run as ``__main__``, in a process group of its own and ignoring SIGINT and SIGTERM: the
+server stops it by closing the pipe), which computes the statistics a batch at a time with
 :func:`~imgcls.data.stats.images_stats` and appends the rows. The writer never decodes an upload, so its memory
 is bounded by the batch (at most ``max_batch_bytes`` of thumbnails) whatever is uploaded, and the statistics'
 CPU time stays off the server's GIL.
@@ -210,6 +211,14 @@ def new_replica_id() -> str:
     return f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
+# The writer ignores SIGINT and SIGTERM from its first line, before its imports (numpy, sqlite3, PIL) take their
+# few hundred milliseconds: a signal sent to the whole cgroup (systemd's stop) must not end it before the server
+# has shipped its last records. `-m imgcls.serve.predlog` set them only after those imports.
+_LAUNCH = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "import runpy; runpy.run_module('imgcls.serve.predlog', run_name='__main__', alter_sys=True)"
+)
+
 _STOP = object()
 _WAKE = object()  # put on the queue by an ack reader that saw its writer die: the sender restarts it at once
 
@@ -219,7 +228,9 @@ class _Writer:
 
     def __init__(self, cmd: list[str], on_lost: Callable[[int], None]) -> None:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # Its own process group: a terminal's Ctrl-C and `kill -INT -PGID` reach the server, which then closes the
+        # pipe; a signal that reached the writer while it was still importing (before _LAUNCH ignores them) killed it.
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0)
         self.shipped = 0  # records in frames fully written to the pipe
         self.acked = 0  # records the writer answered for (committed or lost)
         self.lock = threading.Lock()
@@ -370,7 +381,7 @@ class PredictionLog:
             logger.warning("prediction log: %d record(s) dropped (%s); %d so far", n, why, self.dropped)
 
     def _start_writer(self, generation: int) -> _Writer:
-        cmd = [sys.executable, "-m", "imgcls.serve.predlog", "--db", str(self.path or "")]
+        cmd = [sys.executable, "-c", _LAUNCH, "--db", str(self.path or "")]
         if self.export is not None:
             cmd += ["--export", self.export, "--every", str(self._export_every_s), "--replica", self.replica]
             cmd += ["--generation", str(generation)]

@@ -150,6 +150,66 @@ def test_a_killed_writer_is_restarted_and_what_it_lost_is_counted(tmp_path: Path
     assert log.dropped == 10 and len(ids) == 20 - log.dropped  # the 10 the writer held, nothing else
 
 
+_CTRL_C_SERVER = """
+import sys, time
+from pathlib import Path
+sys.path[:0] = [sys.argv[2]]
+from test_serve_predlog import record
+from imgcls.serve.predlog import PredictionLog
+log = PredictionLog(Path(sys.argv[1]))
+for i in range(6):
+    log.append(record(i), None)
+print(log.writer_pid, flush=True)  # the writer is still importing: its signal handlers are not set yet
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    pass
+log.close()
+print(log.restarts, log.dropped, flush=True)
+"""
+
+
+def test_ctrl_c_right_after_the_server_started_does_not_kill_the_prediction_log_writer(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group. The writer set SIG_IGN only after its
+    imports, so a Ctrl-C in its first few hundred milliseconds killed it and lost what the server had sent it."""
+    path = tmp_path / "p.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_SERVER, str(path), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a shell gives a foreground job
+    )
+    assert proc.stdout is not None
+    writer_pid = int(proc.stdout.readline())
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.split() == ["0", "0"], err  # no restart, nothing dropped
+    assert "died" not in err
+    assert len(read_predictions(path)) == 6
+    with pytest.raises(ProcessLookupError):
+        os.kill(writer_pid, 0)  # it ended with its server, after the last record
+
+
+def test_a_running_writer_ignores_sigterm_and_sigint_sent_to_it(tmp_path: Path) -> None:
+    """systemd's stop signals every process of the service's cgroup: the writer must outlive the signal and
+    commit what the server ships while it shuts down."""
+    path = tmp_path / "p.sqlite"
+    log = PredictionLog(path)
+    log.append(record(0), None)
+    wait_for(lambda: len(read_predictions(path)) == 1)
+    pid = log.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    for i in range(1, 4):
+        log.append(record(i), None)
+    log.close()
+    assert log.restarts == 0 and log.dropped == 0
+    assert len(read_predictions(path)) == 4
+
+
 def test_the_writer_commits_what_it_received_when_the_server_dies(tmp_path: Path) -> None:
     path = tmp_path / "p.sqlite"
     log = PredictionLog(path)
