@@ -88,8 +88,10 @@ class DriftMonitor:
         if sha256 in self._no_reference:
             return "no_reference"
         cmd = [sys.executable, "-m", "imgcls.drift.monitor", bundle_dir, str(self.log_path), str(self.every_s)]
+        # Its own process group: a Ctrl-C to the server's group killed a check in flight, and the server logged
+        # the child's KeyboardInterrupt traceback as a failed check while it shut down. stop() kills it.
         proc = self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
         )
         try:
             out, err = proc.communicate(timeout=self.timeout_s)

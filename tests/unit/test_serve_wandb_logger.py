@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +69,46 @@ def test_a_failing_drift_check_warns_and_logs_nothing(tmp_path: Path, caplog: py
     with caplog.at_level(logging.WARNING, logger="imgcls.serve.wandb_drift"):
         assert monitor.check() == "failed"
     assert got == [] and "W&B drift check failed" in caplog.text
+
+
+_CTRL_C_DURING_A_CHECK = """
+import logging, sys, threading, time
+from pathlib import Path
+from imgcls.serve.wandb_drift import DriftMonitor
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+monitor = DriftMonitor(every_s=60, log_path=Path(sys.argv[1]), sink=print, current=lambda: (sys.argv[2], "ab" * 32))
+results = []
+check = threading.Thread(target=lambda: results.append(monitor.check()))
+check.start()
+while monitor._proc is None:
+    time.sleep(0.002)
+print("checking", flush=True)
+while check.is_alive():  # as uvicorn does on Ctrl-C: the server goes on until its shutdown
+    try:
+        time.sleep(0.01)
+    except KeyboardInterrupt:
+        pass
+print(results, flush=True)
+"""
+
+
+def test_ctrl_c_to_the_server_does_not_kill_a_drift_check_in_flight(tmp_path: Path) -> None:
+    """Ctrl-C signals the terminal's whole foreground group: the check's child died of it, and the server logged
+    its KeyboardInterrupt as the check's failure. The check ends as it would have (here: the bundle is missing)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_DURING_A_CHECK, str(tmp_path / "none.sqlite"), str(tmp_path / "no-bundle")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "checking"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == "['failed']"
+    assert "W&B drift check failed: no bundle at" in err and "KeyboardInterrupt" not in err
 
 
 class _Run:
