@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from imgcls.errors import BundleError
+from imgcls.text import printable
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
@@ -319,3 +320,22 @@ class BundleMeta(Section):
     drift: DriftSection | None = Field(default=None, description="the drift reference (`imgcls drift reference`)")
     serving: ServingProfile | None = Field(default=None, description="the serving profile (`imgcls bench --pick`)")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256 of every file")
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, classes: list[str]) -> list[str]:
+        # A label is how predict, serve, the drift report and the store name a class: one that is empty or named
+        # twice makes a prediction ambiguous (two ids print as one name, per-class counts merge).
+        if not classes:
+            raise BundleError("bundle.json lists no classes", hint="the manifest was modified or is corrupt")
+        if any(not name for name in classes):
+            raise BundleError("bundle.json lists an empty class name", hint="every class needs a name")
+        seen: dict[str, int] = {}
+        for i, name in enumerate(classes):
+            if name in seen:
+                raise BundleError(
+                    f"bundle.json names class {seen[name]} and class {i} both {printable(name)!r}",
+                    hint="class names must be unique: rename one in bundle.json (and re-export)",
+                )
+            seen[name] = i
+        return classes

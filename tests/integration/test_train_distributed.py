@@ -221,6 +221,7 @@ def test_a_killed_worker_ends_the_job_with_a_clear_message_and_resume_continues(
     assert distributed is not None and distributed.world_size == 2
 
 
+@pytest.mark.slow  # about 70 s by design (30 s collective timeout + the agent's 30 s SIGKILL grace): `nox -s slow`
 def test_a_hung_worker_ends_the_job_with_a_clear_message_and_nothing_left_behind(tmp_path):
     run = tmp_path / "run"
     args = [*SHORT, "--nproc-per-node", "2", "--out", str(run)]  # SHORT: distributed.timeout_s=30

@@ -100,6 +100,25 @@ def test_a_malformed_section_is_refused_with_the_key_that_is_wrong() -> None:
         parse_manifest(raw)
 
 
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (["cat", "dog", "cat"], r"names class 0 and class 2 both 'cat'"),
+        ([], r"lists no classes"),
+        (["cat", ""], r"an empty class name"),
+    ],
+)
+def test_classes_that_would_make_a_prediction_ambiguous_are_refused(classes: list[str], message: str) -> None:
+    """predict, serve and the drift report name a class by its label: two classes of one name printed the
+    same label for two ids and merged their per-class counts; an empty list served nothing but errors."""
+    with pytest.raises(BundleError, match=message):
+        parse_manifest(v1() | {"classes": classes})
+
+
+def test_names_that_differ_only_in_case_or_spacing_are_two_classes() -> None:
+    assert parse_manifest(v1() | {"classes": ["Cat", "cat", " cat", *"0123456"]}).classes[:3] == ["Cat", "cat", " cat"]
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
 @pytest.mark.parametrize("key", ["mean", "std"])
 def test_a_mean_or_std_that_is_not_a_finite_number_is_refused(tmp_path: Path, key: str, value: str) -> None:
