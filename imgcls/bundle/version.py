@@ -10,8 +10,10 @@ another major is refused with a hint.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from imgcls.errors import BundleError
@@ -49,6 +51,22 @@ MIGRATIONS: dict[tuple[int, int], Callable[[dict[str, Any]], dict[str, Any]]] = 
 }
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warned_once(where: object, fmt: object) -> bool:
+    """True when this process already warned about ``where`` at ``fmt`` (predict, export and serve read a
+    manifest more than once: the warning was printed two or three times, under two spellings of the path)."""
+    if not isinstance(where, os.PathLike):
+        return False  # a manifest read from memory (a store's stored version): no file to know it by
+    path = Path(where)
+    key = (os.path.realpath(path.parent if path.name == "bundle.json" else path), str(fmt))
+    if key in _WARNED:
+        return True
+    _WARNED.add(key)
+    return False
+
+
 def migrate(meta: dict[str, Any], *, where: object) -> dict[str, Any]:
     """Bring a parsed manifest to the current version (in memory); BundleError for another major version."""
     fmt = meta.get("format")
@@ -62,6 +80,8 @@ def migrate(meta: dict[str, Any], *, where: object) -> dict[str, Any]:
         raise BundleError(f"{where} has unknown bundle format {fmt!r} (this imgcls reads {FORMAT!r})", hint=hint)
     major, minor = version
     if minor > MINOR:
+        if _warned_once(where, fmt):
+            return meta
         logger.warning(
             "%s has bundle format %s, newer than this imgcls (%s): loading it, keys this version does not know "
             "are kept but not used; upgrade imgcls to use them",

@@ -67,6 +67,26 @@ def test_v1_with_evaluation_on_the_validation_split_migrates_test_keys_to_val() 
     assert m.top1() == 0.5
 
 
+def test_a_newer_minor_bundle_is_warned_about_once_per_process_however_its_path_is_spelled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """predict and export read the manifest more than once: the same warning came two or three times, under
+    'newer' and '/abs/newer'. Another bundle, or the same one at another format, is still warned about."""
+    for name, fmt in (("newer", "imgcls.bundle/1.99"), ("other", "imgcls.bundle/1.98")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MANIFEST).write_text(json.dumps(v1() | {"format": fmt, "files": {}}))
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="imgcls.bundle"):
+        read_manifest(Path("newer"))
+        read_manifest(tmp_path / "newer")
+        load_bundle(tmp_path / "newer" / ".." / "newer")
+        read_manifest(Path("other"))
+    warnings = [r.getMessage() for r in caplog.records if "newer than this imgcls" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("newer has bundle format imgcls.bundle/1.99")
+    assert warnings[1].startswith("other has bundle format imgcls.bundle/1.98")
+
+
 def test_a_newer_minor_loads_with_a_warning_and_keeps_what_it_does_not_know(caplog: pytest.LogCaptureFixture) -> None:
     raw = v1() | {"format": "imgcls.bundle/1.99", "future_section": {"a": 1}}
     raw["metrics"]["future_metric"] = 3
