@@ -58,6 +58,7 @@ __all__ = [
 
 MANIFEST = "bundle.json"
 WEIGHTS = "weights.safetensors"
+MAX_MANIFEST_BYTES = 32 << 20  # bundle.json (its biggest part, `files`, is ~100 bytes a file)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -228,8 +229,15 @@ def _read_json(path: Path) -> dict[str, Any]:
             f"{path} is not a model bundle: {MANIFEST} is missing",
             hint="pass a directory written by `imgcls train` (or pulled with `imgcls pull`)",
         )
+    with mpath.open("rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:  # read no further: a manifest is kilobytes, never a whole file's worth
+        raise BundleError(
+            f"{mpath} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: no manifest imgcls writes comes near that",
+            hint="the bundle is corrupt or not a bundle; pull or train it again",
+        )
     try:
-        raw = json.loads(mpath.read_text(), object_pairs_hook=_object_without_duplicates)
+        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_object_without_duplicates)
     except _DuplicateKey as exc:
         raise BundleError(
             f"{mpath} gives the key {exc.args[0]!r} twice in one object",

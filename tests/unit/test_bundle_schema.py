@@ -67,6 +67,20 @@ def test_v1_with_evaluation_on_the_validation_split_migrates_test_keys_to_val() 
     assert m.top1() == 0.5
 
 
+def test_a_manifest_larger_than_any_imgcls_writes_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    """bundle.json is read whole before parsing: one that is a link to a disk image, or gigabytes of JSON,
+    took the process's memory with it."""
+    from imgcls.bundle.core import MAX_MANIFEST_BYTES
+
+    raw = json.dumps(v1() | {"files": {}})
+    (tmp_path / MANIFEST).write_text(raw[:-1] + ', "pad": "' + "x" * MAX_MANIFEST_BYTES + '"}')
+    with pytest.raises(BundleError, match=r"bundle.json is larger than 32 MiB") as info:
+        load_bundle(tmp_path)
+    assert info.value.hint and "corrupt" in info.value.hint
+    (tmp_path / MANIFEST).write_text(raw)
+    assert load_bundle(tmp_path).classes == v1()["classes"]
+
+
 def test_a_newer_minor_bundle_is_warned_about_once_per_process_however_its_path_is_spelled(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
