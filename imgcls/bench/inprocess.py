@@ -166,7 +166,7 @@ def _timed_call(predictor: Any, images_u8: np.ndarray, pngs: list[bytes], batch:
     batch_u8 = np.ascontiguousarray(_tile(images_u8, batch))
     if timed == "model":
         x = np.ascontiguousarray(predictor.to_input(batch_u8), dtype=np.float32)
-        run = predictor.engine.run
+        run = predictor.run_engine  # not engine.run: a model with a static batch of 1 runs image by image
         return lambda: run(x)
     if timed == "preprocess":
         return lambda: predictor.infer_prepared(batch_u8)

@@ -249,12 +249,13 @@ class Predictor:
         if batch.shape[0] == 0:
             return {o.name: np.zeros((0, *[d if isinstance(d, int) else 0 for d in o.shape[1:]]), np.float32)
                     for o in self.engine.outputs}  # fmt: skip
-        out = self._run(batch)
+        out = self.run_engine(batch)
         self._check_scores(out[self._logits_name], len(batch))
         return out
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The engine's outputs for ``batch``: in one run, or image by image for a model with a static batch of 1."""
+    def run_engine(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The engine's outputs for a normalised contiguous ``float32`` ``batch``, unchecked: in one run, or image
+        by image for a model with a static batch of 1 (what ``imgcls bench`` times as "model")."""
         if not self._one_at_a_time or len(batch) == 1:
             return self.engine.run(batch)
         runs = [self.engine.run(batch[i : i + 1]) for i in range(len(batch))]
@@ -265,7 +266,7 @@ class Predictor:
         batch = self._check_batch(batch)
         if batch.shape[0] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self._check_scores(self._run(batch)[self._logits_name], len(batch))
+        return self._check_scores(self.run_engine(batch)[self._logits_name], len(batch))
 
     def _check_scores(self, logits: Any, n: int) -> np.ndarray:
         """The model's scores as ``float32`` ``(n, classes)``; BundleError for any other shape.

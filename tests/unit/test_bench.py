@@ -27,7 +27,7 @@ CLASSES = ["cat", "dog", "bird", "fish"]
 FAST = {"window_s": 0.01, "measure_s": 0.02, "max_warmup_windows": 3, "peaks": False}
 
 
-def conv_model(seed: int) -> onnx.ModelProto:
+def conv_model(seed: int, batch: int | str = "batch") -> onnx.ModelProto:
     """images (N, 3, 6, 5) -> Conv 3x3 -> Relu -> Flatten -> Gemm -> logits (N, 4): a net with countable FLOPs."""
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w")
@@ -42,8 +42,8 @@ def conv_model(seed: int) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 6, 5])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 6, 5])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 4])],
         initializer=[w, fc, b],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
@@ -88,6 +88,23 @@ def test_both_engines_are_timed_and_the_broken_precision_fails_its_gate(bundle: 
     assert report["model"]["flops_per_image"] == 2 * (8 * 4 * 3 * 27 + 96 * 4)
     assert report["machine"]["cpu"] and isinstance(report["machine"]["isa"], list)
     assert {"onnxruntime:CPUExecutionProvider", "openvino:OpenVINO:CPU:f32"} <= set(report["machine"]["providers_used"])
+
+
+@pytest.mark.parametrize("timed", ["model", "preprocess", "decode"])
+def test_a_model_with_a_static_batch_of_one_is_timed_at_every_batch_size(bundle: Path, timed: str) -> None:
+    """Some exporters fix the batch at 1. predict and serve run such a model image by image; bench's "model"
+    timing called the engine with the whole batch and died of onnxruntime's 'invalid dimensions' (exit 1)."""
+    (bundle / "model.onnx").write_bytes(conv_model(0, batch=1).SerializeToString())
+    (bundle / "model.int8.onnx").unlink()
+    meta = {"name": "static", "classes": CLASSES, "input": SPEC.to_dict(), "model": {"arch": "handmade"}}
+    write_manifest(bundle, meta, ["model.onnx", "samples/val.npz"])
+    config = BenchConfig(engines=["onnxruntime", "openvino"], precisions=["fp32"], batches=[1, 4], threads=[1],
+                         timed=timed, **FAST)  # fmt: skip
+    rows = run_bench(bundle, config)["results"]
+    assert [(r["engine"], r["batch"], r["status"]) for r in rows] == [
+        ("onnxruntime", 1, "ok"), ("onnxruntime", 4, "ok"), ("openvino", 1, "ok"), ("openvino", 4, "ok")
+    ], rows  # fmt: skip
+    assert all(r["img_per_s"] > 0 for r in rows)
 
 
 def test_openvino_matches_onnxruntime_and_bf16_says_what_runs(bundle: Path) -> None:
