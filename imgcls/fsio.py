@@ -11,6 +11,8 @@ the local model store, dataset downloads, saved weights):
 - :func:`swap_dirs` swaps a fully written staging directory with a live one in one
   ``renameat2(RENAME_EXCHANGE)`` where the kernel has it (two renames elsewhere): a reader sees the old
   directory or the new one, never a mix.
+- :func:`staging_dir` makes the hidden sibling a directory is assembled in before that swap, and removes the
+  ones a killed process left behind.
 - :func:`check_output` refuses, before a command does its work, a destination it could not write at the end.
 """
 
@@ -24,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ __all__ = [
     "fsync_tree",
     "link_new",
     "replace_dir",
+    "staging_dir",
     "swap_dirs",
     "umask",
     "url_of",
@@ -177,6 +181,76 @@ def _exchange(a: Path, b: Path) -> bool:
     at_fdcwd = -100
     rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
     return bool(rc == 0)
+
+
+STALE_STAGING_S = 60.0  # an unlocked staging directory this old belongs to no live process
+
+
+@contextlib.contextmanager
+def staging_dir(dest: Path, kind: str = "staging") -> Iterator[Path]:
+    """A new hidden sibling of ``dest``, ``.{dest.name}.{kind}-XXXXXXXX``, to assemble a directory in (the same
+    file system as ``dest``, so that :func:`replace_dir` is a rename); removed if the block raises.
+
+    The process holds an ``flock`` on it while the block runs. A staging directory of a process that was killed
+    (SIGKILL, the OOM killer, a power cut) kept a whole bundle's worth of disk beside ``dest`` for ever; the next
+    one made for ``dest`` removes every such sibling that nobody holds and that is over a minute old (the age
+    covers the moment between another process's mkdtemp and its lock). Without ``flock`` (Windows) nothing is
+    removed.
+    """
+    dest = Path(dest)
+    prefix = f".{dest.name}.{kind}-"
+    _remove_stale_staging(dest.parent, prefix)
+    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+    fd = _lock_dir(stage, block=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _lock_dir(path: Path, *, block: bool) -> int | None:
+    """An fd holding an exclusive flock on the directory ``path``; None where flock is missing or it is held."""
+    try:
+        import fcntl
+    except ModuleNotFoundError:
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_staging(parent: Path, prefix: str) -> None:
+    try:
+        import fcntl  # noqa: F401  (no flock: no way to tell a live staging directory from a dead one)
+    except ModuleNotFoundError:
+        return
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        path = parent / name
+        try:
+            st = os.lstat(path)
+            if not os.path.isdir(path) or os.path.islink(path) or time.time() - st.st_mtime < STALE_STAGING_S:
+                continue
+            fd = _lock_dir(path, block=False)
+        except OSError:
+            continue
+        if fd is None:  # another process is assembling it
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def replace_dir(stage: Path, target: Path) -> None:

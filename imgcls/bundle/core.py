@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from imgcls.bundle.schema import INTERPOLATIONS, BundleMeta, InputSpec, Metrics
 from imgcls.bundle.version import FORMAT, MAJOR, MINOR, migrate, parse_format
 from imgcls.errors import BundleError, UsageError
-from imgcls.fsio import atomic_write_bytes, atomic_write_json, replace_dir, url_of
+from imgcls.fsio import atomic_write_bytes, atomic_write_json, replace_dir, staging_dir, url_of
 
 logger = logging.getLogger(__name__)
 
@@ -440,8 +440,7 @@ def edit_bundle(path: str | Path) -> Iterator[BundleEdit]:
     path = Path(path).resolve()
     with _edit_lock(path):
         bundle = load_bundle(path)
-        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
-        try:
+        with staging_dir(path) as stage:
             for rel in bundle.meta.files:
                 _link_or_copy(path / rel, stage / rel)
             for extra in path.iterdir():  # keep unlisted side files (logs, checkpoints) too
@@ -460,6 +459,3 @@ def edit_bundle(path: str | Path) -> Iterator[BundleEdit]:
                 with contextlib.suppress(FileNotFoundError):
                     (stage / stale).unlink()
             replace_dir(stage, path)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from imgcls.bundle import (
     verify_files,
 )
 from imgcls.errors import BundleError, ConflictError, StoreError, UsageError
-from imgcls.fsio import fsync_tree
+from imgcls.fsio import fsync_tree, staging_dir
 from imgcls.store.backend import Backend, ContentChanged, PreconditionFailed, Progress
 from imgcls.store.promotion import Requirement, check_promotion
 from imgcls.store.refs import (
@@ -647,28 +646,38 @@ class Store:
                     hint="pass a larger --max-bundle-mb if this size is expected",
                 )
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
-        try:
-            received = 0
-            for rel in sorted(meta.files):
-                target = tmp / validate_rel_path(rel)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                before = received
+        with staging_dir(dest, "pull") as tmp:
+            try:
+                received = 0
+                for rel in sorted(meta.files):
+                    target = tmp / validate_rel_path(rel)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    before = received
 
-                def counted(key: str, done: int, size: int, before: int = before) -> None:
-                    nonlocal received
-                    received = before + done
-                    if limit is not None and received > limit:
-                        raise UsageError(
-                            f"{version}: the download passed the limit of {limit / 2**20:,.1f} MB and was stopped",
-                            hint="the stored objects grew since their sizes were read; pull again",
-                        )
-                    if progress:
-                        progress(key, done, size)
+                    def counted(key: str, done: int, size: int, before: int = before) -> None:
+                        nonlocal received
+                        received = before + done
+                        if limit is not None and received > limit:
+                            raise UsageError(
+                                f"{version}: the download passed the limit of {limit / 2**20:,.1f} MB and was stopped",
+                                hint="the stored objects grew since their sizes were read; pull again",
+                            )
+                        if progress:
+                            progress(key, done, size)
 
-                self.backend.download_file(f"{version.key}/{rel}", target, progress=counted)
-                try:  # verified as soon as it has arrived: a bad file stops the pull before the next one
-                    verify_files(tmp, {rel: meta.files[rel]})
+                    self.backend.download_file(f"{version.key}/{rel}", target, progress=counted)
+                    try:  # verified as soon as it has arrived: a bad file stops the pull before the next one
+                        verify_files(tmp, {rel: meta.files[rel]})
+                    except BundleError as exc:
+                        raise StoreError(
+                            f"stored version {version} failed verification and was refused: "
+                            f"{exc.message.replace(str(tmp), 'the download')}",
+                            hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
+                            exit_code=1,
+                        ) from exc
+                (tmp / MANIFEST).write_bytes(raw)
+                try:  # every file was verified as it arrived
+                    load_bundle(tmp, verify=False)
                 except BundleError as exc:
                     raise StoreError(
                         f"stored version {version} failed verification and was refused: "
@@ -676,38 +685,28 @@ class Store:
                         hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
                         exit_code=1,
                     ) from exc
-            (tmp / MANIFEST).write_bytes(raw)
-            try:  # every file was verified as it arrived
-                load_bundle(tmp, verify=False)
-            except BundleError as exc:
-                raise StoreError(
-                    f"stored version {version} failed verification and was refused: "
-                    f"{exc.message.replace(str(tmp), 'the download')}",
-                    hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
-                    exit_code=1,
-                ) from exc
-            if provenance:
-                record = {
-                    "store": str(self.uri),
-                    "name": version.name,
-                    "version": version.seq,
-                    "digest": version.digest,
-                    "created": version.created,
-                    "pulled": _now(),
-                }
-                (tmp / PROVENANCE).write_bytes(_dumps(record))
-            os.chmod(tmp, 0o755)
-            fsync_tree(tmp)
-            with contextlib.suppress(OSError):
-                dest.rmdir()  # an empty destination folder
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                if _holds_version(dest, version):  # a concurrent pull of the same version won
-                    return dest
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                if provenance:
+                    record = {
+                        "store": str(self.uri),
+                        "name": version.name,
+                        "version": version.seq,
+                        "digest": version.digest,
+                        "created": version.created,
+                        "pulled": _now(),
+                    }
+                    (tmp / PROVENANCE).write_bytes(_dumps(record))
+                os.chmod(tmp, 0o755)
+                fsync_tree(tmp)
+                with contextlib.suppress(OSError):
+                    dest.rmdir()  # an empty destination folder
+                try:
+                    os.rename(tmp, dest)
+                except OSError:
+                    if _holds_version(dest, version):  # a concurrent pull of the same version won
+                        return dest
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         logger.info("pulled %s into %s", version, dest)
         return dest
 

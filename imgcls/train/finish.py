@@ -14,7 +14,7 @@ import numpy as np
 from imgcls.bundle import DriftSection, load_bundle
 from imgcls.config import RunConfig, save_config
 from imgcls.drift.reference import REFERENCE_FILE
-from imgcls.fsio import atomic_write_bytes, atomic_write_json
+from imgcls.fsio import atomic_write_bytes, atomic_write_json, staging_dir
 from imgcls.train.callbacks import CallbackList, FitEnd, FitResult
 from imgcls.train.checkpoint import TrainState
 from imgcls.train.rundir import (
@@ -23,7 +23,6 @@ from imgcls.train.rundir import (
     METRICS,
     METRICS_LOG,
     rewrite_metrics_log,
-    staging_dir,
     swap_in,
 )
 
@@ -121,8 +120,7 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
     )
     if dist is not None and not dist.is_primary:
         return result
-    stage = staging_dir(run.run_dir)
-    try:
+    with staging_dir(run.run_dir) as stage:
         png = save_confusion_matrix(
             ev.confusion, classes, stage / CONFUSION_PNG, title=f"{run.name}: {eval_split_name} top-1 {ev.top1:.4f}"
         )
@@ -192,9 +190,6 @@ def write_bundle(run: Run, cbs: CallbackList, started: float, stopped_early: boo
         if side.is_dir():
             shutil.move(str(side), str(stage / "wandb"))
         swap_in(stage, run.run_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return result
 
 

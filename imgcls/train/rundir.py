@@ -11,7 +11,6 @@ import datetime as _dt
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +82,6 @@ def append_metrics_line(run_dir: Path, record: dict[str, Any]) -> None:
 def rewrite_metrics_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """``metrics.jsonl`` holding exactly ``history`` (a resume drops lines of an epoch the checkpoint lacks)."""
     atomic_write_bytes(run_dir / METRICS_LOG, "".join(json.dumps(r) + "\n" for r in history).encode())
-
-
-def staging_dir(run_dir: Path) -> Path:
-    """A new hidden sibling of ``run_dir`` to assemble the bundle in (same file system: the swap is a rename)."""
-    return Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
 
 
 def swap_in(stage: Path, run_dir: Path) -> None:

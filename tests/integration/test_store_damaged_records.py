@@ -103,3 +103,21 @@ def test_an_alias_whose_version_and_digest_disagree_is_refused_and_repaired_by_m
     moved = cli("models", "alias", store_uri, "digits", "2", "production")
     assert moved.returncode == 0, moved.stderr
     assert store.resolve(parse_ref(f"{store_uri}/digits@production")).seq == 2
+
+
+def test_a_pull_clears_the_download_folder_a_killed_pull_left(
+    store_uri: str, store_bundle: Path, tmp_path: Path
+) -> None:
+    """`imgcls pull` killed mid-download left `.NAME.pull-*` (part of a model) beside the destination."""
+    import os
+    import time
+
+    store = Store.open(store_uri)
+    version = store.push(store_bundle, name="digits").version
+    killed = tmp_path / ".pulled.pull-k1ll3d"
+    killed.mkdir()
+    (killed / "weights.safetensors").write_bytes(b"half a download")
+    os.utime(killed, (time.time() - 600, time.time() - 600))
+    store.pull(version, tmp_path / "pulled")
+    assert not killed.exists() and (tmp_path / "pulled" / "bundle.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".pulled")) == []

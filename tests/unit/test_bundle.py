@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,18 @@ def test_a_manifest_giving_a_key_twice_is_refused(bundle_copy: Path, where: str)
     with pytest.raises(BundleError, match=rf"gives the key '{key}' twice in one object") as info:
         load_bundle(bundle_copy)
     assert info.value.exit_code == 2 and "keep the one that is right" in (info.value.hint or "")
+
+
+def test_an_edit_clears_the_staging_folder_a_killed_edit_left(bundle_copy: Path) -> None:
+    """`imgcls export` killed mid-way (SIGKILL, the OOM killer) left `.b.staging-*` beside the bundle, holding
+    hard links to every file and the half-written export, for ever."""
+    killed = bundle_copy.parent / ".b.staging-k1ll3d"
+    killed.mkdir()
+    (killed / "model.onnx").write_bytes(b"half an export")
+    then = time.time() - 600
+    os.utime(killed, (then, then))
+    with edit_bundle(bundle_copy) as edit:
+        edit.write("extra.txt", b"hello")
+    assert not killed.exists()
+    assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["b"]
+    assert load_bundle(bundle_copy).meta.files["extra.txt"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from imgcls.fsio import atomic_file, atomic_write_bytes, link_new, swap_dirs, umask
+from imgcls.fsio import atomic_file, atomic_write_bytes, link_new, staging_dir, swap_dirs, umask
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -84,3 +87,68 @@ def test_check_output_refuses_before_the_work_a_destination_that_could_not_be_wr
     with pytest.raises(UsageError, match="--out file:///srv/run is a URL") as info:
         check_output(Path("file:///srv/run"), "--out", folder=True)
     assert info.value.hint == "give the path itself: --out /srv/run"
+
+
+_HOLD_STAGING = """
+import sys, time
+from pathlib import Path
+from imgcls.fsio import staging_dir
+with staging_dir(Path(sys.argv[1]), sys.argv[2]) as stage:
+    (stage / "weights.bin").write_bytes(b"x" * 1000)
+    print(stage, flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold_staging(dest: Path, kind: str = "staging") -> tuple[subprocess.Popen[str], Path]:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_STAGING, str(dest), kind], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.mark.parametrize("kind", ["staging", "pull"])
+def test_a_staging_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_path: Path, kind: str) -> None:
+    """`imgcls export` or `imgcls pull` killed with SIGKILL (or by the OOM killer) left its hidden staging folder,
+    a whole bundle's worth of disk, beside the bundle for ever."""
+    dest = tmp_path / "bundle"
+    proc, dead = _hold_staging(dest, kind)
+    proc.kill()
+    proc.wait()
+    assert (dead / "weights.bin").is_file()  # what a killed process leaves
+    with staging_dir(dest, kind) as fresh:
+        assert dead.exists()  # under a minute old: it could be another process's, between its mkdtemp and lock
+    _age(dead, 120)
+    with staging_dir(dest, kind) as fresh:
+        assert not dead.exists() and fresh.is_dir()
+        assert fresh.name.startswith(f".bundle.{kind}-")
+
+
+def test_a_staging_folder_another_process_is_filling_is_left_alone(tmp_path: Path) -> None:
+    dest = tmp_path / "bundle"
+    proc, live = _hold_staging(dest)
+    try:
+        _age(live, 3600)  # an export that has been running for an hour
+        with staging_dir(dest) as mine:
+            assert (live / "weights.bin").is_file() and mine != live
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_staging_folder_is_removed_when_the_block_fails_and_other_folders_are_never_touched(tmp_path: Path) -> None:
+    dest = tmp_path / "bundle"
+    keep = [tmp_path / ".bundle.staging", tmp_path / ".bundle2.staging-x", tmp_path / "bundle.staging-x"]
+    for folder in keep:
+        folder.mkdir()
+        _age(folder, 3600)
+    (tmp_path / ".bundle.staging-link").symlink_to(tmp_path / "bundle.staging-x")
+    with pytest.raises(RuntimeError), staging_dir(dest) as stage:
+        (stage / "f").write_text("x")
+        raise RuntimeError
+    assert not stage.exists()
+    assert all(folder.is_dir() for folder in keep) and (tmp_path / ".bundle.staging-link").is_symlink()
