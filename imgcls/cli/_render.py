@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -102,7 +103,11 @@ def run(app: Any) -> None:
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
-    except SystemExit:
+    except SystemExit as exc:
+        if exc.code == 1 and type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
+            # click's answer to EPIPE (`imgcls predict DIR | head`): it exits 1, which predict documents as "some
+            # file failed". The reader went away, so exit as `ls` or `cat` would end: 128 + SIGPIPE.
+            sys.exit(128 + signal.SIGPIPE)
         raise
     except OSError as exc:
         if STATE.verbose:

@@ -1,7 +1,7 @@
 """Predict image files with an exported bundle (onnxruntime or OpenVINO, no torch): files, directories and globs.
 
 Exit codes: 0 every file predicted, 1 some file failed (its error is reported, the others go on),
-2 usage (no model, a bad flag, nothing to predict).
+2 usage (no model, a bad flag, nothing to predict), 141 the reader of its output went away (`| head`).
 """
 
 from __future__ import annotations

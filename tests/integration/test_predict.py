@@ -116,6 +116,30 @@ def test_globs_directories_and_int8(exported_digits_bundle: Path, test_split_png
     assert sum(r["class_id"] == 1 for r in rows) >= len(rows) - 1  # a trained model, int8
 
 
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_reader_that_stops_early_ends_predict_as_it_ends_cat(
+    exported_digits_bundle: Path, test_split_pngs: Path, fmt: str
+) -> None:
+    """`imgcls predict DIR | head -1`: click exits 1 on the broken pipe, which predict documents as "some file
+    failed" (and `set -o pipefail` scripts took for that). It exits 141 (128 + SIGPIPE), as `cat` or `ls` ends."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgcls", "predict", str(test_split_pngs), "-m", str(exported_digits_bundle), "-f", fmt],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    import fcntl
+
+    fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: 360 rows never fit in the pipe, however slow we are
+    assert proc.stdout.readline()  # the first line, then the reader goes away
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(180) == 141, err
+    assert err == ""  # no traceback, no "some file failed"
+
+
 def test_one_missing_file_among_good_ones_exits_1(exported_digits_bundle: Path, few: Path) -> None:
     good = sorted(few.glob("[0-9]*.png"))[0]
     out = predict(str(good), str(few / "missing.png"), "--model", str(exported_digits_bundle), "-f", "json")
