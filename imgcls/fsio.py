@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -240,7 +241,7 @@ def _remove_stale_staging(parent: Path, prefix: str) -> None:
         path = parent / name
         try:
             st = os.lstat(path)
-            if not os.path.isdir(path) or os.path.islink(path) or time.time() - st.st_mtime < STALE_STAGING_S:
+            if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_mtime < STALE_STAGING_S:  # lstat: no link
                 continue
             fd = _lock_dir(path, block=False)
         except OSError:

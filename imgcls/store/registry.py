@@ -647,6 +647,15 @@ class Store:
                 )
         dest.parent.mkdir(parents=True, exist_ok=True)
         with staging_dir(dest, "pull") as tmp:
+
+            def refused(exc: BundleError) -> StoreError:
+                return StoreError(
+                    f"stored version {version} failed verification and was refused: "
+                    f"{exc.message.replace(str(tmp), 'the download')}",
+                    hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
+                    exit_code=1,
+                )
+
             try:
                 received = 0
                 for rel in sorted(meta.files):
@@ -669,22 +678,12 @@ class Store:
                     try:  # verified as soon as it has arrived: a bad file stops the pull before the next one
                         verify_files(tmp, {rel: meta.files[rel]})
                     except BundleError as exc:
-                        raise StoreError(
-                            f"stored version {version} failed verification and was refused: "
-                            f"{exc.message.replace(str(tmp), 'the download')}",
-                            hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
-                            exit_code=1,
-                        ) from exc
+                        raise refused(exc) from exc
                 (tmp / MANIFEST).write_bytes(raw)
                 try:  # every file was verified as it arrived
                     load_bundle(tmp, verify=False)
                 except BundleError as exc:
-                    raise StoreError(
-                        f"stored version {version} failed verification and was refused: "
-                        f"{exc.message.replace(str(tmp), 'the download')}",
-                        hint=f"the stored copy is corrupt: {_damaged_copy_hint(self, version)}",
-                        exit_code=1,
-                    ) from exc
+                    raise refused(exc) from exc
                 if provenance:
                     record = {
                         "store": str(self.uri),
