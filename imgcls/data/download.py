@@ -11,12 +11,11 @@ import hashlib
 import logging
 import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from imgcls.fsio import atomic_file, fsync_tree
+from imgcls.fsio import atomic_file, fsync_tree, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,12 @@ def unpack_tarball(archive: Path, into: Path, *, top: str) -> Path:
         DownloadFailed: a member is a link, a device, absolute, or outside ``top/``; or the archive is corrupt.
     """
     final = into / top
-    staging = Path(tempfile.mkdtemp(prefix=f".{top}.", dir=into))
+    with staging_dir(final, "unpack") as staging:
+        _unpack_into(archive, staging, final, top=top)
+    return final
+
+
+def _unpack_into(archive: Path, staging: Path, final: Path, *, top: str) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
@@ -93,4 +97,3 @@ def unpack_tarball(archive: Path, into: Path, *, top: str) -> Path:
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
-    return final

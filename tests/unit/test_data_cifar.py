@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,10 @@ def test_download_fetches_the_binary_tarball_checks_md5_and_unpacks(
     source = dataclasses.replace(cifar.SOURCES["cifar10"], url=url + "cifar-10-binary.tar.gz", md5=md5)
     monkeypatch.setitem(cifar.SOURCES, "cifar10", source)
     data_dir = tmp_path / "cache"
+    killed = data_dir / ".cifar-10-batches-bin.unpack-k1ll3d"  # what an unpack killed mid-way left (170 MB)
+    killed.mkdir(parents=True)
+    (killed / "data_batch_1.bin").write_bytes(b"half")
+    os.utime(killed, (time.time() - 600, time.time() - 600))
     ds = load_dataset(DataConfig(name="cifar10", dir=data_dir, download=True))
     assert ds.classes == CIFAR10_NAMES
     assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-batches-bin"]  # tarball removed, no staging
