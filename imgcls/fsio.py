@@ -32,6 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# A temporary file or staging folder nobody holds under flock and this old was left by a killed process. The age
+# covers the moment between another process's mkstemp/mkdtemp and its flock.
+STALE_AFTER_S = 60.0
+
 __all__ = [
     "atomic_file",
     "atomic_write_bytes",
@@ -140,10 +144,13 @@ def atomic_file(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path, suffix)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     tmp = Path(name)
+    held = _hold(fd)  # the flock that tells a live temporary file from one a killed process left
     try:
-        os.close(fd)
+        if not held:
+            os.close(fd)
         yield tmp
         # after the writer: some (safetensors) replace the file they were given, with mode 0600
         os.chmod(tmp, mode if mode is not None else 0o666 & ~umask())
@@ -152,6 +159,50 @@ def atomic_file(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if held:
+            os.close(fd)
+
+
+def _hold(fd: int) -> bool:
+    """Take an exclusive flock on the open file ``fd`` (its owner keeps ``fd`` open); False without flock."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ModuleNotFoundError, OSError):
+        return False
+    return True
+
+
+def _remove_stale_temps(path: Path, suffix: str) -> None:
+    """Remove the temporary files of ``path`` that killed processes left: a checkpoint or an export SIGKILLed
+    (the OOM killer, a preempted machine) mid-write kept its half-written file, as big as the model and its
+    optimiser state, beside the destination for ever. Only those that nobody holds and over a minute old."""
+    try:
+        import fcntl
+    except ModuleNotFoundError:
+        return
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")  # mkstemp's names
+    try:
+        names = [n for n in os.listdir(path.parent) if pattern.fullmatch(n)]
+    except OSError:
+        return
+    for name in names:
+        stale = path.parent / name
+        try:
+            fd = os.open(stale, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(stale)  # unlocked: its writer is gone (a lock dies with its process)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
 
 
 def link_new(tmp: Path, path: Path) -> None:
@@ -184,9 +235,6 @@ def _exchange(a: Path, b: Path) -> bool:
     return bool(rc == 0)
 
 
-STALE_STAGING_S = 60.0  # an unlocked staging directory this old belongs to no live process
-
-
 @contextlib.contextmanager
 def staging_dir(dest: Path, kind: str = "staging") -> Iterator[Path]:
     """A new hidden sibling of ``dest``, ``.{dest.name}.{kind}-XXXXXXXX``, to assemble a directory in (the same
@@ -194,9 +242,8 @@ def staging_dir(dest: Path, kind: str = "staging") -> Iterator[Path]:
 
     The process holds an ``flock`` on it while the block runs. A staging directory of a process that was killed
     (SIGKILL, the OOM killer, a power cut) kept a whole bundle's worth of disk beside ``dest`` for ever; the next
-    one made for ``dest`` removes every such sibling that nobody holds and that is over a minute old (the age
-    covers the moment between another process's mkdtemp and its lock). Without ``flock`` (Windows) nothing is
-    removed.
+    one made for ``dest`` removes every such sibling that nobody holds and that is over a minute old
+    (``STALE_AFTER_S``). Without ``flock`` (Windows) nothing is removed.
     """
     dest = Path(dest)
     prefix = f".{dest.name}.{kind}-"
@@ -241,7 +288,7 @@ def _remove_stale_staging(parent: Path, prefix: str) -> None:
         path = parent / name
         try:
             st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_mtime < STALE_STAGING_S:  # lstat: no link
+            if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S:  # lstat: no link
                 continue
             fd = _lock_dir(path, block=False)
         except OSError:

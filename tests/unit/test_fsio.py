@@ -152,3 +152,48 @@ def test_a_staging_folder_is_removed_when_the_block_fails_and_other_folders_are_
         raise RuntimeError
     assert not stage.exists()
     assert all(folder.is_dir() for folder in keep) and (tmp_path / ".bundle.staging-link").is_symlink()
+
+
+_HOLD_TEMP = """
+import sys, time
+from pathlib import Path
+from imgcls.fsio import atomic_file
+with atomic_file(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b"x" * 1000)
+    print(tmp, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_by_the_next_write_of_that_file(tmp_path: Path) -> None:
+    """A training SIGKILLed (the OOM killer, a preempted machine) while it saved a checkpoint left the
+    half-written `.last.safetensors.XXXXXXXX.tmp`, as big as the model and its optimiser state, for ever."""
+    dest = tmp_path / "last.safetensors"
+    writer = subprocess.Popen([sys.executable, "-c", _HOLD_TEMP, str(dest)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    dead = Path(writer.stdout.readline().strip())
+    writer.kill()
+    writer.wait()
+    assert dead.is_file() and dead.name.startswith(".last.safetensors.")
+    other = tmp_path / ".last.safetensors.sha.abcdefgh.tmp"  # another destination's temporary file
+    other.write_text("x")
+    for path in (dead, other):
+        _age(path, 600)
+    atomic_write_bytes(dest, b"checkpoint")
+    assert not dead.exists() and other.exists() and dest.read_bytes() == b"checkpoint"
+
+
+def test_a_temporary_file_being_written_is_left_alone_however_old(tmp_path: Path) -> None:
+    dest = tmp_path / "model.onnx"
+    writer = subprocess.Popen([sys.executable, "-c", _HOLD_TEMP, str(dest)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        live = Path(writer.stdout.readline().strip())
+        _age(live, 3600)  # a slow export, or one writing to a slow disk
+        young = tmp_path / ".model.onnx.k1ll3d00.tmp"  # unlocked but new: maybe between mkstemp and its lock
+        young.write_text("x")
+        atomic_write_bytes(dest, b"onnx")
+        assert live.read_bytes() == b"x" * 1000 and young.exists()
+    finally:
+        writer.kill()
+        writer.wait()
