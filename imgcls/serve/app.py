@@ -18,7 +18,6 @@ Hot path of ``POST /v1/predict`` (one event loop, no blocking call on it):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -38,8 +37,6 @@ from imgcls.serve.model import ModelHolder, ServedModel, allowed_roots, load_ser
 from imgcls.serve.routes import Predictions, add_routes
 from imgcls.serve.settings import ServeSettings
 from imgcls.serve.state import ServerState
-
-logger = logging.getLogger(__name__)
 
 ENDPOINTS = {
     "/v1/predict": "predict",
@@ -166,7 +163,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        logger.exception("unexpected error")
+        # Starlette re-raises after this answer: the gateway logs the traceback once, with the method and path
         return _error_response(ApiError(500, "internal", "internal server error (logged)"))
 
     app.gateway_options = {

@@ -169,11 +169,12 @@ class Gateway:
                 with contextlib.suppress(Exception):  # the client may be gone (a disconnect mid-upload)
                     await send_error(send_wrapper, exc)
         except Exception:
+            # The one traceback of a 500. An answer already started (the app's JSON 500, or a response that broke
+            # mid-way) is not raised on: uvicorn logged a second traceback for it, and it closes the connection of
+            # an incomplete response by itself.
             logger.exception("unexpected error on %s %s", scope["method"], path)
             if not started[0]:
                 await send_error(send_wrapper, ApiError(500, "internal", "internal server error (logged)"))
-            else:
-                raise
         finally:
             if counted:
                 st.inflight -= 1

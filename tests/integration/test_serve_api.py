@@ -505,3 +505,26 @@ def test_webp_uploads_are_decoded_by_default(client: TestClient, exported_digits
     Image.fromarray(digit, "L").save(gif, format="GIF")
     refused = client.post("/v1/predict", files={"file": ("d.gif", gif.getvalue(), "image/gif")})
     assert refused.status_code == 415 and "WEBP" in refused.json()["error"]["message"]
+
+
+def test_an_unexpected_error_is_a_json_500_with_one_logged_traceback(
+    exported_digits_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a route gave the client its JSON 500 but left three tracebacks of it in the log: the app's
+    handler, the gateway's, and uvicorn's for the exception the gateway raised again."""
+    import logging
+
+    from imgcls.serve.model import ServedModel
+
+    def broken(self: ServedModel) -> dict:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ServedModel, "describe_public", broken)
+    with TestClient(create_app(settings(exported_digits_bundle, tmp_path))) as c:  # raises what the app raises
+        with caplog.at_level(logging.ERROR):
+            r = c.get("/v1/model")
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal", r.text
+        assert c.get("/livez").status_code == 200
+    tracebacks = [rec for rec in caplog.records if rec.exc_info]
+    assert [rec.getMessage() for rec in tracebacks] == ["unexpected error on GET /v1/model"]
+    assert "a bug" not in r.text  # the client learns nothing of the server's code
