@@ -352,14 +352,6 @@ class Store:
                 hint="the store was modified by hand; move the alias to an existing version",
                 exit_code=1,
             )
-        if version.seq != found.seq:  # the record says two things: which one the user meant is not known
-            raise DamagedRecord(
-                f"alias {ref.name}@{alias} names version {found.seq} but the digest of version {version.seq}; "
-                "refused rather than serve one of the two",
-                hint=f"the store was modified by hand or is corrupt: point the alias at the version you mean with "
-                f"`imgcls models alias {self.uri} {ref.name} VERSION {alias}`",
-                exit_code=1,
-            )
         return version
 
     def manifest(self, version: Version) -> tuple[bytes, BundleMeta]:

@@ -85,26 +85,6 @@ def test_an_alias_nested_too_deeply_is_a_damaged_record_too(tmp_path: Path, stor
     assert "damaged alias" in listed.stderr and "unexpected" not in listed.stderr
 
 
-def test_an_alias_whose_version_and_digest_disagree_is_refused_and_repaired_by_moving_it(
-    store_uri: str, store_bundle: Path, tmp_path: Path, cli
-) -> None:
-    """An alias record names a version number and that version's digest. A hand edit that changed the number
-    only made `models list` show production -> 2 while `pull NAME@production` fetched version 1."""
-    store = Store.open(store_uri)
-    first = store.push(variant(store_bundle, tmp_path, 1), name="digits", aliases=["production"]).version
-    store.push(variant(store_bundle, tmp_path, 2), name="digits")
-    store.backend.write("digits/aliases/production", json.dumps({"version": 2, "digest": first.digest}).encode())
-    pulled = cli("pull", f"{store_uri}/digits@production", "--to", str(tmp_path / "pulled"))
-    assert pulled.returncode == 1, pulled.stderr
-    message = " ".join(pulled.stderr.split())
-    assert "alias digits@production names version 2 but the digest of version 1" in message
-    assert f"imgcls models alias {store.uri} digits VERSION production" in message
-    assert "Traceback" not in pulled.stderr and not (tmp_path / "pulled").exists()
-    moved = cli("models", "alias", store_uri, "digits", "2", "production")
-    assert moved.returncode == 0, moved.stderr
-    assert store.resolve(parse_ref(f"{store_uri}/digits@production")).seq == 2
-
-
 def test_a_pull_clears_the_download_folder_a_killed_pull_left(
     store_uri: str, store_bundle: Path, tmp_path: Path
 ) -> None:

@@ -152,6 +152,8 @@ def test_a_killed_writer_is_restarted_and_what_it_lost_is_counted(tmp_path: Path
 
 _CTRL_C_SERVER = """
 import sys, time
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a foreground job's; a background one inherits SIG_IGN
 from pathlib import Path
 sys.path[:0] = [sys.argv[2]]
 from test_serve_predlog import record

@@ -73,6 +73,8 @@ def test_a_failing_drift_check_warns_and_logs_nothing(tmp_path: Path, caplog: py
 
 _CTRL_C_DURING_A_CHECK = """
 import logging, sys, threading, time
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a foreground job's; a background one inherits SIG_IGN
 from pathlib import Path
 from imgcls.serve.wandb_drift import DriftMonitor
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
