@@ -36,12 +36,15 @@ def list_(
         for model in store.models():
             versions = store.versions(model)
             aliases = store.aliases(model)
+            seq_of = {v.digest: v.seq for v in versions}
             rows.append(
                 {
                     "name": model,
                     "versions": len(versions),
                     "latest": versions[-1].seq if versions else None,
-                    "aliases": {a.alias: a.seq for a in aliases.values()},
+                    # by digest, as resolving does: a version re-pushed after a repair has a new number, and
+                    # the alias record's own number is then stale (it listed production→1 while serving 2)
+                    "aliases": {a.alias: seq_of.get(a.digest, a.seq) for a in aliases.values()},
                 }
             )
         if as_json:

@@ -8,6 +8,7 @@ refused with the repair that works, which this test follows to the end.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from imgcls.store import Store, parse_ref
 
 
 def test_a_corrupt_stored_copy_is_reported_and_the_hinted_repair_works(
-    store_uri: str, store_bundle: Path, tmp_path: Path
+    store_uri: str, store_bundle: Path, tmp_path: Path, cli
 ) -> None:
     store = Store.open(store_uri)
     version = store.push(store_bundle, name="digits", aliases=["production"]).version
@@ -38,6 +39,9 @@ def test_a_corrupt_stored_copy_is_reported_and_the_hinted_repair_works(
     fixed = store.resolve(parse_ref(f"{store_uri}/digits@production"))  # the alias follows the digest
     assert fixed.seq == 2
     assert tree_bytes(store.pull(fixed, tmp_path / "fixed")) == tree_bytes(store_bundle)
+    listed = cli("models", "list", store_uri, "--json")  # as resolved: it listed production→1, a removed number
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["aliases"] == {"latest": 2, "production": 2}
 
 
 def test_a_file_missing_from_a_stored_version_is_restored_by_pushing_again(
