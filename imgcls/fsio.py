@@ -147,7 +147,7 @@ def atomic_file(
     _remove_stale_temps(path, suffix)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     tmp = Path(name)
-    held = _hold(fd)  # the flock that tells a live temporary file from one a killed process left
+    held = _flock(fd)  # the flock that tells a live temporary file from one a killed process left
     try:
         if not held:
             os.close(fd)
@@ -163,46 +163,54 @@ def atomic_file(
             os.close(fd)
 
 
-def _hold(fd: int) -> bool:
-    """Take an exclusive flock on the open file ``fd`` (its owner keeps ``fd`` open); False without flock."""
+def _flock(fd: int, *, block: bool = False) -> bool:
+    """Take an exclusive flock on the open file or directory ``fd``; False without flock or when another holds it."""
     try:
         import fcntl
 
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (ModuleNotFoundError, OSError):
         return False
     return True
 
 
-def _remove_stale_temps(path: Path, suffix: str) -> None:
-    """Remove the temporary files of ``path`` that killed processes left: a checkpoint or an export SIGKILLed
-    (the OOM killer, a preempted machine) mid-write kept its half-written file, as big as the model and its
-    optimiser state, beside the destination for ever. Only those that nobody holds and over a minute old."""
+def _remove_stale(parent: Path, match: Callable[[str], bool], is_kind: Callable[[int], bool]) -> None:
+    """Remove the entries of ``parent`` named as ``match`` says, of the kind ``is_kind`` accepts (a regular file
+    or a directory, never a link), that nobody holds under flock and that are over ``STALE_AFTER_S`` old: what a
+    killed process (SIGKILL, the OOM killer, a preempted machine) left, since a lock dies with its process."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401  (no flock: no way to tell a live entry from a dead one)
     except ModuleNotFoundError:
         return
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")  # mkstemp's names
     try:
-        names = [n for n in os.listdir(path.parent) if pattern.fullmatch(n)]
+        names = [n for n in os.listdir(parent) if match(n)]
     except OSError:
         return
     for name in names:
-        stale = path.parent / name
+        path = parent / name
         try:
-            fd = os.open(stale, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             continue
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S:
+            if not is_kind(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S or not _flock(fd):
                 continue
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(stale)  # unlocked: its writer is gone (a lock dies with its process)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
         except OSError:
             continue
         finally:
             os.close(fd)
+
+
+def _remove_stale_temps(path: Path, suffix: str) -> None:
+    """The temporary files of ``path`` that killed writers left: a checkpoint or an export SIGKILLed mid-write
+    kept its half-written file, as big as the model and its optimiser state, beside the destination for ever."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")  # mkstemp's names
+    _remove_stale(path.parent, lambda name: pattern.fullmatch(name) is not None, stat.S_ISREG)
 
 
 def link_new(tmp: Path, path: Path) -> None:
@@ -247,9 +255,14 @@ def staging_dir(dest: Path, kind: str = "staging") -> Iterator[Path]:
     """
     dest = Path(dest)
     prefix = f".{dest.name}.{kind}-"
-    _remove_stale_staging(dest.parent, prefix)
+    _remove_stale(dest.parent, lambda name: name.startswith(prefix), stat.S_ISDIR)
     stage = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
-    fd = _lock_dir(stage, block=True)
+    try:
+        fd: int | None = os.open(stage, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows opens no directory (and has no flock)
+        fd = None
+    if fd is not None:
+        _flock(fd, block=True)  # a new directory: nobody else holds it
     try:
         yield stage
     except BaseException:
@@ -257,47 +270,6 @@ def staging_dir(dest: Path, kind: str = "staging") -> Iterator[Path]:
         raise
     finally:
         if fd is not None:
-            os.close(fd)
-
-
-def _lock_dir(path: Path, *, block: bool) -> int | None:
-    """An fd holding an exclusive flock on the directory ``path``; None where flock is missing or it is held."""
-    try:
-        import fcntl
-    except ModuleNotFoundError:
-        return None
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _remove_stale_staging(parent: Path, prefix: str) -> None:
-    try:
-        import fcntl  # noqa: F401  (no flock: no way to tell a live staging directory from a dead one)
-    except ModuleNotFoundError:
-        return
-    try:
-        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
-    except OSError:
-        return
-    for name in names:
-        path = parent / name
-        try:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S:  # lstat: no link
-                continue
-            fd = _lock_dir(path, block=False)
-        except OSError:
-            continue
-        if fd is None:  # another process is assembling it
-            continue
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
             os.close(fd)
 
 
