@@ -161,8 +161,8 @@ from imgcls.serve.predlog import PredictionLog
 log = PredictionLog(Path(sys.argv[1]))
 for i in range(6):
     log.append(record(i), None)
-print(log.writer_pid, flush=True)  # the writer is still importing: its signal handlers are not set yet
-try:
+try:  # the parent signals once it has read the line: the print itself may still be running when it lands
+    print(log.writer_pid, flush=True)  # the writer is still importing: its signal handlers are not set yet
     time.sleep(60)
 except KeyboardInterrupt:
     pass

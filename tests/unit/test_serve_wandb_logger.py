@@ -84,7 +84,10 @@ check = threading.Thread(target=lambda: results.append(monitor.check()))
 check.start()
 while monitor._proc is None:
     time.sleep(0.002)
-print("checking", flush=True)
+try:  # the parent signals once it has read the line: the print itself may still be running when it lands
+    print("checking", flush=True)
+except KeyboardInterrupt:
+    pass
 while check.is_alive():  # as uvicorn does on Ctrl-C: the server goes on until its shutdown
     try:
         time.sleep(0.01)
