@@ -22,27 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from imgcls.drift.reference import REFERENCE_FILE, load_reference
-from imgcls.drift.report import _LOG_COLUMNS, _window_of_rows, check_record, compare, split_by_model, sqlite_row_fix
+from imgcls.drift.report import MAX_WINDOW_ROWS, _window_of_rows, compare, sqlite_window
 from imgcls.errors import ImgclsError
 
 
 def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The log's rows of ``model_sha256`` since ``cutoff`` (Unix time), oldest first, and the other models' counts."""
-    conn = sqlite3.connect(f"file:{log}?mode=ro", uri=True, timeout=30.0)
-    try:
-        conn.row_factory = sqlite3.Row
-        have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
-        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
-        sql = f"SELECT rowid AS _rowid, {cols} FROM predictions WHERE timestamp >= ? ORDER BY timestamp"
-        rows = []
-        for r in conn.execute(sql, (cutoff,)):
-            record = dict(r)
-            rowid = record.pop("_rowid")  # a damaged row: an error status, not a crash
-            check_record(record, f"{log}: row {rowid}", sqlite_row_fix(Path(log), rowid))
-            rows.append(record)
-    finally:
-        conn.close()
-    return split_by_model(rows, model_sha256)
+    """The log's rows of ``model_sha256`` since ``cutoff`` (Unix time), oldest first (the newest
+    :data:`~imgcls.drift.report.MAX_WINDOW_ROWS` of them), and the other models' counts over the same span."""
+    read = sqlite_window(log, model_sha256, cutoff=cutoff, limit=MAX_WINDOW_ROWS, timeout=30.0)
+    start = read.mine[0]["timestamp"] if len(read.mine) == MAX_WINDOW_ROWS else cutoff
+    return read.mine, {k: n for k, (n, _) in read.census(start).items() if k}
 
 
 def window_summary(bundle_dir: str | Path, log: str | Path, seconds: float, now: float | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -21,6 +22,7 @@ import math
 import re
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -45,6 +47,10 @@ _LOG_COLUMNS = (
 # A segment is one replica's interval (300 s by default): ~600 bytes a row, 256 MiB is ~440,000 rows (1,500 a
 # second). More is a file that would take the report's memory (a gzip bomb: kilobytes on disk), not an export.
 MAX_SEGMENT_BYTES = 256 << 20
+# The most rows a report compares: the newest of a longer window, so its memory and time stay bounded on a log of
+# months. More would not make it surer: a threshold c·sqrt(1/n + 1/N) against a reference of N <= 5,000 images
+# (reference.MAX_IMAGES) is at n = 200,000 within 1.3 % of its limit.
+MAX_WINDOW_ROWS = 200_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -231,35 +237,90 @@ def _sqlite_error(path: Path, exc: sqlite3.Error) -> ImgclsError:
     return UsageError(f"--log {path} cannot be read ({exc})")
 
 
-def _sqlite_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def _model_key(name: Any, version: Any, sha256: Any) -> str:
+    return f"{name} {version} {str(sha256)[:12]}"
+
+
+@dataclass
+class _LogRead:
+    """What one log file gave: this model's rows (oldest first) and a census of every model's rows in it."""
+
+    mine: list[dict[str, Any]]
+    census: Callable[[float | None], dict[str, tuple[int, float]]]  # since -> {model key: (rows, newest)}
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+
+
+@contextlib.contextmanager
+def _sqlite_snapshot(path: Path, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
+    """A read-only connection holding one read transaction (a WAL snapshot: the rows a server appends meanwhile are
+    not seen half-way), its errors said as what they mean for a --log."""
+    try:  # as a URI (so a '?' or '#' in the name is not a query), read-only
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=timeout)
     except sqlite3.Error as exc:
         raise UsageError(f"--log {path} cannot be opened ({exc})") from None
     try:
         conn.row_factory = sqlite3.Row
-        have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+        conn.execute("BEGIN")
+        have = _columns(conn)
         if not {"timestamp", "model_sha256", "class_id", "confidence"} <= have:
             raise UsageError(
                 f"--log {path} is not a prediction log (no predictions table written by `imgcls serve`)",
                 hint="point --log at the file `imgcls serve --log-predictions` writes",
             )
-        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
-        rows = []
-        for r in conn.execute(f"SELECT rowid AS _rowid, {cols} FROM predictions ORDER BY timestamp"):
-            record = dict(r)
-            rowid = record.pop("_rowid")
-            check_record(record, f"{path}: row {rowid}", sqlite_row_fix(path, rowid))
-            rows.append(record)
-        return rows
+        yield conn
     except sqlite3.Error as exc:  # anywhere in the file: the header, the schema, a page of rows
         raise _sqlite_error(path, exc) from None
     finally:
         conn.close()
 
 
-def _segment_rows(location: str) -> list[dict[str, Any]]:
+def sqlite_window(path: Path, model_sha256: str, *, cutoff: float | None, limit: int, timeout: float = 5.0) -> _LogRead:
+    """The newest ``limit`` rows of ``model_sha256`` at or after ``cutoff`` in an SQLite log, oldest first, each
+    checked (:func:`check_record`), and the census of the file's rows (see :class:`_LogRead`).
+
+    The rows are read newest first through the log's timestamp index and the read stops at ``limit``: a log of
+    months of traffic costs what the window costs, not what the whole file holds.
+    """
+    with _sqlite_snapshot(path, timeout) as conn:
+        have = _columns(conn)
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
+        where, args = "model_sha256 = ?", list[Any]([model_sha256])
+        if cutoff is not None:
+            where += " AND timestamp >= ?"
+            args.append(cutoff)
+        sql = f"SELECT rowid AS _rowid, {cols} FROM predictions WHERE {where} ORDER BY timestamp DESC LIMIT ?"
+        rows = []
+        for r in conn.execute(sql, (*args, limit)):
+            record = dict(r)
+            rowid = record.pop("_rowid")
+            check_record(record, f"{path}: row {rowid}", sqlite_row_fix(path, rowid))
+            rows.append(record)
+    rows.reverse()
+
+    def census(since: float | None) -> dict[str, tuple[int, float]]:
+        with _sqlite_snapshot(path, timeout) as conn:
+            sql = (
+                "SELECT model_name, model_version, model_sha256, COUNT(*), MAX(timestamp) FROM predictions"
+                + (" WHERE timestamp >= ?" if since is not None else "")
+                + " GROUP BY model_name, model_version, model_sha256"
+            )
+            out: dict[str, tuple[int, float]] = {}
+            for name, version, sha, n, newest in conn.execute(sql, () if since is None else (since,)):
+                key = _model_key(name, version, sha) if sha != model_sha256 else ""
+                count, latest = out.get(key, (0, -math.inf))
+                out[key] = (count + n, max(latest, newest if _number(newest) else -math.inf))
+            return out
+
+    return _LogRead(rows, census)
+
+
+def _segment_read(location: str, model_sha256: str, cutoff: float | None) -> _LogRead:
+    """A segment's rows, every one checked; this model's kept (those at or after ``cutoff``), the others counted."""
     import zlib
+    from array import array
 
     from imgcls.serve.logexport import read_segment_bytes
 
@@ -272,7 +333,8 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
             f"--log {location}: not a prediction-log segment ({exc})",
             hint="a server writes one segment per --log-export-every interval, far smaller; remove this file",
         ) from None
-    rows = []
+    mine: list[dict[str, Any]] = []
+    times: dict[str, array[float]] = {}  # model key ("" for this model) -> its rows' timestamps
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
@@ -292,32 +354,49 @@ def _segment_rows(location: str) -> list[dict[str, Any]]:
             "point --log at the server's own --log-export folder, or move this segment out of it (the other "
             "segments keep their rows)",
         )
-        rows.append(r)
-    return rows
+        key = "" if r["model_sha256"] == model_sha256 else _model_key(r.get("model_name"), r.get("model_version"),
+                                                                       r["model_sha256"])  # fmt: skip
+        times.setdefault(key, array("d")).append(r["timestamp"])
+        if not key and (cutoff is None or r["timestamp"] >= cutoff):
+            mine.append({c: r.get(c) for c in _LOG_COLUMNS})
+    del data
+    mine.sort(key=lambda r: r["timestamp"])
+
+    def census(since: float | None) -> dict[str, tuple[int, float]]:
+        out = {}
+        for key, ts in times.items():
+            t = np.frombuffer(ts, dtype=np.float64)
+            t = t if since is None else t[t >= since]
+            if len(t):
+                out[key] = (len(t), float(t.max()))
+        return out
+
+    return _LogRead(mine, census)
 
 
-def split_by_model(rows: list[dict[str, Any]], model_sha256: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The rows of the model being checked (matched by sha256), and a count of every other model's rows."""
-    mine: list[dict[str, Any]] = []
-    others: dict[str, int] = {}
-    for r in rows:
-        if r["model_sha256"] == model_sha256:
-            mine.append(r)
-        else:
-            key = f"{r.get('model_name')} {r.get('model_version')} {str(r['model_sha256'])[:12]}"
-            others[key] = others.get(key, 0) + 1
-    return mine, others
+def _newest(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    rows.sort(key=lambda r: r["timestamp"])
+    return rows[-n:] if len(rows) > n else rows
 
 
 def read_log(location: str | Path, *, model_sha256: str, since: str | None = None, last: int | None = None) -> Window:
     """The rows of the model ``model_sha256`` in a prediction log, a folder of logs/segments; newest ``last``
-    rows or those of the last ``since``. Rows of other models are counted, not compared.
+    rows or those of the last ``since``, at most :data:`MAX_WINDOW_ROWS` (the newest, said in a warning). Rows of
+    other models in the window's span are counted, not compared.
+
+    An SQLite log is read through its timestamp index, newest first, and only the window's rows are read and
+    checked (:func:`sqlite_window`); a segment whose name says it ended before ``since`` is not read at all.
 
     Raises:
-        UsageError: missing, empty or foreign log; a window that selects nothing.
+        UsageError: missing, empty or foreign log; a window that selects nothing; a damaged row in the window.
     """
     if last is not None and last < 1:
         raise UsageError(f"--last {last}: give a positive number of rows")
+    if last is not None and last > MAX_WINDOW_ROWS:
+        raise UsageError(
+            f"--last {last:,}: a report compares at most {MAX_WINDOW_ROWS:,} rows",
+            hint=f"use --last {MAX_WINDOW_ROWS:,} or fewer (a drift score is as sure at that size as at any larger)",
+        )
     cutoff = time.time() - parse_since(since) if since else None
     path: Path | str
     if str(location).startswith("gs://"):
@@ -331,31 +410,67 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
             f"--since {since} selects nothing: every segment of --log {path} ended earlier",
             hint="widen --since, or use --last N",
         )
-    rows: list[dict[str, Any]] = []
+    limit = last if last is not None else MAX_WINDOW_ROWS + 1  # one more: to know that the cap cut the window
+    mine: list[dict[str, Any]] = []
+    censuses = []
     for f in files:
-        rows.extend(_segment_rows(f) if _is_segment(f.rsplit("/", 1)[-1]) else _sqlite_rows(Path(f)))
-    if not rows:
-        raise UsageError(f"--log {path} holds no predictions yet", hint="send the server some traffic first")
-    rows.sort(key=lambda r: r["timestamp"])
-    mine, others = split_by_model(rows, model_sha256)
+        if _is_segment(f.rsplit("/", 1)[-1]):
+            read = _segment_read(f, model_sha256, cutoff)
+        else:
+            read = sqlite_window(Path(f), model_sha256, cutoff=cutoff, limit=limit)
+        mine.extend(read.mine)
+        censuses.append(read.census)
+        if len(mine) > 2 * limit:  # the newest `limit` so far: memory bounded by the window, not by the files
+            mine = _newest(mine, limit)
+    mine = _newest(mine, limit)
     if not mine:
+        _refuse_an_empty_window(path, model_sha256, since, [c(None) for c in censuses])
+    capped = last is None and len(mine) > MAX_WINDOW_ROWS
+    if capped:
+        mine = mine[-MAX_WINDOW_ROWS:]
+        logger.warning(
+            "the window holds more than %s rows of this model: the newest %s are compared (from %s); choose the "
+            "window with --since or --last",
+            f"{MAX_WINDOW_ROWS:,}",
+            f"{MAX_WINDOW_ROWS:,}",
+            _iso(mine[0]["timestamp"]),
+        )
+    # the other models' rows over the window's span: from --since, or from its first row when --last or the cap
+    # cut it; the whole log otherwise
+    start = cutoff if cutoff is not None else mine[0]["timestamp"] if capped or len(mine) == last else None
+    others: dict[str, int] = {}
+    for census in censuses:
+        for key, (n, _) in census(start).items():
+            if key:
+                others[key] = others.get(key, 0) + n
+    return _window_of_rows(mine, str(path), others)
+
+
+def _refuse_an_empty_window(
+    path: Path | str, model_sha256: str, since: str | None, censuses: list[dict[str, tuple[int, float]]]
+) -> None:
+    """Say why no row of this model is in the window: an empty log, a log of other models, or a --since that ends
+    before this model's newest row."""
+    every: dict[str, tuple[int, float]] = {}
+    for census in censuses:
+        for key, (n, newest) in census.items():
+            count, latest = every.get(key, (0, -math.inf))
+            every[key] = (count + n, max(latest, newest))
+    total = sum(n for n, _ in every.values())
+    if not total:
+        raise UsageError(f"--log {path} holds no predictions yet", hint="send the server some traffic first")
+    if "" not in every:
         raise UsageError(
-            f"--log {path}: none of its {len(rows)} rows is from this model (sha256 {model_sha256[:12]}…); "
-            f"it holds {', '.join(f'{n} of {k}' for k, n in others.items())}",
+            f"--log {path}: none of its {total} rows is from this model (sha256 {model_sha256[:12]}…); "
+            f"it holds {', '.join(f'{n} of {k}' for k, (n, _) in every.items())}",
             hint="pass the --model that served this traffic",
         )
-    if cutoff is not None:
-        selected = [r for r in mine if r["timestamp"] >= cutoff]
-        if not selected:
-            newest = _dt.datetime.fromtimestamp(mine[-1]["timestamp"], _dt.timezone.utc).isoformat(timespec="seconds")
-            raise UsageError(
-                f"--since {since} selects nothing: the newest of this model's {len(mine)} rows is from {newest}",
-                hint="widen --since, or use --last N",
-            )
-        mine = selected
-    if last is not None:
-        mine = mine[-last:]
-    return _window_of_rows(mine, str(path), others)
+    n, newest = every[""]
+    shown = _dt.datetime.fromtimestamp(newest, _dt.timezone.utc).isoformat(timespec="seconds")
+    raise UsageError(
+        f"--since {since} selects nothing: the newest of this model's {n} rows is from {shown}",
+        hint="widen --since, or use --last N",
+    )
 
 
 def _window_of_rows(rows: list[dict[str, Any]], source: str, others: dict[str, int]) -> Window:

@@ -368,7 +368,11 @@ def read_segment_bytes(location: str, limit: int | None = None) -> bytes:
         from imgcls.store.gcs import make_client
 
         bucket, _, key = location[len("gs://") :].partition("/")
-        data = make_client().bucket(bucket).blob(key).download_as_bytes()
+        blob = make_client().bucket(bucket).blob(key)
+        # at most one byte more than the limit is fetched, whatever the object has grown to
+        data = blob.download_as_bytes() if limit is None else blob.download_as_bytes(start=0, end=limit)
+        if limit is not None and len(data) > limit:
+            raise ValueError(f"more than the {limit:,} bytes a segment may hold")
     else:
         path = Path(location)
         if limit is not None and path.stat().st_size > limit:

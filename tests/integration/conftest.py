@@ -117,6 +117,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         record = {"method": self.command, "path": parsed.path, **{f"q_{k}": v for k, v in query.items()}}
+        if self.headers.get("Range"):
+            record["range"] = self.headers["Range"]
         m = re.match(r"^/upload/storage/v1/b/([^/]+)/o$", parsed.path)
         if m and self.command == "POST":
             name = query.get("name") or _name_from_metadata(body)
@@ -144,6 +146,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     data = data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 1]) + data[len(data) // 2 + 1 :]
                 else:
                     data = data[: len(data) // 2]
+        record["sent"] = str(len(data))
         self._reply(status, headers, data)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle

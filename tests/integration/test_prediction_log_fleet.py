@@ -217,6 +217,20 @@ def test_log_export_to_gcs_create_only_segments_and_a_report_over_the_prefix(
     assert "Traceback" not in r.stderr
 
 
+def test_a_gcs_object_under_the_prefix_is_fetched_no_further_than_a_segments_limit(gcs_emulator) -> None:
+    """The object was downloaded whole before its size was checked: one huge object under the prefix (a
+    misdirected upload, a hostile one) took the report's memory and bandwidth before it was refused."""
+    from imgcls.store.gcs import make_client
+
+    key = f"fleet-{uuid.uuid4().hex[:8]}/big.jsonl"
+    make_client().bucket(BUCKET).blob(key).upload_from_string(b"\n" * (3 << 20))
+    with pytest.raises(ValueError, match="more than the 1,048,576 "):
+        read_segment_bytes(f"gs://{BUCKET}/{key}", limit=1 << 20)
+    fetched = [r for r in list(gcs_emulator.requests) if r["path"].endswith(key.replace("/", "%2F"))]
+    assert fetched and all(int(r["sent"]) <= (1 << 20) + 1 for r in fetched), fetched
+    assert read_segment_bytes(f"gs://{BUCKET}/{key}") == b"\n" * (3 << 20)  # no limit: the whole object
+
+
 def test_an_unusable_export_uri_refuses_to_start(exported_digits_bundle: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

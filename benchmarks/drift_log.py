@@ -1,0 +1,118 @@
+"""Reading a drift window out of a long prediction log: time and peak memory of `read_log`, now and at --before.
+
+The log is a week of one model's traffic (``--rows``, 1,000,000 by default, with 5 top-k entries and an 8-number
+embedding a row, as a server writes them). Each window is read in a fresh process, ``--rounds`` times, by this
+checkout's :func:`imgcls.drift.report.read_log` and by the one of commit ``--before`` (which read and checked the
+whole log for every window); the medians are printed side by side.
+
+    python -m benchmarks drift_log                          # 1,000,000 rows in /tmp/imgcls-drift-log-bench
+    python -m benchmarks drift_log -- --rows 200000 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHA = "c" * 64
+WINDOWS = {"--last 10000": {"last": 10_000}, "--since 1h": {"since": "1h"}, "--since 24h": {"since": "24h"}}
+
+_READ = """
+import importlib.util, json, resource, sys, time
+spec = importlib.util.spec_from_file_location("report_under_test", sys.argv[1])
+report = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+started = time.perf_counter()
+window = report.read_log(sys.argv[2], model_sha256=sys.argv[3], **json.loads(sys.argv[4]))
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"s": seconds, "rows": window.rows, "rss_mib": peak}))
+"""
+
+
+def build_log(path: Path, rows: int) -> None:
+    import numpy as np
+
+    from imgcls.serve.predlog import COLUMNS, TABLE, PredictionRecord, connect, row
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".building")
+    tmp.unlink(missing_ok=True)
+    conn = connect(tmp)
+    rng = np.random.default_rng(0)
+    now = time.time()
+    span = 7 * 86400.0
+    names = ", ".join(c for c, _, _ in COLUMNS)
+    sql = f"INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+    for start in range(0, rows, 50_000):
+        batch = []
+        for i in range(start, min(rows, start + 50_000)):
+            p = rng.dirichlet(np.ones(10) * 0.3)
+            order = np.argsort(-p)[:5]
+            rec = PredictionRecord(
+                timestamp=now - span + span * i / rows, request_id=f"{i:08x}", model_name="fashion",
+                model_version="3", model_sha256=SHA, width=28, height=28, format="PNG", bytes=700,
+                class_id=int(order[0]), label=f"c{order[0]}", confidence=float(p[order[0]]),
+                top_k=[{"label": f"c{c}", "class_id": int(c), "probability": float(p[c])} for c in order],
+                latency_ms=2.0, margin=float(p[order[0]] - p[order[1]]), pred_entropy=1.0,
+                embedding=[float(x) for x in rng.normal(size=8)],
+            )  # fmt: skip
+            stats = {"brightness": 0.3, "contrast": 0.2, "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1}
+            values = tuple(getattr(rec, f) for f in rec.__dataclass_fields__ if f != "stats")
+            batch.append(row(values, stats))
+        with conn:
+            conn.executemany(sql, batch)
+    conn.close()
+    tmp.replace(path)
+    for suffix in ("-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks drift_log")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", default="02dbd07", help="the commit to compare with (read the whole log)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/imgcls-drift-log-bench"))
+    args = ap.parse_args(sys.argv[1:])
+    log = args.out / f"predictions-{args.rows}.sqlite"
+    if not log.exists():
+        started = time.perf_counter()
+        build_log(log, args.rows)
+        print(f"built {log} ({log.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s")
+    old = args.out / f"report-{args.before}.py"
+    old.write_bytes(subprocess.run(["git", "show", f"{args.before}:imgcls/drift/report.py"], cwd=ROOT,
+                                   check=True, capture_output=True).stdout)  # fmt: skip
+    variants = {"now": ROOT / "imgcls" / "drift" / "report.py", args.before: old}
+    print(f"{'window':<14} {'rows':>11}  " + "  ".join(f"{v + ' s':>12} {v + ' MiB':>12}" for v in variants))
+    for name, kwargs in WINDOWS.items():
+        got = {}
+        for variant, source in variants.items():
+            runs = []
+            for _ in range(args.rounds):
+                out = subprocess.run(
+                    [sys.executable, "-c", _READ, str(source), str(log), SHA, json.dumps(kwargs)],
+                    cwd=ROOT, check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            got[variant] = runs
+        counts = sorted(r["rows"] for runs in got.values() for r in runs)
+        if "last" in kwargs:
+            assert counts[0] == counts[-1], got  # the same window
+        # a --since window slides with the clock: a row a second over the minutes this takes
+        rows = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+        cells = []
+        for runs in got.values():
+            cells.append(f"{statistics.median(r['s'] for r in runs):>12.3f} "
+                         f"{statistics.median(r['rss_mib'] for r in runs):>12.0f}")  # fmt: skip
+        print(f"{name:<14} {rows:>11}  " + "  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

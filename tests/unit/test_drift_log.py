@@ -1,0 +1,132 @@
+"""Reading the window of a prediction log for `imgcls drift report` and the server's drift monitor: only the
+window's rows are read (a log of months costs what the window costs), at most MAX_WINDOW_ROWS of them, the other
+models counted over the window's span."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+
+from imgcls.drift import report
+from imgcls.drift.monitor import window_rows
+from imgcls.errors import UsageError
+from imgcls.serve.predlog import COLUMNS, TABLE, PredictionRecord, connect, row
+
+MINE, OTHER = "a" * 64, "b" * 64
+STATS = {"brightness": 0.3, "contrast": 0.2, "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1}
+
+
+def write_log(path: Path, rows: list[tuple[str, float]]) -> None:
+    """A server log of one row per (model sha256, timestamp), in that order."""
+    conn = connect(path)
+    values = []
+    for i, (sha, t) in enumerate(rows):
+        rec = PredictionRecord(
+            timestamp=t, request_id=str(i), model_name="m", model_version="1" if sha == MINE else "2",
+            model_sha256=sha, width=16, height=16, format="PNG", bytes=100, class_id=i % 10, label=f"c{i % 10}",
+            confidence=0.9, top_k=[{"label": "c0", "class_id": 0, "probability": 0.9}], latency_ms=1.0,
+            margin=0.8, pred_entropy=0.3, embedding=[0.1, 0.2],
+        )  # fmt: skip
+        values.append(row(astuple(rec)[:-1], STATS))
+    with conn:
+        names = ", ".join(c for c, _, _ in COLUMNS)
+        conn.executemany(f"INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' for _ in COLUMNS)})", values)
+    conn.close()
+
+
+def damage(path: Path, request_ids: list[str]) -> None:
+    conn = connect(path)
+    with conn:
+        conn.executemany(f"UPDATE {TABLE} SET confidence = 7.0 WHERE request_id = ?", [(r,) for r in request_ids])
+    conn.close()
+
+
+def test_last_reads_the_newest_rows_and_never_the_rest_of_the_log(tmp_path: Path) -> None:
+    """The whole log was read and checked for a window of its newest rows: a damaged row from months ago
+    refused today's report, and a long log took memory and time in proportion to all it held."""
+    log = tmp_path / "p.sqlite"
+    now = time.time()
+    write_log(log, [(MINE, now - 2999.5 + i) for i in range(3000)])  # half a second off the --since bound
+    damage(log, ["0", "1500"])  # old rows, outside the windows below
+    window = report.read_log(log, model_sha256=MINE, last=200)
+    assert window.rows == 200
+    assert window.first == pytest.approx(now - 199.5) and window.last == pytest.approx(now - 0.5)
+    window = report.read_log(log, model_sha256=MINE, since="10m")
+    assert window.rows == 600 and window.first == pytest.approx(now - 599.5)
+    with pytest.raises(UsageError, match=r"row 1501: confidence 7\.0 is not a number from 0 to 1"):
+        report.read_log(log, model_sha256=MINE, last=1600)  # a damaged row inside the window is still refused
+
+
+def test_a_window_over_the_cap_compares_the_newest_rows_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(report, "MAX_WINDOW_ROWS", 50)
+    log = tmp_path / "p.sqlite"
+    write_log(log, [(MINE, 1_000_000.0 + i) for i in range(120)])
+    with caplog.at_level(logging.WARNING):
+        window = report.read_log(log, model_sha256=MINE)
+    assert window.rows == 50 and window.first == 1_000_070.0 and window.last == 1_000_119.0
+    assert "more than 50 rows of this model: the newest 50 are compared" in caplog.text
+    assert "choose the window with --since or --last" in caplog.text
+    with pytest.raises(UsageError, match="--last 51: a report compares at most 50 rows"):
+        report.read_log(log, model_sha256=MINE, last=51)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert report.read_log(log, model_sha256=MINE, last=50).rows == 50
+    assert "newest" not in caplog.text  # the window asked for: nothing to say
+
+
+def test_the_cap_holds_across_the_files_of_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "MAX_WINDOW_ROWS", 40)
+    for k in range(4):  # four replicas' logs, their rows interleaved in time
+        write_log(tmp_path / "logs" / f"r{k}.sqlite", [(MINE, 1_000_000.0 + 4 * i + k) for i in range(30)])
+    window = report.read_log(tmp_path / "logs", model_sha256=MINE)
+    assert window.rows == 40 and window.first == 1_000_080.0 and window.last == 1_000_119.0
+    window = report.read_log(tmp_path / "logs", model_sha256=MINE, last=7)
+    assert window.rows == 7 and window.first == 1_000_113.0
+
+
+def test_other_models_are_counted_over_the_windows_span(tmp_path: Path) -> None:
+    log = tmp_path / "p.sqlite"
+    now = time.time()
+    old = [(OTHER, now - 5000 + i) for i in range(50)]  # long before the window: a canary long gone
+    mine = [(MINE, now - 600 + 2 * i) for i in range(300)]
+    new = [(OTHER, now - 300 + i) for i in range(10)]  # a canary during this model's newest 150 rows
+    write_log(log, old + mine + new)
+    every, canary = {f"m 2 {OTHER[:12]}": 60}, {f"m 2 {OTHER[:12]}": 10}
+    assert report.read_log(log, model_sha256=MINE).other_models == every  # the whole log
+    assert report.read_log(log, model_sha256=MINE, last=100).other_models == {}
+    assert report.read_log(log, model_sha256=MINE, last=200).other_models == canary
+    assert report.read_log(log, model_sha256=MINE, last=700).other_models == every  # all this model's rows
+    assert report.read_log(log, model_sha256=MINE, since="15m").other_models == canary
+    assert report.read_log(log, model_sha256=MINE, since="2h").other_models == every
+    rows, others = window_rows(log, MINE, now - 450)  # the server's drift monitor: the same window
+    assert len(rows) == 225 and others == canary
+
+
+def test_an_empty_window_says_why(tmp_path: Path) -> None:
+    log = tmp_path / "p.sqlite"
+    write_log(log, [(OTHER, 1_000_000.0 + i) for i in range(5)])
+    with pytest.raises(UsageError, match=r"none of its 5 rows is from this model \(sha256 aaaaaaaaaaaa…\); it holds "
+                       r"5 of m 2 bbbbbbbbbbbb"):  # fmt: skip
+        report.read_log(log, model_sha256=MINE)
+    write_log(log, [(MINE, 1_000_100.0)])
+    with pytest.raises(UsageError, match=r"--since 1h selects nothing: the newest of this model's 1 rows is from "
+                       r"1970-01-12T13:48:20\+00:00"):  # fmt: skip
+        report.read_log(log, model_sha256=MINE, since="1h")
+    connect(tmp_path / "empty.sqlite").close()
+    with pytest.raises(UsageError, match="holds no predictions yet"):
+        report.read_log(tmp_path / "empty.sqlite", model_sha256=MINE)
+
+
+@pytest.mark.parametrize("name", ["p?mode=rw.sqlite", "p#1.sqlite", "50%.sqlite"])
+def test_a_log_whose_name_looks_like_a_uri_query_is_read(tmp_path: Path, name: str) -> None:
+    """The log was opened as the URI file:PATH?mode=ro: a '?' or '#' in its name cut the path short (SQLite opened
+    another file, or none)."""
+    write_log(tmp_path / "p", [(OTHER, 1.0)])  # what a cut-short name would open instead
+    write_log(tmp_path / name, [(MINE, 1_000_000.0 + i) for i in range(3)])
+    assert report.read_log(tmp_path / name, model_sha256=MINE).rows == 3
