@@ -50,13 +50,14 @@ def test_last_reads_the_newest_rows_and_never_the_rest_of_the_log(tmp_path: Path
     refused today's report, and a long log took memory and time in proportion to all it held."""
     log = tmp_path / "p.sqlite"
     now = time.time()
-    write_log(log, [(MINE, now - 2999.5 + i) for i in range(3000)])  # half a second off the --since bound
+    # a row every 10 s, the newest 5 s old: --since's bound falls between rows, however long the test takes
+    write_log(log, [(MINE, now - 29995 + 10 * i) for i in range(3000)])
     damage(log, ["0", "1500"])  # old rows, outside the windows below
     window = report.read_log(log, model_sha256=MINE, last=200)
     assert window.rows == 200
-    assert window.first == pytest.approx(now - 199.5) and window.last == pytest.approx(now - 0.5)
+    assert window.first == pytest.approx(now - 1995) and window.last == pytest.approx(now - 5)
     window = report.read_log(log, model_sha256=MINE, since="10m")
-    assert window.rows == 600 and window.first == pytest.approx(now - 599.5)
+    assert window.rows == 60 and window.first == pytest.approx(now - 595)
     with pytest.raises(UsageError, match=r"row 1501: confidence 7\.0 is not a number from 0 to 1"):
         report.read_log(log, model_sha256=MINE, last=1600)  # a damaged row inside the window is still refused
 
