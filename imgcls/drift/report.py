@@ -249,14 +249,11 @@ class _LogRead:
     census: Callable[[float | None], dict[str, tuple[int, float]]]  # since -> {model key: (rows, newest)}
 
 
-def _columns(conn: sqlite3.Connection) -> set[str]:
-    return {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
-
-
 @contextlib.contextmanager
-def _sqlite_snapshot(path: Path, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
+def _sqlite_snapshot(path: Path, timeout: float = 5.0) -> Iterator[tuple[sqlite3.Connection, set[str]]]:
     """A read-only connection holding one read transaction (a WAL snapshot: the rows a server appends meanwhile are
-    not seen half-way), its errors said as what they mean for a --log."""
+    not seen half-way) and the columns of its ``predictions`` table, its errors said as what they mean for a
+    --log."""
     try:  # as a URI (so a '?' or '#' in the name is not a query), read-only
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=timeout)
     except sqlite3.Error as exc:
@@ -264,13 +261,13 @@ def _sqlite_snapshot(path: Path, timeout: float = 5.0) -> Iterator[sqlite3.Conne
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("BEGIN")
-        have = _columns(conn)
+        have = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
         if not {"timestamp", "model_sha256", "class_id", "confidence"} <= have:
             raise UsageError(
                 f"--log {path} is not a prediction log (no predictions table written by `imgcls serve`)",
                 hint="point --log at the file `imgcls serve --log-predictions` writes",
             )
-        yield conn
+        yield conn, have
     except sqlite3.Error as exc:  # anywhere in the file: the header, the schema, a page of rows
         raise _sqlite_error(path, exc) from None
     finally:
@@ -284,8 +281,7 @@ def sqlite_window(path: Path, model_sha256: str, *, cutoff: float | None, limit:
     The rows are read newest first through the log's timestamp index and the read stops at ``limit``: a log of
     months of traffic costs what the window costs, not what the whole file holds.
     """
-    with _sqlite_snapshot(path, timeout) as conn:
-        have = _columns(conn)
+    with _sqlite_snapshot(path, timeout) as (conn, have):
         cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _LOG_COLUMNS)
         where, args = "model_sha256 = ?", list[Any]([model_sha256])
         if cutoff is not None:
@@ -301,7 +297,7 @@ def sqlite_window(path: Path, model_sha256: str, *, cutoff: float | None, limit:
     rows.reverse()
 
     def census(since: float | None) -> dict[str, tuple[int, float]]:
-        with _sqlite_snapshot(path, timeout) as conn:
+        with _sqlite_snapshot(path, timeout) as (conn, _):
             sql = (
                 "SELECT model_name, model_version, model_sha256, COUNT(*), MAX(timestamp) FROM predictions"
                 + (" WHERE timestamp >= ?" if since is not None else "")
