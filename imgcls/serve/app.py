@@ -71,6 +71,8 @@ class ServerApp(FastAPI):
     """
 
     gateway_options: dict[str, Any]
+    on_connection_error: Callable[[int, str], None] | None = None
+    """Told ``(status, code)`` of each error the connection layer answers itself (:class:`GuardedProtocol`)."""
 
     def build_middleware_stack(self) -> ASGIApp:
         return Gateway(super().build_middleware_stack(), **self.gateway_options)
@@ -132,6 +134,7 @@ def create_app(
     )
     app.state.server = state
     app.state.holder = holder
+    app.on_connection_error = state.connection_error
     add_routes(app, state, routes, page, allowed)
 
     @app.exception_handler(ApiError)

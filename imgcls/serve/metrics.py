@@ -52,6 +52,12 @@ class Metrics:
             ["name", "version", "sha256", "provider"],
             registry=r,
         )
+        self.aborted = Counter(
+            "imgcls_connections_aborted",
+            "Connections aborted with no answer possible, by reason (write_timeout: the client stopped reading).",
+            ["reason"],
+            registry=r,
+        )
         self.reloads = Counter("imgcls_model_reloads", "Model reloads by result.", ["result"], registry=r)
         self.log_dropped = Counter(
             "imgcls_prediction_log_dropped",
@@ -83,6 +89,19 @@ class Metrics:
         if hist is None:
             hist = self._durations[endpoint] = self.duration.labels(endpoint)
         hist.observe(seconds)
+
+    def observe_connection_error(self, status: int, code: str) -> None:
+        """An error the connection layer handled before any route ran (a 503 beyond the connection cap, a 408 for a
+        head that did not arrive, a 431, a 400 for bytes that are not HTTP): its answer is counted in
+        ``imgcls_requests_total{endpoint="connection"}`` (no duration: no request was read); a connection aborted
+        while its answer was being written was counted by its route already, and is counted as aborted."""
+        if code == "write_timeout":
+            self.aborted.labels(code).inc()
+            return
+        child = self._requests.get(("connection", status))
+        if child is None:
+            child = self._requests[("connection", status)] = self.requests.labels("connection", str(status))
+        child.inc()
 
     def observe_prediction(self, label: str) -> None:
         child = self._predictions.get(label)

@@ -152,8 +152,6 @@ class GuardedProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` with a bounded head, a head deadline and a connection cap (module docstring)."""
 
     limits: ClassVar[ConnectionLimits]
-    error_sinks: ClassVar[tuple[Callable[[int, str], None], ...]] = ()
-    """Told ``(status, code)`` of each error this layer answers itself (the app never sees those requests)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,21 +160,19 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._heads = 0  # request heads parsed on this connection
+        # Told (status, code) of each error this layer answers itself (the app never sees those requests): the app's
+        # ``on_connection_error`` (ServerApp: metrics and W&B), found on the app each worker loaded
+        self._on_error: Callable[[int, str], None] | None = getattr(self.app, "on_connection_error", None)
 
     @classmethod
-    def for_settings(
-        cls, settings: ServeSettings, on_error: Callable[[int, str], None] | None = None
-    ) -> type[GuardedProtocol]:
-        """A protocol class bound to ``settings`` (one per server); ``on_error`` is told each error this layer
-        answers (:attr:`error_sinks`)."""
-        sinks = (on_error,) if on_error is not None else ()
-        attrs = {"limits": ConnectionLimits.from_settings(settings), "error_sinks": sinks}
-        return type("GuardedProtocol", (cls,), attrs)
+    def for_settings(cls, settings: ServeSettings) -> type[GuardedProtocol]:
+        """A protocol class bound to ``settings`` (one per server)."""
+        return type("GuardedProtocol", (cls,), {"limits": ConnectionLimits.from_settings(settings)})
 
     def _report(self, status: int, code: str) -> None:
-        for sink in self.error_sinks:
+        if self._on_error is not None:
             with contextlib.suppress(Exception):  # monitoring must never break a connection
-                sink(status, code)
+                self._on_error(status, code)
 
     # --- connection ------------------------------------------------------------------------------------
 

@@ -173,13 +173,7 @@ def run_app(app: Any, settings: ServeSettings) -> None:
     """Serve ``app`` in this process until SIGTERM/SIGINT (blocking)."""
     from imgcls.serve.protocol import GuardedProtocol
 
-    state = app.state.server
-
-    def on_error(status: int, code: str) -> None:  # errors answered before the app sees the request
-        if state.wandb is not None:
-            state.wandb.error("connection", status, code)
-
-    Server(_config(app, settings, GuardedProtocol.for_settings(settings, on_error))).run()
+    Server(_config(app, settings, GuardedProtocol.for_settings(settings))).run()
 
 
 def run_workers(settings: ServeSettings) -> None:

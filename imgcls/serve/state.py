@@ -32,6 +32,13 @@ class ServerState:
     bodies_cut: bool = False
     """Set when the drain ended: a request still reading its body is answered 503 ``draining``."""
 
+    def connection_error(self, status: int, code: str) -> None:
+        """An error the connection layer (:mod:`imgcls.serve.protocol`) answered before the app saw the request, or
+        a connection it aborted (``write_timeout``): counted in the metrics and sent to W&B as the app's own are."""
+        self.metrics.observe_connection_error(status, code)
+        if self.wandb is not None:
+            self.wandb.error("connection", status, code)
+
     def cut_reading(self) -> None:
         """End of the drain: every request still reading its body gets a JSON 503 now."""
         self.bodies_cut = True

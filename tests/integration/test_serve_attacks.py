@@ -129,6 +129,43 @@ def test_connections_beyond_the_cap_get_503(server: Server) -> None:
         time.sleep(0.05)
 
 
+def connection_answers(server: Server) -> dict[str, float]:
+    """``imgcls_requests_total{endpoint="connection"}`` by status, from the server's /metrics."""
+    prefix = 'imgcls_requests_total{endpoint="connection",status="'
+    out = {}
+    for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(prefix):
+            status, _, value = line[len(prefix) :].partition('"} ')
+            out[status] = float(value)
+    return out
+
+
+def test_answers_the_connection_layer_gives_are_counted_in_the_metrics(server: Server) -> None:
+    # the app never sees these requests: /metrics counted none of them, and a 503 ratio alert missed the cap's
+    before = connection_answers(server)
+    with connect(server) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+        assert read_response(sock)[0] == 431
+    for _ in range(2):
+        with connect(server) as sock:
+            sock.sendall(b"GET /livez HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+            assert read_response(sock)[0] == 400
+    idle = [connect(server) for _ in range(24)]
+    try:
+        time.sleep(0.2)
+        assert httpx.get(server.url + "/livez", timeout=10).status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/livez", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    after = connection_answers(server)
+    assert {k: after.get(k, 0) - before.get(k, 0) for k in ("400", "431")} == {"400": 2, "431": 1}, after
+    assert after.get("503", 0) - before.get("503", 0) >= 1, after  # the loop above may have met the cap again
+
+
 # 2. huge part headers; 10. a form that reads two ways ------------------------------------------------------
 
 _CD = 'Content-Disposition: form-data; name="file"; filename="a.png"'
