@@ -5,8 +5,12 @@ embedding a row, as a server writes them). Each window is read in a fresh proces
 checkout's :func:`imgcls.drift.report.read_log` and by the one of commit ``--before`` (which read and checked the
 whole log for every window); the medians are printed side by side.
 
+With ``--segments``, the same traffic is a --log-export folder instead: one gzip segment per replica per 5 minutes
+(two replicas, 4,032 segments a week), as a fleet's prefix holds them.
+
     python -m benchmarks drift_log                          # 1,000,000 rows in /tmp/imgcls-drift-log-bench
     python -m benchmarks drift_log -- --rows 200000 --rounds 5
+    python -m benchmarks drift_log -- --rows 300000 --segments --before f080bfc
 """
 
 from __future__ import annotations
@@ -36,38 +40,69 @@ print(json.dumps({"s": seconds, "rows": window.rows, "rss_mib": peak}))
 """
 
 
-def build_log(path: Path, rows: int) -> None:
+SPAN_S = 7 * 86400.0
+
+
+def table_rows(rows: int, start: int, stop: int, now: float) -> list[tuple[object, ...]]:
+    """Rows ``start:stop`` of the week's traffic, as the server's log table holds them."""
     import numpy as np
 
-    from imgcls.serve.predlog import COLUMNS, TABLE, PredictionRecord, connect, row
+    from imgcls.serve.predlog import PredictionRecord, row
+
+    rng = np.random.default_rng(start)
+    out = []
+    for i in range(start, stop):
+        p = rng.dirichlet(np.ones(10) * 0.3)
+        order = np.argsort(-p)[:5]
+        rec = PredictionRecord(
+            timestamp=now - SPAN_S + SPAN_S * i / rows, request_id=f"{i:08x}", model_name="fashion",
+            model_version="3", model_sha256=SHA, width=28, height=28, format="PNG", bytes=700,
+            class_id=int(order[0]), label=f"c{order[0]}", confidence=float(p[order[0]]),
+            top_k=[{"label": f"c{c}", "class_id": int(c), "probability": float(p[c])} for c in order],
+            latency_ms=2.0, margin=float(p[order[0]] - p[order[1]]), pred_entropy=1.0,
+            embedding=[float(x) for x in rng.normal(size=8)],
+        )  # fmt: skip
+        stats = {"brightness": 0.3, "contrast": 0.2, "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1}
+        values = tuple(getattr(rec, f) for f in rec.__dataclass_fields__ if f != "stats")
+        out.append(row(values, stats))
+    return out
+
+
+def build_segments(folder: Path, rows: int) -> None:
+    """The week as a --log-export folder: two replicas, a segment each per 5 minutes."""
+    import gzip
+
+    from imgcls.serve.logexport import segment_name
+    from imgcls.serve.predlog import export_row
+
+    tmp = folder.with_name(folder.name + ".building")
+    tmp.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    per = max(2, round(rows / (SPAN_S / 300)))  # rows per 5 minutes, both replicas
+    for seq, start in enumerate(range(0, rows, per)):
+        table = table_rows(rows, start, min(rows, start + per), now)
+        for replica in (0, 1):
+            mine = [export_row(r) for r in table[replica::2]]
+            if mine:
+                name = segment_name(mine[0]["timestamp"], mine[-1]["timestamp"], f"host-{replica}", 0, seq)
+                lines = "\n".join(json.dumps(r) for r in mine).encode()
+                (tmp / name).write_bytes(gzip.compress(lines, compresslevel=6))
+    tmp.rename(folder)
+
+
+def build_log(path: Path, rows: int) -> None:
+    from imgcls.serve.predlog import COLUMNS, TABLE, connect
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".building")
     tmp.unlink(missing_ok=True)
     conn = connect(tmp)
-    rng = np.random.default_rng(0)
     now = time.time()
-    span = 7 * 86400.0
     names = ", ".join(c for c, _, _ in COLUMNS)
     sql = f"INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' for _ in COLUMNS)})"
     for start in range(0, rows, 50_000):
-        batch = []
-        for i in range(start, min(rows, start + 50_000)):
-            p = rng.dirichlet(np.ones(10) * 0.3)
-            order = np.argsort(-p)[:5]
-            rec = PredictionRecord(
-                timestamp=now - span + span * i / rows, request_id=f"{i:08x}", model_name="fashion",
-                model_version="3", model_sha256=SHA, width=28, height=28, format="PNG", bytes=700,
-                class_id=int(order[0]), label=f"c{order[0]}", confidence=float(p[order[0]]),
-                top_k=[{"label": f"c{c}", "class_id": int(c), "probability": float(p[c])} for c in order],
-                latency_ms=2.0, margin=float(p[order[0]] - p[order[1]]), pred_entropy=1.0,
-                embedding=[float(x) for x in rng.normal(size=8)],
-            )  # fmt: skip
-            stats = {"brightness": 0.3, "contrast": 0.2, "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1}
-            values = tuple(getattr(rec, f) for f in rec.__dataclass_fields__ if f != "stats")
-            batch.append(row(values, stats))
         with conn:
-            conn.executemany(sql, batch)
+            conn.executemany(sql, table_rows(rows, start, min(rows, start + 50_000), now))
     conn.close()
     tmp.replace(path)
     for suffix in ("-wal", "-shm"):
@@ -79,13 +114,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default="02dbd07", help="the commit to compare with (read the whole log)")
+    ap.add_argument("--segments", action="store_true", help="a --log-export folder of segments, not one SQLite log")
     ap.add_argument("--out", type=Path, default=Path("/tmp/imgcls-drift-log-bench"))
     args = ap.parse_args(sys.argv[1:])
-    log = args.out / f"predictions-{args.rows}.sqlite"
+    log = args.out / (f"segments-{args.rows}" if args.segments else f"predictions-{args.rows}.sqlite")
     if not log.exists():
         started = time.perf_counter()
-        build_log(log, args.rows)
-        print(f"built {log} ({log.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s")
+        (build_segments if args.segments else build_log)(log, args.rows)
+        size = sum(p.stat().st_size for p in log.iterdir()) if log.is_dir() else log.stat().st_size
+        print(f"built {log} ({size / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s")
     old = args.out / f"report-{args.before}.py"
     old.write_bytes(subprocess.run(["git", "show", f"{args.before}:imgcls/drift/report.py"], cwd=ROOT,
                                    check=True, capture_output=True).stdout)  # fmt: skip

@@ -381,11 +381,14 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     other models in the window's span are counted, not compared.
 
     An SQLite log is read through its timestamp index, newest first, and only the window's rows are read and
-    checked (:func:`sqlite_window`); a segment whose name says it ended before ``since`` is not read at all.
+    checked (:func:`sqlite_window`); a segment whose name says it ended before ``since``, or before the oldest of
+    the newest ``last`` rows already read from newer segments, is not read at all.
 
     Raises:
         UsageError: missing, empty or foreign log; a window that selects nothing; a damaged row in the window.
     """
+    from imgcls.serve.logexport import segment_span
+
     if last is not None and last < 1:
         raise UsageError(f"--last {last}: give a positive number of rows")
     if last is not None and last > MAX_WINDOW_ROWS:
@@ -409,15 +412,24 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     limit = last if last is not None else MAX_WINDOW_ROWS + 1  # one more: to know that the cap cut the window
     mine: list[dict[str, Any]] = []
     censuses = []
-    for f in files:
-        if _is_segment(f.rsplit("/", 1)[-1]):
+    # Newest first: SQLite logs (no span in their names) and segments by the end their names give. Once `limit` rows
+    # are held, a segment that ended before the oldest of them cannot enter the window, nor can any after it: a
+    # --last 1000 over a prefix of months reads the newest segments, not all of them.
+    segments = {f for f in files if _is_segment(f.rsplit("/", 1)[-1])}
+    ends = {f: span[1] for f in segments if (span := segment_span(f)) is not None}
+    floor: float | None = None  # the limit-th newest timestamp held (once stale, a lower bound: it only rises)
+    for f in sorted(files, key=lambda f: -ends.get(f, math.inf)):
+        if f in ends and floor is not None and ends[f] < floor:
+            break
+        if f in segments:
             read = _segment_read(f, model_sha256, cutoff)
         else:
             read = sqlite_window(Path(f), model_sha256, cutoff=cutoff, limit=limit)
         mine.extend(read.mine)
         censuses.append(read.census)
-        if len(mine) > 2 * limit:  # the newest `limit` so far: memory bounded by the window, not by the files
-            mine = _newest(mine, limit)
+        if len(mine) > 2 * limit or (floor is None and len(mine) >= limit):
+            mine = _newest(mine, limit)  # memory bounded by the window, not by the files
+            floor = mine[0]["timestamp"]
     mine = _newest(mine, limit)
     if not mine:
         _refuse_an_empty_window(path, model_sha256, since, [c(None) for c in censuses])

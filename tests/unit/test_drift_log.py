@@ -4,6 +4,8 @@ models counted over the window's span."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import time
 from dataclasses import astuple
@@ -14,6 +16,7 @@ import pytest
 from imgcls.drift import report
 from imgcls.drift.monitor import window_rows
 from imgcls.errors import UsageError
+from imgcls.serve.logexport import segment_name
 from imgcls.serve.predlog import COLUMNS, TABLE, PredictionRecord, connect, row
 
 MINE, OTHER = "a" * 64, "b" * 64
@@ -131,3 +134,46 @@ def test_a_log_whose_name_looks_like_a_uri_query_is_read(tmp_path: Path, name: s
     write_log(tmp_path / "p", [(OTHER, 1.0)])  # what a cut-short name would open instead
     write_log(tmp_path / name, [(MINE, 1_000_000.0 + i) for i in range(3)])
     assert report.read_log(tmp_path / name, model_sha256=MINE).rows == 3
+
+
+def write_segment(folder: Path, name: str, rows: list[tuple[str, float]], damaged: float | None = None) -> None:
+    """An exported segment (gzip JSON lines) of one row per (model sha256, timestamp); the row at ``damaged`` has a
+    confidence no model gives."""
+    lines = []
+    for i, (sha, t) in enumerate(rows):
+        r = {"timestamp": t, "model_name": "m", "model_version": "1" if sha == MINE else "2", "model_sha256": sha,
+             **STATS, "class_id": i % 10, "confidence": 7.0 if t == damaged else 0.9,
+             "top_k": [{"label": "c0", "class_id": 0, "probability": 0.9}], "margin": 0.8, "pred_entropy": 0.3,
+             "embedding": [0.1, 0.2]}  # fmt: skip
+        lines.append(json.dumps(r))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(gzip.compress("\n".join(lines).encode()))
+
+
+def test_last_over_segments_reads_the_newest_segments_and_not_the_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every segment of a prefix was read and checked for a --last window: a report over a fleet's months of
+    segments cost all of them, and one damaged segment from long ago refused today's report."""
+    t0, out = 1_764_000_000.0, tmp_path / "segments"
+    for k in range(12):  # two replicas' segments of 100 s each, their rows interleaved in time
+        for replica in (0, 1):
+            ts = [t0 + 100 * k + 2 * i + replica for i in range(50)]
+            rows = [(OTHER if k == 11 and i < 5 else MINE, t) for i, t in enumerate(ts)]  # a canary, newest segment
+            name = segment_name(ts[0], ts[-1], f"host-{replica}", 0, k)
+            write_segment(out, name, rows, damaged=ts[0] if k == 0 else None)  # the oldest: damaged
+    newest = t0 + 1199
+    window = report.read_log(out, model_sha256=MINE, last=150)
+    assert (window.rows, window.first, window.last) == (150, newest - 159, newest)
+    assert window.other_models == {f"m 2 {OTHER[:12]}": 10}
+    window = report.read_log(out, model_sha256=MINE, last=1000)  # ten segments' worth: the oldest is still unread
+    assert (window.rows, window.first) == (1000, newest - 1009)
+    with pytest.raises(UsageError, match=r"line 1: confidence 7\.0 is not a number from 0 to 1"):
+        report.read_log(out, model_sha256=MINE, last=1190)  # a window that reaches the damaged segment
+    monkeypatch.setattr(report, "MAX_WINDOW_ROWS", 300)  # no window given: the cap's newest rows, the same way
+    window = report.read_log(out, model_sha256=MINE)
+    assert (window.rows, window.first, window.last) == (300, newest - 309, newest)
+    # a segment whose name gives no span is read whatever its age (its rows may be the newest)
+    write_segment(out, "by-hand.jsonl.gz", [(MINE, newest + 1 + i) for i in range(3)])
+    window = report.read_log(out, model_sha256=MINE, last=150)
+    assert (window.rows, window.first, window.last) == (150, newest - 156, newest + 3)
