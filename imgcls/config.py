@@ -96,8 +96,9 @@ class OptimConfig(_Strict):
 
 class AugmentConfig(_Strict):
     crop_padding: int = Field(default=4, ge=0, le=1024)
-    """Random-crop padding in pixels (0 disables random crop). At most the largest input size: the batch is padded
-    on every side before the crop, so 10**6 asked the allocator for 256 TB in the first step."""
+    """Random-crop padding in pixels (0 disables random crop); at most the largest input size (a shift past the
+    image's side leaves nothing of it in view). Its memory is the batch's whatever the padding (the crop reads a
+    one-pixel zero border, it does not pad the batch by this much)."""
     hflip: bool = True
     trivial_augment: bool = False
     mixup_alpha: float = Field(default=0.0, ge=0.0)

@@ -108,20 +108,24 @@ class BatchAugment:
 def random_crop(x: Any, padding: int, generator: Any) -> Any:
     """Per-image random translation by up to ``padding`` pixels with zero fill, i.e. pad-then-crop.
 
-    ``x`` is ``(N, C, H, W)`` of any dtype; the result has the same shape.
+    ``x`` is ``(N, C, H, W)`` of any dtype; the result has the same shape. The batch is padded by one zero pixel a
+    side, not by ``padding``: a source row or column past the image's edge reads that zero border, so the memory
+    is the batch's whatever ``padding`` is (padded by 1024 a side, 16 px images took ~2 GB a batch) and every
+    shift gives what padding by ``padding`` gave.
     """
     import torch
     import torch.nn.functional as F
 
     n, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (1, 1, 1, 1))
     dy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), x.device)
     dx = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=generator), x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    # the source row/column of each output pixel in the padded batch: 0 and h + 1 are the zero border
+    rows = (dy[:, None] + torch.arange(1 - padding, h + 1 - padding, device=x.device)).clamp_(0, h + 1)
+    cols = (dx[:, None] + torch.arange(1 - padding, w + 1 - padding, device=x.device)).clamp_(0, w + 1)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def to_device(draws: Any, device: Any) -> Any:

@@ -47,6 +47,46 @@ def test_random_crop_translates_each_image_within_padding():
     assert torch.equal(random_crop(x, 0, g), x)
 
 
+def test_random_crop_is_pad_then_crop_for_any_padding_and_costs_the_batchs_memory():
+    import torch
+    import torch.nn.functional as F
+
+    from imgcls.train.augment import random_crop
+
+    def pad_then_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:  # the textbook way
+        n, _, h, w = x.shape
+        padded = F.pad(x, (padding,) * 4)
+        dy, dx = (
+            torch.randint(0, 2 * padding + 1, (n,), generator=g),
+            torch.randint(0, 2 * padding + 1, (n,), generator=g),
+        )
+        return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+
+    x = torch.randint(0, 256, (32, 3, 6, 9), dtype=torch.uint8)
+    for padding in (1, 4, 6, 9, 20):  # within, at and past the image's sides
+        got = random_crop(x, padding, torch.Generator().manual_seed(padding))
+        assert torch.equal(got, pad_then_crop(x, padding, torch.Generator().manual_seed(padding))), padding
+    # padded by 1024 a side, a batch of 16 px images was a 3.3 GB tensor; under a 1 GB address-space margin it
+    # must still run (in a child: the limit stays there)
+    child = """
+import resource, torch
+from imgcls.train.augment import random_crop
+torch.set_num_threads(1)
+vm = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
+x = torch.randint(0, 256, (256, 3, 16, 16), dtype=torch.uint8)
+out = random_crop(x, 1024, torch.Generator().manual_seed(0))
+print(tuple(out.shape), int((out.flatten(1).amax(1) == 0).sum()))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shape, empty = done.stdout.split(")")
+    assert shape == "(256, 3, 16, 16" and int(empty) > 200  # most shifts of up to 1024 px leave nothing in view
+
+
 def test_batch_augment_normalises_with_dataset_stats_and_is_seeded():
     import torch
 
