@@ -36,6 +36,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BOTTLENECK_CPU = 0.85  # client processes busier than this share of their wall time: the client limits
 REQUEST_TIMEOUT_S = 30.0  # one request's answer (wrk's --timeout too); then it counts as an error
 MAX_ANSWER_BYTES = 64 << 20  # a body larger than this is not a prediction: the client stops reading it
+MAX_HEAD_BYTES = 64 << 10  # the status lines and headers of one answer (1xx answers included)
 MAX_INTERIM_ANSWERS = 16  # 1xx answers (103 Early Hints) read past before one request's answer
 MAX_CONNECTIONS = 10_000  # a closed-loop level; each is a socket (and a file descriptor) of the client
 MAX_RATE = 100_000.0  # req/s of an open-loop level: far above what a client on one machine can schedule
@@ -43,7 +44,7 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024  # the upload every request sends (the server
 
 
 class AnswerTooLarge(ValueError):
-    """The server's answer has a body over :data:`MAX_ANSWER_BYTES`."""
+    """The server's answer has a body over :data:`MAX_ANSWER_BYTES`, or a head over :data:`MAX_HEAD_BYTES`."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,12 @@ async def _exchange(
     """
     writer.write(payload)
     await writer.drain()
+    head = 0  # bytes of status lines and headers: a server sending header lines for ever is cut off there
     for _ in range(MAX_INTERIM_ANSWERS + 1):
         status_line = await reader.readline()
         if not status_line:
             raise ConnectionError("connection closed")
+        head += len(status_line)
         version, status = status_line.split(b" ", 2)[:2]
         code = int(status)
         length: int | None = None
@@ -117,6 +120,9 @@ async def _exchange(
             line = await reader.readline()
             if line in (b"\r\n", b"\n", b""):
                 break
+            head += len(line)
+            if head > MAX_HEAD_BYTES:
+                raise AnswerTooLarge(f"an answer whose head is over {MAX_HEAD_BYTES:,} bytes")
             name, _, value = line.partition(b":")
             key = name.strip().lower()
             if key == b"content-length":

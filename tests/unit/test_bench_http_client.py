@@ -116,6 +116,19 @@ class CloseDelimitedError(_Handler):
         self.wfile.write(json.dumps({"error": {"code": "bad", "message": "the image is upside down"}}).encode())
 
 
+class EndlessHead(_Handler):
+    """A 200 whose head goes on for 1 MB of header lines (a server, or a proxy, gone wrong) before its body."""
+
+    def do_POST(self) -> None:
+        self._drain()
+        self.send_response(200)
+        for i in range(10_000):
+            self.send_header(f"X-Pad-{i}", "x" * 90)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
 @pytest.mark.parametrize("handler", [Http10, EarlyHints], ids=["http-1.0", "early-hints"])
 def test_http_1_0_answers_and_interim_1xx_answers_count_as_answered(handler: type[BaseHTTPRequestHandler]) -> None:
     # before: every other request to an HTTP/1.0 server was error:ConnectionError (sent on the connection it had
@@ -147,6 +160,16 @@ def test_the_probe_reads_a_chunked_error_body_whole_and_shows_its_message() -> N
 def test_a_server_that_hangs_up_without_answering_is_named_as_such() -> None:
     with server(HangUp) as url, pytest.raises(UsageError, match="closed the connection without answering"):
         probe(make_target(url, b"\x89PNG"))
+
+
+def test_an_answer_whose_head_never_ends_is_refused_not_read_for_ever() -> None:
+    # each header line was read and parsed for as long as the server sent them: 1 MB of them counted as a 200
+    with server(EndlessHead) as url:
+        target = make_target(url, b"\x89PNG")
+        with pytest.raises(UsageError, match=r"an answer whose head is over 65,536 bytes to one request"):
+            probe(target)
+        row = run_python_load(target, kind="closed", value=1, duration_s=0.5, warmup_s=0.0, processes=1)
+    assert row["requests"] > 0 and row["errors"] == row["requests"], row
 
 
 def test_answers_that_close_the_connection_count_as_answered_not_as_errors() -> None:
