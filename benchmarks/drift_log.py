@@ -2,7 +2,8 @@
 
 The log is a week of one model's traffic (``--rows``, 1,000,000 by default, with 5 top-k entries and an 8-number
 embedding a row, as a server writes them). Each window is read in a fresh process, ``--rounds`` times, by this
-checkout's :func:`imgcls.drift.report.read_log` and by the one of commit ``--before`` (which read and checked the
+checkout's :func:`imgcls.drift.logs.read_log` and by the one of commit ``--before`` (in ``imgcls/drift/report.py``
+before session 18) (which read and checked the
 whole log for every window); the medians are printed side by side.
 
 With ``--segments``, the same traffic is a --log-export folder instead: one gzip segment per replica per 5 minutes
@@ -123,10 +124,15 @@ def main() -> None:
         (build_segments if args.segments else build_log)(log, args.rows)
         size = sum(p.stat().st_size for p in log.iterdir()) if log.is_dir() else log.stat().st_size
         print(f"built {log} ({size / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s")
-    old = args.out / f"report-{args.before}.py"
-    old.write_bytes(subprocess.run(["git", "show", f"{args.before}:imgcls/drift/report.py"], cwd=ROOT,
-                                   check=True, capture_output=True).stdout)  # fmt: skip
-    variants = {"now": ROOT / "imgcls" / "drift" / "report.py", args.before: old}
+    old = args.out / f"logs-{args.before}.py"
+    for module in ("imgcls/drift/logs.py", "imgcls/drift/report.py"):  # read_log's home, then before session 18
+        shown = subprocess.run(["git", "show", f"{args.before}:{module}"], cwd=ROOT, capture_output=True)
+        if shown.returncode == 0:
+            old.write_bytes(shown.stdout)
+            break
+    else:
+        raise SystemExit(f"--before {args.before}: no imgcls/drift/logs.py or report.py at that commit")
+    variants = {"now": ROOT / "imgcls" / "drift" / "logs.py", args.before: old}
     print(f"{'window':<14} {'rows':>11}  " + "  ".join(f"{v + ' s':>12} {v + ' MiB':>12}" for v in variants))
     for name, kwargs in WINDOWS.items():
         got = {}

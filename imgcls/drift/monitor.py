@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from imgcls.drift.logs import MAX_WINDOW_ROWS, sqlite_window, window_of_rows
 from imgcls.drift.reference import REFERENCE_FILE, load_reference
-from imgcls.drift.report import MAX_WINDOW_ROWS, _window_of_rows, compare, sqlite_window
+from imgcls.drift.report import compare
 from imgcls.errors import ImgclsError
 
 
 def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The log's rows of ``model_sha256`` since ``cutoff`` (Unix time), oldest first (the newest
-    :data:`~imgcls.drift.report.MAX_WINDOW_ROWS` of them), and the other models' counts over the same span."""
+    :data:`~imgcls.drift.logs.MAX_WINDOW_ROWS` of them), and the other models' counts over the same span."""
     read = sqlite_window(log, model_sha256, cutoff=cutoff, limit=MAX_WINDOW_ROWS, timeout=30.0)
     start = read.mine[0]["timestamp"] if len(read.mine) == MAX_WINDOW_ROWS else cutoff
     return read.mine, {k: n for k, (n, _) in read.census(start).items() if k}
@@ -46,7 +47,7 @@ def window_summary(bundle_dir: str | Path, log: str | Path, seconds: float, now:
     rows, others = window_rows(Path(log), bundle.digest, cutoff)
     if not rows:
         return {"status": "no_rows", "other_models": others}
-    return {"status": "ok", "summary": compare(reference, _window_of_rows(rows, str(log), others))}
+    return {"status": "ok", "summary": compare(reference, window_of_rows(rows, str(log), others))}
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imgcls.drift import report
+from imgcls.drift import logs
 from imgcls.drift.monitor import window_rows
 from imgcls.errors import UsageError
 from imgcls.serve.logexport import segment_name
@@ -56,41 +56,41 @@ def test_last_reads_the_newest_rows_and_never_the_rest_of_the_log(tmp_path: Path
     # a row every 10 s, the newest 5 s old: --since's bound falls between rows, however long the test takes
     write_log(log, [(MINE, now - 29995 + 10 * i) for i in range(3000)])
     damage(log, ["0", "1500"])  # old rows, outside the windows below
-    window = report.read_log(log, model_sha256=MINE, last=200)
+    window = logs.read_log(log, model_sha256=MINE, last=200)
     assert window.rows == 200
     assert window.first == pytest.approx(now - 1995) and window.last == pytest.approx(now - 5)
-    window = report.read_log(log, model_sha256=MINE, since="10m")
+    window = logs.read_log(log, model_sha256=MINE, since="10m")
     assert window.rows == 60 and window.first == pytest.approx(now - 595)
     with pytest.raises(UsageError, match=r"row 1501: confidence 7\.0 is not a number from 0 to 1"):
-        report.read_log(log, model_sha256=MINE, last=1600)  # a damaged row inside the window is still refused
+        logs.read_log(log, model_sha256=MINE, last=1600)  # a damaged row inside the window is still refused
 
 
 def test_a_window_over_the_cap_compares_the_newest_rows_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(report, "MAX_WINDOW_ROWS", 50)
+    monkeypatch.setattr(logs, "MAX_WINDOW_ROWS", 50)
     log = tmp_path / "p.sqlite"
     write_log(log, [(MINE, 1_000_000.0 + i) for i in range(120)])
     with caplog.at_level(logging.WARNING):
-        window = report.read_log(log, model_sha256=MINE)
+        window = logs.read_log(log, model_sha256=MINE)
     assert window.rows == 50 and window.first == 1_000_070.0 and window.last == 1_000_119.0
     assert "more than 50 rows of this model: the newest 50 are compared" in caplog.text
     assert "choose the window with --since or --last" in caplog.text
     with pytest.raises(UsageError, match="--last 51: a report compares at most 50 rows"):
-        report.read_log(log, model_sha256=MINE, last=51)
+        logs.read_log(log, model_sha256=MINE, last=51)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert report.read_log(log, model_sha256=MINE, last=50).rows == 50
+        assert logs.read_log(log, model_sha256=MINE, last=50).rows == 50
     assert "newest" not in caplog.text  # the window asked for: nothing to say
 
 
 def test_the_cap_holds_across_the_files_of_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report, "MAX_WINDOW_ROWS", 40)
+    monkeypatch.setattr(logs, "MAX_WINDOW_ROWS", 40)
     for k in range(4):  # four replicas' logs, their rows interleaved in time
         write_log(tmp_path / "logs" / f"r{k}.sqlite", [(MINE, 1_000_000.0 + 4 * i + k) for i in range(30)])
-    window = report.read_log(tmp_path / "logs", model_sha256=MINE)
+    window = logs.read_log(tmp_path / "logs", model_sha256=MINE)
     assert window.rows == 40 and window.first == 1_000_080.0 and window.last == 1_000_119.0
-    window = report.read_log(tmp_path / "logs", model_sha256=MINE, last=7)
+    window = logs.read_log(tmp_path / "logs", model_sha256=MINE, last=7)
     assert window.rows == 7 and window.first == 1_000_113.0
 
 
@@ -102,12 +102,12 @@ def test_other_models_are_counted_over_the_windows_span(tmp_path: Path) -> None:
     new = [(OTHER, now - 300 + i) for i in range(10)]  # a canary during this model's newest 150 rows
     write_log(log, old + mine + new)
     every, canary = {f"m 2 {OTHER[:12]}": 60}, {f"m 2 {OTHER[:12]}": 10}
-    assert report.read_log(log, model_sha256=MINE).other_models == every  # the whole log
-    assert report.read_log(log, model_sha256=MINE, last=100).other_models == {}
-    assert report.read_log(log, model_sha256=MINE, last=200).other_models == canary
-    assert report.read_log(log, model_sha256=MINE, last=700).other_models == every  # all this model's rows
-    assert report.read_log(log, model_sha256=MINE, since="15m").other_models == canary
-    assert report.read_log(log, model_sha256=MINE, since="2h").other_models == every
+    assert logs.read_log(log, model_sha256=MINE).other_models == every  # the whole log
+    assert logs.read_log(log, model_sha256=MINE, last=100).other_models == {}
+    assert logs.read_log(log, model_sha256=MINE, last=200).other_models == canary
+    assert logs.read_log(log, model_sha256=MINE, last=700).other_models == every  # all this model's rows
+    assert logs.read_log(log, model_sha256=MINE, since="15m").other_models == canary
+    assert logs.read_log(log, model_sha256=MINE, since="2h").other_models == every
     rows, others = window_rows(log, MINE, now - 450)  # the server's drift monitor: the same window
     assert len(rows) == 225 and others == canary
 
@@ -117,14 +117,14 @@ def test_an_empty_window_says_why(tmp_path: Path) -> None:
     write_log(log, [(OTHER, 1_000_000.0 + i) for i in range(5)])
     with pytest.raises(UsageError, match=r"none of its 5 rows is from this model \(sha256 aaaaaaaaaaaa…\); it holds "
                        r"5 of m 2 bbbbbbbbbbbb"):  # fmt: skip
-        report.read_log(log, model_sha256=MINE)
+        logs.read_log(log, model_sha256=MINE)
     write_log(log, [(MINE, 1_000_100.0)])
     with pytest.raises(UsageError, match=r"--since 1h selects nothing: the newest of this model's 1 rows is from "
                        r"1970-01-12T13:48:20\+00:00"):  # fmt: skip
-        report.read_log(log, model_sha256=MINE, since="1h")
+        logs.read_log(log, model_sha256=MINE, since="1h")
     connect(tmp_path / "empty.sqlite").close()
     with pytest.raises(UsageError, match="holds no predictions yet"):
-        report.read_log(tmp_path / "empty.sqlite", model_sha256=MINE)
+        logs.read_log(tmp_path / "empty.sqlite", model_sha256=MINE)
 
 
 @pytest.mark.parametrize("name", ["p?mode=rw.sqlite", "p#1.sqlite", "50%.sqlite"])
@@ -133,7 +133,7 @@ def test_a_log_whose_name_looks_like_a_uri_query_is_read(tmp_path: Path, name: s
     another file, or none)."""
     write_log(tmp_path / "p", [(OTHER, 1.0)])  # what a cut-short name would open instead
     write_log(tmp_path / name, [(MINE, 1_000_000.0 + i) for i in range(3)])
-    assert report.read_log(tmp_path / name, model_sha256=MINE).rows == 3
+    assert logs.read_log(tmp_path / name, model_sha256=MINE).rows == 3
 
 
 def write_segment(folder: Path, name: str, rows: list[tuple[str, float]], damaged: float | None = None) -> None:
@@ -163,17 +163,17 @@ def test_last_over_segments_reads_the_newest_segments_and_not_the_old_ones(
             name = segment_name(ts[0], ts[-1], f"host-{replica}", 0, k)
             write_segment(out, name, rows, damaged=ts[0] if k == 0 else None)  # the oldest: damaged
     newest = t0 + 1199
-    window = report.read_log(out, model_sha256=MINE, last=150)
+    window = logs.read_log(out, model_sha256=MINE, last=150)
     assert (window.rows, window.first, window.last) == (150, newest - 159, newest)
     assert window.other_models == {f"m 2 {OTHER[:12]}": 10}
-    window = report.read_log(out, model_sha256=MINE, last=1000)  # ten segments' worth: the oldest is still unread
+    window = logs.read_log(out, model_sha256=MINE, last=1000)  # ten segments' worth: the oldest is still unread
     assert (window.rows, window.first) == (1000, newest - 1009)
     with pytest.raises(UsageError, match=r"line 1: confidence 7\.0 is not a number from 0 to 1"):
-        report.read_log(out, model_sha256=MINE, last=1190)  # a window that reaches the damaged segment
-    monkeypatch.setattr(report, "MAX_WINDOW_ROWS", 300)  # no window given: the cap's newest rows, the same way
-    window = report.read_log(out, model_sha256=MINE)
+        logs.read_log(out, model_sha256=MINE, last=1190)  # a window that reaches the damaged segment
+    monkeypatch.setattr(logs, "MAX_WINDOW_ROWS", 300)  # no window given: the cap's newest rows, the same way
+    window = logs.read_log(out, model_sha256=MINE)
     assert (window.rows, window.first, window.last) == (300, newest - 309, newest)
     # a segment whose name gives no span is read whatever its age (its rows may be the newest)
     write_segment(out, "by-hand.jsonl.gz", [(MINE, newest + 1 + i) for i in range(3)])
-    window = report.read_log(out, model_sha256=MINE, last=150)
+    window = logs.read_log(out, model_sha256=MINE, last=150)
     assert (window.rows, window.first, window.last) == (150, newest - 156, newest + 3)

@@ -83,17 +83,17 @@ def test_a_segment_that_decompresses_past_the_limit_is_refused_before_it_is_held
 
     import pytest
 
-    from imgcls.drift import report
+    from imgcls.drift import logs
     from imgcls.errors import UsageError
 
     folder = tmp_path / "logs"
     folder.mkdir()
     (folder / "bomb.jsonl.gz").write_bytes(gzip.compress(b"\n" * (8 << 20)))  # 8 MiB in 8 KB: a gzip bomb
     (folder / "big.jsonl").write_bytes(b"\n" * (2 << 20))
-    monkeypatch.setattr(report, "MAX_SEGMENT_BYTES", 1 << 20, raising=False)  # (256 MiB in use: stays small)
+    monkeypatch.setattr(logs, "MAX_SEGMENT_BYTES", 1 << 20)  # (256 MiB in use: stays small)
     with pytest.raises(UsageError, match=r"bomb\.jsonl\.gz: not a prediction-log segment \(it decompresses to more "
                        r"than the 1,048,576 bytes a segment may hold\)"):  # fmt: skip
-        report.read_log(folder / "bomb.jsonl.gz", model_sha256="0" * 64)
+        logs.read_log(folder / "bomb.jsonl.gz", model_sha256="0" * 64)
     with pytest.raises(UsageError, match=r"big\.jsonl: not a prediction-log segment \(2,097,152 bytes, more than"):
-        report.read_log(folder / "big.jsonl", model_sha256="0" * 64)
+        logs.read_log(folder / "big.jsonl", model_sha256="0" * 64)
     assert read_segment_bytes(str(folder / "bomb.jsonl.gz")) == b"\n" * (8 << 20)  # no limit: as before
