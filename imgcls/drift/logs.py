@@ -476,9 +476,8 @@ def _refuse_an_empty_window(
             hint="pass the --model that served this traffic",
         )
     n, newest = every[""]
-    shown = _dt.datetime.fromtimestamp(newest, _dt.timezone.utc).isoformat(timespec="seconds")
     raise UsageError(
-        f"--since {since} selects nothing: the newest of this model's {n} rows is from {shown}",
+        f"--since {since} selects nothing: the newest of this model's {n} rows is from {iso_time(newest)}",
         hint="widen --since, or use --last N",
     )
 

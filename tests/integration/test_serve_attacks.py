@@ -467,7 +467,10 @@ def test_a_request_followed_by_a_half_close_is_answered_then_closed(server: Serv
         answers = [read_response(sock), read_response(sock)]
         assert sock.recv(65536) == b""  # the last answer closes the connection
     assert [status for status, _, _ in answers] == [200, 200], answers
-    assert answers[1][1]["connection"] == "close"
+    # The half-close seen before the second answer was written: that answer says "connection: close". Seen after
+    # (this client descheduled between its sendall and its shutdown on a loaded machine), the answer was a plain
+    # keep-alive one and the EOF then closed the connection: both are answered-then-closed, the recv above.
+    assert answers[1][1].get("connection", "close") == "close", answers[1][1]
     assert json.loads(answers[0][2])["label"] == json.loads(answers[1][2])["label"]
     with connect(server) as sock:  # a body cut short by the half-close can never complete: closed, as before
         sock.sendall(predict[:-10])
