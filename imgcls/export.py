@@ -419,6 +419,14 @@ def export_int8(ctx: _Context, fp32: bytes, fp32_top1: float | None, calib_size:
     session = _session(int8_bytes)
     int8_top1 = _top1(session, ctx.val_x, ctx.val_y)
     assert fp32_top1 is not None and int8_top1 is not None
+    n = len(ctx.val_x)
+    if n * INT8_MAX_TOP1_DROP_POINTS < 100:  # one image more or less right is over the tolerance
+        logger.warning(
+            "the int8 gate measures top-1 on only %d validation image(s) of %s: one image moves it by %.1f points, "
+            "more than the %g it allows, so its pass says little; give it more (a larger data.val_fraction at "
+            "training, or the dataset at hand) before serving int8",
+            n, ctx.data.source, 100.0 / n, INT8_MAX_TOP1_DROP_POINTS,
+        )  # fmt: skip
     drop = round((fp32_top1 - int8_top1) * 100.0, 4)
     entry: dict[str, Any] = {
         "file": MODEL_FILES["int8"],

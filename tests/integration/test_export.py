@@ -161,6 +161,27 @@ def test_failed_int8_gate_exits_1_and_leaves_the_bundle_without_an_export(digits
     _assert_unchanged(bundle, before)
 
 
+def test_an_int8_gate_on_a_handful_of_images_is_said_to_say_little(digits_bundle: Path, tmp_path: Path) -> None:
+    """Judged on 10 validation images (a small folder dataset), one image is 10 points: the gate passed on 0.00 with
+    nothing said, and the table read like the digits' 160-image check."""
+    from imgcls.bundle import DatasetLineage, Lineage, edit_bundle
+
+    bundle = copy(digits_bundle, tmp_path)
+    with edit_bundle(bundle) as edit:
+        with np.load(edit.stage / "samples" / "val.npz") as z:
+            images, labels = z["images"][:10], z["labels"][:10]
+        (edit.stage / "samples" / "val.npz").unlink()  # a hard link to the original: replace, never modify
+        np.savez(edit.stage / "samples" / "val.npz", images=images, labels=labels)
+        edit.meta.lineage = Lineage(dataset=DatasetLineage(name="digits"))  # not at hand: samples are used
+    out = cli("export", str(bundle), "--int8")
+    assert out.returncode == 0, out.stdout + out.stderr
+    said = " ".join(out.stderr.split())
+    assert "the int8 gate measures top-1 on only 10 validation image(s)" in said
+    assert "one image moves it by 10.0 points, more than the 1 it allows" in said
+    out = cli("export", str(copy(digits_bundle, tmp_path, "full")), "--int8")  # 160 images: 0.6 points each
+    assert out.returncode == 0 and "says little" not in out.stderr, out.stderr
+
+
 def test_failed_parity_gate_raises_and_changes_nothing(digits_bundle: Path, tmp_path: Path) -> None:
     """A model whose forward differs from its exported graph (noise drawn in eager and in onnxruntime)."""
     import torch
