@@ -296,17 +296,23 @@ def sqlite_window(path: Path, model_sha256: str, *, cutoff: float | None, limit:
             rowid = record.pop("_rowid")
             check_record(record, f"{path}: row {rowid}", sqlite_row_fix(path, rowid))
             rows.append(record)
+        # the census runs later, in a read of its own: it counts the rows this snapshot held (a server appends rows
+        # with higher rowids), not those appended meanwhile
+        (top,) = conn.execute("SELECT MAX(rowid) FROM predictions").fetchone()
     rows.reverse()
 
     def census(since: float | None) -> dict[str, tuple[int, float]]:
+        out: dict[str, tuple[int, float]] = {}
+        if top is None:
+            return out
         with _sqlite_snapshot(path, timeout) as (conn, _):
             sql = (
                 "SELECT model_name, model_version, model_sha256, COUNT(*), MAX(timestamp) FROM predictions"
-                + (" WHERE timestamp >= ?" if since is not None else "")
+                + " WHERE rowid <= ?"
+                + (" AND timestamp >= ?" if since is not None else "")
                 + " GROUP BY model_name, model_version, model_sha256"
             )
-            out: dict[str, tuple[int, float]] = {}
-            for name, version, sha, n, newest in conn.execute(sql, () if since is None else (since,)):
+            for name, version, sha, n, newest in conn.execute(sql, (top,) if since is None else (top, since)):
                 key = _model_key(name, version, sha) if sha != model_sha256 else ""
                 count, latest = out.get(key, (0, -math.inf))
                 out[key] = (count + n, max(latest, newest if _number(newest) else -math.inf))

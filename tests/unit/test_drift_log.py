@@ -177,3 +177,17 @@ def test_last_over_segments_reads_the_newest_segments_and_not_the_old_ones(
     write_segment(out, "by-hand.jsonl.gz", [(MINE, newest + 1 + i) for i in range(3)])
     window = logs.read_log(out, model_sha256=MINE, last=150)
     assert (window.rows, window.first, window.last) == (150, newest - 156, newest + 3)
+
+
+def test_the_census_counts_the_rows_of_the_windows_snapshot_not_those_appended_after(tmp_path: Path) -> None:
+    """The other models were counted in a second read: rows a server appended after the window was read were
+    counted beside a window that did not hold them."""
+    log = tmp_path / "p.sqlite"
+    write_log(log, [(MINE, 1_000_000.0 + i) for i in range(10)] + [(OTHER, 1_000_010.0 + i) for i in range(3)])
+    read = logs.sqlite_window(log, MINE, cutoff=None, limit=100)
+    write_log(log, [(OTHER, 1_000_020.0 + i) for i in range(5)] + [(MINE, 1_000_030.0)])  # the server goes on
+    other = f"m 2 {OTHER[:12]}"
+    assert read.census(None) == {"": (10, 1_000_009.0), other: (3, 1_000_012.0)}
+    assert read.census(1_000_005.0) == {"": (5, 1_000_009.0), other: (3, 1_000_012.0)}
+    connect(tmp_path / "empty.sqlite").close()
+    assert logs.sqlite_window(tmp_path / "empty.sqlite", MINE, cutoff=None, limit=10).census(None) == {}
