@@ -179,9 +179,14 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self.app = _too_many_connections  # answered once its head is parsed, then closed
-            self._report(503, "too_many_connections")
+            self.app = self._refuse  # answered once its head is parsed, then closed
         self._arm_head_timer()
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        """The answer of a connection beyond the cap, reported when it is given (a client that sends no request
+        is closed by the head deadline, answered nothing)."""
+        self._report(503, "too_many_connections")
+        await _too_many_connections(scope, receive, send)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
