@@ -9,6 +9,7 @@ shown as an escape (:func:`imgcls.text.printable`), by the consoles, :func:`styl
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -82,6 +83,23 @@ def print_error(message: str, hint: str | None = None) -> None:
         err_console.print(styled("[yellow]hint:[/] {}", hint), highlight=False, soft_wrap=True)
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the process at once (``os._exit``), without the interpreter's teardown, whose destruction of native
+    threads (a distributed backend's, stuck or not) can abort the process; the logs and the streams are flushed.
+
+    What a teardown would remove still is: the temporary folders of weakref finalizers (``TemporaryDirectory``:
+    W&B's wandb-media copies of every logged image stayed in /tmp per distributed run). Only those run here.
+    """
+    import weakref
+
+    with contextlib.suppress(Exception):
+        weakref.finalize._exitfunc()  # type: ignore[attr-defined]  # what atexit runs for them
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run(app: Any) -> None:
     """Run the Typer app and turn every failure into a clear message and an exit code."""
     from imgcls.errors import ImgclsError
@@ -96,9 +114,7 @@ def run(app: Any) -> None:
             err_console.print_exception()
         print_error(exc.message, exc.hint)
         if exc.exit_at_once:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(exc.exit_code)
+            exit_now(exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print_error("interrupted")

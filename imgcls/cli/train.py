@@ -230,12 +230,7 @@ def train(
         # interpreter's teardown destroys the backend's native threads in no set order, and one can abort the
         # process ("terminate called without an active exception", SIGABRT: seen once, in a worker of a finished
         # elastic-restart test run), which the launcher reports as a failed job.
-        import sys
-
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _render.exit_now(0)
 
 
 class Terminated(KeyboardInterrupt):

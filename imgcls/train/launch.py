@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,6 +155,9 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
 
     parsed = torchrun.get_args_parser().parse_args(launch.torchrun_args(args))
     logger.info("torch.distributed.run %s", " ".join(launch.torchrun_args(args)))
+    # The agent's log folder (its workers' error files) is ours, removed after the job: left to torchrun, a
+    # /tmp/torchelastic_* folder stayed behind after every launch.
+    parsed.log_dir = tempfile.mkdtemp(prefix="imgcls-torchrun-")
     # The workers inherit this environment. Without OMP_NUM_THREADS torchrun sets 1 and prints a four-line banner
     # saying so; the machine's cores shared between the workers is the rule the workers apply to torch anyway.
     from imgcls.runtime.machine import cpu_count
@@ -164,7 +169,7 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
 
     try:
         torchrun.run(parsed)
-    except ChildFailedError as exc:
+    except ChildFailedError as exc:  # its failures hold what the error files said: the folder may go
         raise _job_failed(exc, launch, run_dir) from None
     except SignalException as exc:  # SIGTERM/SIGINT to the launcher: the agent stopped the workers
         name = signal.Signals(exc.sigval).name
@@ -180,6 +185,8 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
             hint="run the same `imgcls train` command with the same --nnodes and --rdzv-endpoint on every node, "
             "check that node 0's port is reachable from the others, or raise --set distributed.join_timeout_s",
         ) from None
+    finally:
+        shutil.rmtree(parsed.log_dir, ignore_errors=True)
 
 
 def _job_failed(exc: object, launch: Launch, run_dir: Path | None) -> ImgclsError:

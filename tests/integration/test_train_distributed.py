@@ -33,21 +33,24 @@ SHORT = [
 ]  # fmt: skip
 
 
-def _imgcls(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _imgcls(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout
-    )
+        [sys.executable, "-m", "imgcls", *args], capture_output=True, text=True, cwd=cwd, env={**ENV, **(env or {})},
+        timeout=timeout,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    work = tmp_path_factory.mktemp("ddp")
+    work, tmp = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("ddp-tmpdir")
     proc = _imgcls(
         "train", *CONVERGED, "--batch-size", "32", "--nproc-per-node", "2", "--out", str(work / "run"),
-        "--wandb", "--wandb-mode", "offline", cwd=work,
+        "--wandb", "--wandb-mode", "offline", cwd=work, env={"TMPDIR": str(tmp)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"work": work, "bundle": work / "run", "proc": proc}
+    return {"work": work, "bundle": work / "run", "proc": proc, "tmpdir": tmp}
 
 
 def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_run):
@@ -55,6 +58,13 @@ def test_two_processes_write_exactly_one_bundle_that_records_the_world_size(ddp_
 
     work = ddp_run["work"]
     assert sorted(p.name for p in work.iterdir()) == ["run"]  # no second bundle, no staging leftovers
+    # nor temporary files: torchrun's log folder (/tmp/torchelastic_*) and W&B's wandb-media copies of the logged
+    # images stayed behind after every launch. torchinductor_USER is torch's compile cache, kept across runs.
+    tmp = ddp_run["tmpdir"]
+    left = [
+        str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.relative_to(tmp).parts[0].startswith("torchinductor_")
+    ]
+    assert sorted(left) == []
     bundle = load_bundle(ddp_run["bundle"])  # verified
     dist = bundle.meta.lineage.training.distributed  # the typed section of the bundle contract
     assert dist is not None and dist.world_size == 2 and dist.backend == "gloo"
