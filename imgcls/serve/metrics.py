@@ -80,11 +80,15 @@ class Metrics:
         self._predictions: dict[str, Any] = {}
         self._model_labels: tuple[str, str, str, str] | None = None
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+    def _answered(self, endpoint: str, status: int) -> Any:
+        """The ``imgcls_requests_total`` child of ``(endpoint, status)``, made once."""
         child = self._requests.get((endpoint, status))
         if child is None:
             child = self._requests[(endpoint, status)] = self.requests.labels(endpoint, str(status))
-        child.inc()
+        return child
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self._answered(endpoint, status).inc()
         hist = self._durations.get(endpoint)
         if hist is None:
             hist = self._durations[endpoint] = self.duration.labels(endpoint)
@@ -97,11 +101,8 @@ class Metrics:
         while its answer was being written was counted by its route already, and is counted as aborted."""
         if code == "write_timeout":
             self.aborted.labels(code).inc()
-            return
-        child = self._requests.get(("connection", status))
-        if child is None:
-            child = self._requests[("connection", status)] = self.requests.labels("connection", str(status))
-        child.inc()
+        else:
+            self._answered("connection", status).inc()
 
     def observe_prediction(self, label: str) -> None:
         child = self._predictions.get(label)

@@ -155,9 +155,6 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
 
     parsed = torchrun.get_args_parser().parse_args(launch.torchrun_args(args))
     logger.info("torch.distributed.run %s", " ".join(launch.torchrun_args(args)))
-    # The agent's log folder (its workers' error files) is ours, removed after the job: left to torchrun, a
-    # /tmp/torchelastic_* folder stayed behind after every launch.
-    parsed.log_dir = tempfile.mkdtemp(prefix="imgcls-torchrun-")
     # The workers inherit this environment. Without OMP_NUM_THREADS torchrun sets 1 and prints a four-line banner
     # saying so; the machine's cores shared between the workers is the rule the workers apply to torch anyway.
     from imgcls.runtime.machine import cpu_count
@@ -167,6 +164,9 @@ def run_workers(launch: Launch, args: list[str], *, run_dir: Path | None) -> Non
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.rendezvous import RendezvousError
 
+    # The agent's log folder (its workers' error files) is ours, removed after the job: left to torchrun, a
+    # /tmp/torchelastic_* folder stayed behind after every launch.
+    parsed.log_dir = tempfile.mkdtemp(prefix="imgcls-torchrun-")
     try:
         torchrun.run(parsed)
     except ChildFailedError as exc:  # its failures hold what the error files said: the folder may go
