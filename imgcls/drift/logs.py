@@ -92,9 +92,7 @@ def _is_log(p: Path) -> bool:
     return p.is_file() and (p.suffix in LOG_SUFFIXES or _is_segment(p.name))
 
 
-def _log_files(location: Path, cutoff: float | None = None) -> list[str]:
-    from imgcls.serve.logexport import segment_span
-
+def _log_files(location: Path) -> list[str]:
     if location.is_dir():
         logs = [p for p in sorted(location.rglob("*")) if _is_log(p)]
         if not logs:
@@ -102,9 +100,7 @@ def _log_files(location: Path, cutoff: float | None = None) -> list[str]:
                 f"--log {location}: no prediction logs in this folder (*.sqlite or *.jsonl[.gz] segments)",
                 hint="point --log at the file `imgcls serve --log-predictions` writes, or at a --log-export folder",
             )
-        spans = [segment_span(p.name) if cutoff is not None else None for p in logs]
-        # a segment whose name says it ended before --since is not read at all
-        return [str(p) for p, span in zip(logs, spans, strict=True) if span is None or span[1] >= (cutoff or 0.0)]
+        return [str(p) for p in logs]
     if not location.exists():
         raise UsageError(
             f"--log {location} does not exist",
@@ -118,8 +114,8 @@ def _log_files(location: Path, cutoff: float | None = None) -> list[str]:
     return [str(location)]
 
 
-def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
-    from imgcls.serve.logexport import list_segments, segment_span, split_gcs
+def _gcs_segments(uri: str) -> list[str]:
+    from imgcls.serve.logexport import list_segments, split_gcs
 
     bucket, _ = split_gcs(uri)
     if not bucket:
@@ -135,8 +131,7 @@ def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
             f"--log {uri}: no prediction-log segments under this prefix",
             hint="point --log at the URI given to `imgcls serve --log-export` (segments appear every interval)",
         )
-    spans = [segment_span(name) if cutoff is not None else None for name, _ in every]
-    return [loc for (_, loc), span in zip(every, spans, strict=True) if span is None or span[1] >= (cutoff or 0.0)]
+    return [loc for _, loc in every]
 
 
 # What a log's value may be: the server writes these ranges (imgcls.data.stats, probabilities); a value outside
@@ -408,10 +403,14 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     path: Path | str
     if str(location).startswith("gs://"):
         path = str(location)
-        files = _gcs_segments(path, cutoff)
+        files = _gcs_segments(path)
     else:
         path = Path(str(location)).expanduser()
-        files = _log_files(path, cutoff)
+        files = _log_files(path)
+    segments = {f for f in files if _is_segment(f.rsplit("/", 1)[-1])}
+    ends = {f: span[1] for f in segments if (span := segment_span(f)) is not None}
+    if cutoff is not None:  # a segment whose name says it ended before --since is not read at all
+        files = [f for f in files if ends.get(f, math.inf) >= cutoff]
     if not files:
         raise UsageError(
             f"--since {since} selects nothing: every segment of --log {path} ended earlier",
@@ -423,8 +422,6 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     # Newest first: SQLite logs (no span in their names) and segments by the end their names give. Once `limit` rows
     # are held, a segment that ended before the oldest of them cannot enter the window, nor can any after it: a
     # --last 1000 over a prefix of months reads the newest segments, not all of them.
-    segments = {f for f in files if _is_segment(f.rsplit("/", 1)[-1])}
-    ends = {f: span[1] for f in segments if (span := segment_span(f)) is not None}
     floor: float | None = None  # the limit-th newest timestamp held (once stale, a lower bound: it only rises)
     for f in sorted(files, key=lambda f: -ends.get(f, math.inf)):
         if f in ends and floor is not None and ends[f] < floor:

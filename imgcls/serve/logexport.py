@@ -333,8 +333,8 @@ def _drop_torn_tail(path: Path) -> None:
 # --- reading (``imgcls drift report --log``) ------------------------------------------------------------
 
 
-def list_segments(uri: str, *, since: float | None = None) -> list[tuple[str, str]]:
-    """``(name, location)`` of the segments under a folder or ``gs://`` prefix whose span reaches ``since``."""
+def list_segments(uri: str) -> list[tuple[str, str]]:
+    """``(name, location)`` of the segments under a folder or ``gs://`` prefix, by name."""
     out: list[tuple[str, str]] = []
     if is_gcs(uri):
         from imgcls.store.gcs import make_client
@@ -347,13 +347,6 @@ def list_segments(uri: str, *, since: float | None = None) -> list[tuple[str, st
     else:
         folder = Path(uri).expanduser()
         out = [(p.name, str(p)) for p in sorted(folder.rglob("*" + SEGMENT_SUFFIX)) if not p.name.startswith(".")]
-    if since is not None:
-        kept = []
-        for name, loc in out:
-            span = segment_span(name)
-            if span is None or span[1] >= since:
-                kept.append((name, loc))
-        out = kept
     return sorted(out)
 
 

@@ -191,3 +191,17 @@ def test_the_census_counts_the_rows_of_the_windows_snapshot_not_those_appended_a
     assert read.census(1_000_005.0) == {"": (5, 1_000_009.0), other: (3, 1_000_012.0)}
     connect(tmp_path / "empty.sqlite").close()
     assert logs.sqlite_window(tmp_path / "empty.sqlite", MINE, cutoff=None, limit=10).census(None) == {}
+
+
+def test_since_over_segments_skips_the_segments_that_ended_before_it(tmp_path: Path) -> None:
+    now, out = time.time(), tmp_path / "segments"
+    old = [now - 7200 + i for i in range(50)]  # two hours ago, damaged
+    new = [now - 600 + 2 * i for i in range(100)]  # the last ten minutes
+    write_segment(out, segment_name(old[0], old[-1], "host-0", 0, 0), [(MINE, t) for t in old], damaged=old[3])
+    write_segment(out, segment_name(new[0], new[-1], "host-0", 0, 1), [(MINE, t) for t in new])
+    window = logs.read_log(out, model_sha256=MINE, since="30m")
+    assert window.rows == 100 and window.first == pytest.approx(new[0])
+    with pytest.raises(UsageError, match=r"line 4: confidence 7\.0 is not a number from 0 to 1"):
+        logs.read_log(out, model_sha256=MINE, since="3h")
+    with pytest.raises(UsageError, match=r"--since 5m selects nothing: every segment of --log .* ended earlier"):
+        logs.read_log(out, model_sha256=MINE, since="5m")  # the newest ended 6.7 minutes ago
