@@ -72,7 +72,8 @@ def segment_name(first: float, last: float, replica: str, generation: int, seq: 
 
 
 def segment_span(name: str) -> tuple[float, float] | None:
-    """The (first, last) times a segment's name promises (None: not a segment name)."""
+    """The (first, last) times a segment's name promises (None: not a segment name, or one whose times are not
+    dates, such as a 13th month: no span is promised, and the segment is read like any other file)."""
     m = _NAME.match(name.rsplit("/", 1)[-1])
     if not m:
         return None
@@ -80,7 +81,10 @@ def segment_span(name: str) -> tuple[float, float] | None:
     def parse(s: str) -> float:
         return _dt.datetime.strptime(s, _STAMP).replace(tzinfo=_dt.timezone.utc).timestamp()
 
-    return parse(m.group(1)), parse(m.group(2))
+    try:
+        return parse(m.group(1)), parse(m.group(2))
+    except ValueError:  # matches the pattern, but is no date
+        return None
 
 
 def check_export_uri(uri: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 from imgcls.drift import logs
 from imgcls.drift.monitor import window_rows
 from imgcls.errors import UsageError
-from imgcls.serve.logexport import segment_name
+from imgcls.serve.logexport import segment_name, segment_span
 from imgcls.serve.predlog import COLUMNS, TABLE, PredictionRecord, connect, row
 
 MINE, OTHER = "a" * 64, "b" * 64
@@ -205,3 +205,13 @@ def test_since_over_segments_skips_the_segments_that_ended_before_it(tmp_path: P
         logs.read_log(out, model_sha256=MINE, since="3h")
     with pytest.raises(UsageError, match=r"--since 5m selects nothing: every segment of --log .* ended earlier"):
         logs.read_log(out, model_sha256=MINE, since="5m")  # the newest ended 6.7 minutes ago
+
+
+def test_a_segment_name_whose_times_are_no_dates_is_read_as_a_segment_without_a_span(tmp_path: Path) -> None:
+    # it matched the name's pattern, and its parse raised a ValueError out of the report (a traceback, exit 1)
+    now, out = time.time(), tmp_path / "segments"
+    name = "20261340T000000Z-20261399T999999Z_host-0_0-000000.jsonl.gz"
+    assert segment_span(name) is None
+    write_segment(out, name, [(MINE, now - 60 + i) for i in range(5)])
+    assert logs.read_log(out, model_sha256=MINE, since="1h").rows == 5
+    assert logs.read_log(out, model_sha256=MINE, last=3).rows == 3
