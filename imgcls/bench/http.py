@@ -399,7 +399,7 @@ def probe(t: Target) -> None:
         return
     try:  # imgcls serve's errors are {"error": {"code", "message"}}
         said = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         said = body[:200].decode("utf-8", "replace").strip()
     raise UsageError(
         f"--url {t.url}: the server answered {status} to one request{': ' + said if said else ''}",

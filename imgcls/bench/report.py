@@ -37,7 +37,7 @@ def load_report(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than its parser goes
         raise UsageError(f"--baseline {path}: cannot read it ({exc})", hint="pass a file from `bench --json`") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise UsageError(f"--baseline {path} is not an imgcls bench report (no 'results' list)")

@@ -155,7 +155,7 @@ def _json_list(v: Any) -> Any:
     if isinstance(v, str):
         try:
             return json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: '[[[[…' nested deeper than json's parser goes
             return v
     return v
 
@@ -339,7 +339,7 @@ def _segment_read(location: str, model_sha256: str, cutoff: float | None) -> _Lo
             continue
         try:
             r = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: '[[[[…' nested deeper than json's parser goes
             raise UsageError(f"--log {location}: line {n} is not JSON; this is not a prediction-log segment") from None
         if not isinstance(r, dict) or not {"timestamp", "model_sha256", "class_id", "confidence"} <= set(r):
             raise UsageError(

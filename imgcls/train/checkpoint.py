@@ -312,7 +312,7 @@ def _read_last(run_dir: Path) -> tuple[dict[str, Any], _Record]:
         )
     try:
         raw = json.loads(last.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # '[[[[…' too deep to parse
         raise UsageError(f"checkpoint {last} is unreadable ({exc})", hint="start the run again") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__

@@ -232,11 +232,13 @@ def test_bad_flags_and_baselines_are_refused_before_measuring(bundle: Path, tmp_
 
     (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     (tmp_path / "http.json").write_text(json.dumps({"kind": "http", "results": []}))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # an unexpected RecursionError before
     args = ["bench", "--model", str(bundle), "--engine", "onnxruntime", "--precision", "fp32", "--no-peaks"]
     for extra, said in [
         (["--threads", str(cpu_count() + 1)], f"may use {cpu_count()} core(s)"),
         (["--batch", "1,4", "--pick", "--pick-batch", "7"], "--pick-batch 7 is not one of the batch sizes measured"),
         (["--baseline", str(tmp_path / "picture.png")], "cannot read it"),
+        (["--baseline", str(tmp_path / "deep.json")], "cannot read it"),
         (["--baseline", str(tmp_path / "http.json")], "is a report measured over HTTP (bench --url)"),
     ]:
         result = CliRunner().invoke(app, [*args, *extra])

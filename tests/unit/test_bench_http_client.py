@@ -116,6 +116,18 @@ class CloseDelimitedError(_Handler):
         self.wfile.write(json.dumps({"error": {"code": "bad", "message": "the image is upside down"}}).encode())
 
 
+class DeepError(_Handler):
+    """A 422 whose JSON body is nested deeper than json's parser goes."""
+
+    def do_POST(self) -> None:
+        self._drain()
+        body = b"[" * 100_000 + b"]" * 100_000
+        self.send_response(422)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class EndlessHead(_Handler):
     """A 200 whose head goes on for 1 MB of header lines (a server, or a proxy, gone wrong) before its body."""
 
@@ -155,6 +167,12 @@ def test_the_probe_reads_a_chunked_error_body_whole_and_shows_its_message() -> N
         str(err.value).splitlines()[0]
         == f"--url {url}: the server answered 422 to one request: the image is upside down"
     )
+
+
+def test_an_error_body_nested_too_deeply_is_shown_as_text() -> None:
+    # json's RecursionError escaped the probe: "unexpected RecursionError" instead of what the server answered
+    with server(DeepError) as url, pytest.raises(UsageError, match=r"the server answered 422 to one request: \[\[\["):
+        probe(make_target(url, b"\x89PNG"))
 
 
 def test_a_server_that_hangs_up_without_answering_is_named_as_such() -> None:

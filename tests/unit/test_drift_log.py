@@ -215,3 +215,20 @@ def test_a_segment_name_whose_times_are_no_dates_is_read_as_a_segment_without_a_
     write_segment(out, name, [(MINE, now - 60 + i) for i in range(5)])
     assert logs.read_log(out, model_sha256=MINE, since="1h").rows == 5
     assert logs.read_log(out, model_sha256=MINE, last=3).rows == 3
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_a_damaged_row_not_an_unexpected_error(tmp_path: Path) -> None:
+    # '[[[[…' a hundred thousand deep: json raised RecursionError, and the report said "unexpected RecursionError"
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "s.jsonl").write_text(deep + "\n")
+    with pytest.raises(UsageError, match=r"line 1 is not JSON; this is not a prediction-log segment"):
+        logs.read_log(tmp_path / "segments", model_sha256=MINE, last=5)
+    log = tmp_path / "p.sqlite"
+    write_log(log, [(MINE, 1_000_000.0 + i) for i in range(3)])
+    conn = connect(log)
+    with conn:
+        conn.execute(f"UPDATE {TABLE} SET top_k = ? WHERE request_id = '1'", (deep,))
+    conn.close()
+    with pytest.raises(UsageError, match=r"row 2: top_k '\[\[\[.*is not a list of \{label, class_id, probability\}"):
+        logs.read_log(log, model_sha256=MINE, last=5)

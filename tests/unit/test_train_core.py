@@ -236,6 +236,9 @@ def test_a_damaged_or_edited_last_json_is_refused_with_the_field_at_fault(tmp_pa
     last.write_text("[1, 2]")
     with pytest.raises(UsageError, match="unknown format 'list'"):
         load_checkpoint(tmp_path)
+    last.write_text("[" * 100_000 + "]" * 100_000)  # json's parser gives up at the interpreter's recursion limit
+    with pytest.raises(UsageError, match="is unreadable"):
+        load_checkpoint(tmp_path)
 
 
 def test_wandb_online_without_key_fails_fast(tmp_path):
