@@ -114,19 +114,21 @@ def _log_files(location: Path) -> list[str]:
     return [str(location)]
 
 
-def _gcs_segments(uri: str) -> list[str]:
+def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
     from imgcls.serve.logexport import list_segments, split_gcs
 
     bucket, _ = split_gcs(uri)
     if not bucket:
         raise UsageError(f"--log {uri}: no bucket", hint="use gs://BUCKET/PREFIX/ (the serve --log-export URI)")
     try:
-        every = list_segments(uri)
+        every = list_segments(uri, ending_after=cutoff)
+        # listed from --since's start: nothing there may still be a prefix of older segments (said as such later)
+        none = not every and (cutoff is None or not list_segments(uri, first=True))
     except ImgclsError:
         raise
     except Exception as exc:  # the client's own error (a missing bucket, credentials), in one line
         raise UsageError(f"--log {uri}: cannot list the segments ({type(exc).__name__}: {exc})") from None
-    if not every:
+    if none:
         raise UsageError(
             f"--log {uri}: no prediction-log segments under this prefix",
             hint="point --log at the URI given to `imgcls serve --log-export` (segments appear every interval)",
@@ -403,7 +405,7 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     path: Path | str
     if str(location).startswith("gs://"):
         path = str(location)
-        files = _gcs_segments(path)
+        files = _gcs_segments(path, cutoff)
     else:
         path = Path(str(location)).expanduser()
         files = _log_files(path)

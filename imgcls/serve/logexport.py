@@ -337,17 +337,33 @@ def _drop_torn_tail(path: Path) -> None:
 # --- reading (``imgcls drift report --log``) ------------------------------------------------------------
 
 
-def list_segments(uri: str) -> list[tuple[str, str]]:
-    """``(name, location)`` of the segments under a folder or ``gs://`` prefix, by name."""
+# How long before its end a segment's first row can be: a segment closes --log-export-every (at most 86,400 s)
+# after it opened, and its rows reach the writer within its restart back-off of being answered. Twice the longest
+# interval, so that a listing from (a window's start - this) misses no segment that ends inside the window.
+MAX_SEGMENT_SPAN_S = 2 * 86_400.0
+
+
+def list_segments(uri: str, *, ending_after: float | None = None, first: bool = False) -> list[tuple[str, str]]:
+    """``(name, location)`` of the segments under a folder or ``gs://`` prefix, by name.
+
+    ``ending_after``: on GCS, the listing starts at the names of segments that began :data:`MAX_SEGMENT_SPAN_S`
+    before it (names begin with their first row's time): a day's window over a prefix of a year's segments lists
+    three days of them, not the year (~1,000 objects a page). A folder is listed whole (a local listing is cheap).
+    ``first``: stop at the first segment found on GCS (whether the prefix holds any).
+    """
     out: list[tuple[str, str]] = []
     if is_gcs(uri):
         from imgcls.store.gcs import make_client
 
         bucket, prefix = split_gcs(uri)
-        for blob in make_client().list_blobs(bucket, prefix=prefix):
+        start = None if ending_after is None else ending_after - MAX_SEGMENT_SPAN_S
+        offset = {"start_offset": prefix + _stamp(start)} if start is not None and start > 0 else {}
+        for blob in make_client().list_blobs(bucket, prefix=prefix, **offset):
             name = blob.name[len(prefix) :]
             if name.endswith(SEGMENT_SUFFIX) and "/" not in name:
                 out.append((name, f"gs://{bucket}/{blob.name}"))
+                if first:
+                    break
     else:
         folder = Path(uri).expanduser()
         out = [(p.name, str(p)) for p in sorted(folder.rglob("*" + SEGMENT_SUFFIX)) if not p.name.startswith(".")]

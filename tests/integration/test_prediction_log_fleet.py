@@ -211,8 +211,38 @@ def test_log_export_to_gcs_create_only_segments_and_a_report_over_the_prefix(
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["sample_sizes"]["current"] == 30
 
+    # a --since window lists the prefix from the segments that began two days before it: the year of segments
+    # before was listed whole (~1,000 objects a page) on every report. A damaged segment of last week is not even
+    # listed, nor read.
+    from imgcls.serve.logexport import segment_name
+    from imgcls.store.gcs import make_client
+
+    week_ago = time.time() - 7 * 86400
+    old = f"{prefix}/{segment_name(week_ago, week_ago + 300, 'host-0', 0, 0)}"
+    make_client().bucket(BUCKET).blob(old).upload_from_string(b"not json\n")
+    del gcs_emulator.requests[:]
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", uri, "--since", "1h",
+               "--format", "json", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sample_sizes"]["current"] == 30
+    (listing,) = [q for q in gcs_emulator.requests if "items" in q]
+    assert listing["q_startOffset"].startswith(f"{prefix}/2") and listing["q_startOffset"] < min(
+        u["name"] for u in uploads
+    )
+    assert int(listing["items"]) == len(uploads)  # this hour's segments, not last week's
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", uri, "--since", "30d", env=env)
+    assert r.returncode == 2 and "line 1 is not JSON" in r.stderr  # a month's window lists and reads it
+    stale = f"stale-{uuid.uuid4().hex[:8]}"  # a prefix of last week's segment only: nothing listed from 1h - 2 days
+    make_client().bucket(BUCKET).blob(f"{stale}/{old.split('/')[-1]}").upload_from_string(b"not json\n")
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", f"gs://{BUCKET}/{stale}/",
+               "--since", "1h", env=env)  # fmt: skip
+    assert r.returncode == 2 and "every segment of --log" in r.stderr and "ended earlier" in r.stderr, r.stderr
+
     r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", f"gs://{BUCKET}/nothing-here/",
                env=env)  # fmt: skip
+    assert r.returncode == 2 and "no prediction-log segments under this prefix" in r.stderr
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", f"gs://{BUCKET}/nothing-here/",
+               "--since", "1h", env=env)  # fmt: skip
     assert r.returncode == 2 and "no prediction-log segments under this prefix" in r.stderr
     assert "Traceback" not in r.stderr
 
