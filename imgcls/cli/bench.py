@@ -219,21 +219,25 @@ def bench(
         profile = profile_from(report)
         bundle_path = Path(report["model"]["path"])
         if slo_p99_ms is not None and slo_grid is not None:
-            sample = _sample_png(bundle_path)
-            best, rows = slo_sweep(
-                bundle_path,
-                profile,
-                sample,
-                slo_p99_ms=slo_p99_ms,
-                duration_s=slo_seconds,
-                batches=slo_grid[0],
-                delays_ms=slo_grid[1],
-                on_row=lambda r: err_console.print(
-                    f"  max batch {r['max_batch']:>3}, max delay {r['max_delay_ms']:g} ms: {r['req_per_s']:.0f} req/s, "
-                    f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors{' (meets the SLO)' if r['meets_slo'] else ''}",
-                    highlight=False,
-                ),
-            )
+            import tempfile
+
+            # the upload lives as long as the sweep: a /tmp/imgcls-bench-*/sample.png stayed behind after every one
+            with tempfile.TemporaryDirectory(prefix="imgcls-bench-") as tmp:
+                best, rows = slo_sweep(
+                    bundle_path,
+                    profile,
+                    _sample_png(bundle_path, Path(tmp) / "sample.png"),
+                    slo_p99_ms=slo_p99_ms,
+                    duration_s=slo_seconds,
+                    batches=slo_grid[0],
+                    delays_ms=slo_grid[1],
+                    on_row=lambda r: err_console.print(
+                        f"  max batch {r['max_batch']:>3}, max delay {r['max_delay_ms']:g} ms: "
+                        f"{r['req_per_s']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors"
+                        f"{' (meets the SLO)' if r['meets_slo'] else ''}",
+                        highlight=False,
+                    ),
+                )
             report["slo"] = {"p99_ms": slo_p99_ms, "rows": rows, "best": best}
             if best is None:
                 from imgcls.errors import GateError
@@ -281,17 +285,14 @@ def bench(
     _finish(report, json_path, chart, earlier, regression)
 
 
-def _sample_png(bundle_path: Path) -> Path:
-    """One of the bundle's real samples as a PNG file (what the SLO sweep uploads)."""
-    import tempfile
-
+def _sample_png(bundle_path: Path, out: Path) -> Path:
+    """One of the bundle's real samples written to ``out`` as a PNG file (what the SLO sweep uploads)."""
     from PIL import Image
 
     from imgcls.bundle import load_bundle
     from imgcls.runtime.gate import gate_images
 
     img = gate_images(load_bundle(bundle_path)).images[0]
-    out = Path(tempfile.mkdtemp(prefix="imgcls-bench-")) / "sample.png"
     Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(out)
     return out
 

@@ -136,7 +136,13 @@ def _bench_pick(bundle: Path, tmp_path: Path, *slo: str) -> subprocess.Completed
     cmd = [sys.executable, "-m", "imgcls", "bench", "--model", str(bundle), "--engine", "onnxruntime",
            "--precision", "fp32", "--batch", "4", "--threads", "1", "--measure-s", "0.05", "--no-peaks",
            "--pick", "--json", str(tmp_path / "pick.json"), "--slo-seconds", "1", *slo]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    # the sweep's upload was a /tmp/imgcls-bench-*/sample.png left behind by every run
+    assert not list(tmp.glob("imgcls-*")), sorted(p.name for p in tmp.iterdir())
+    return done
 
 
 def test_pick_with_an_slo_stores_the_batching_that_meets_it_and_serve_uses_it(
