@@ -450,15 +450,21 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
             f"{MAX_WINDOW_ROWS:,}",
             iso_time(mine[0]["timestamp"]),
         )
-    # the other models' rows over the window's span: from --since, or from its first row when --last or the cap
-    # cut it; the whole log otherwise
-    start = cutoff if cutoff is not None else mine[0]["timestamp"] if capped or len(mine) == last else None
+    start = span_start(mine, cut=capped or len(mine) == last, cutoff=cutoff)
     others: dict[str, int] = {}
     for census in censuses:
         for key, (n, _) in census(start).items():
             if key:
                 others[key] = others.get(key, 0) + n
     return window_of_rows(mine, str(path), others)
+
+
+def span_start(rows: list[dict[str, Any]], *, cut: bool, cutoff: float | None) -> float | None:
+    """Where the other models' count of a window begins: at its first row when ``--last`` or the cap cut it (with
+    or without ``--since``: the rows before it were not compared, so neither are theirs counted), at ``cutoff``
+    (``--since``) otherwise, and nowhere (the whole log) when neither bounds it. The report and the server's drift
+    monitor both count this way."""
+    return rows[0]["timestamp"] if cut and rows else cutoff
 
 
 def _refuse_an_empty_window(

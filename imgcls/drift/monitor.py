@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imgcls.drift.logs import MAX_WINDOW_ROWS, sqlite_window, window_of_rows
+from imgcls.drift import logs
+from imgcls.drift.logs import span_start, sqlite_window, window_of_rows
 from imgcls.drift.reference import REFERENCE_FILE, load_reference
 from imgcls.drift.report import compare
 from imgcls.errors import ImgclsError
@@ -30,9 +31,11 @@ from imgcls.errors import ImgclsError
 def window_rows(log: Path, model_sha256: str, cutoff: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The log's rows of ``model_sha256`` since ``cutoff`` (Unix time), oldest first (the newest
     :data:`~imgcls.drift.logs.MAX_WINDOW_ROWS` of them), and the other models' counts over the same span."""
-    read = sqlite_window(log, model_sha256, cutoff=cutoff, limit=MAX_WINDOW_ROWS, timeout=30.0)
-    start = read.mine[0]["timestamp"] if len(read.mine) == MAX_WINDOW_ROWS else cutoff
-    return read.mine, {k: n for k, (n, _) in read.census(start).items() if k}
+    cap = logs.MAX_WINDOW_ROWS
+    read = sqlite_window(log, model_sha256, cutoff=cutoff, limit=cap + 1, timeout=30.0)  # one more: was it cut?
+    rows = read.mine[-cap:]
+    start = span_start(rows, cut=len(read.mine) > cap, cutoff=cutoff)
+    return rows, {k: n for k, (n, _) in read.census(start).items() if k}
 
 
 def window_summary(bundle_dir: str | Path, log: str | Path, seconds: float, now: float | None = None) -> dict[str, Any]:

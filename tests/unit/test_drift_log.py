@@ -112,6 +112,25 @@ def test_other_models_are_counted_over_the_windows_span(tmp_path: Path) -> None:
     assert len(rows) == 225 and others == canary
 
 
+def test_a_since_window_the_cap_cut_counts_other_models_from_its_first_compared_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "MAX_WINDOW_ROWS", 100)
+    log = tmp_path / "p.sqlite"
+    now = time.time()
+    mine = [(MINE, now - 600 + 2 * i) for i in range(300)]  # --since 15m holds 300: the newest 100 are compared
+    early = [(OTHER, now - 550 + i) for i in range(7)]  # a canary before the first compared row (now - 200)
+    late = [(OTHER, now - 100 + i) for i in range(4)]  # and one during the compared rows
+    write_log(log, mine + early + late)
+    window = logs.read_log(log, model_sha256=MINE, since="15m")
+    assert window.rows == 100 and window.other_models == {f"m 2 {OTHER[:12]}": 4}
+    rows, others = window_rows(log, MINE, now - 900)  # the server's drift monitor counts the same span
+    assert len(rows) == 100 and rows[0]["timestamp"] == window.first and others == window.other_models
+    monkeypatch.setattr(logs, "MAX_WINDOW_ROWS", 300)  # exactly full, not cut: the count starts at the cutoff
+    assert window_rows(log, MINE, now - 900)[1] == {f"m 2 {OTHER[:12]}": 11}
+    assert logs.read_log(log, model_sha256=MINE, since="15m").other_models == {f"m 2 {OTHER[:12]}": 11}
+
+
 def test_an_empty_window_says_why(tmp_path: Path) -> None:
     log = tmp_path / "p.sqlite"
     write_log(log, [(OTHER, 1_000_000.0 + i) for i in range(5)])
