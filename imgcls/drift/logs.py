@@ -114,26 +114,62 @@ def _log_files(location: Path) -> list[str]:
     return [str(location)]
 
 
-def _gcs_segments(uri: str, cutoff: float | None) -> list[str]:
-    from imgcls.serve.logexport import list_segments, split_gcs
+class _GcsListing:
+    """The segments under a ``gs://`` prefix, listed newest names first, a span of names at a time: the last day,
+    then spans twice as long further back, as far as the window needs. A ``--last 1000`` over a prefix of a year of
+    segments lists the days that hold them, not the year (~1,000 objects a listing page); a window that is not full
+    yet lists on, back to the prefix's oldest segment. A ``--since`` window lists from its start at once."""
 
-    bucket, _ = split_gcs(uri)
-    if not bucket:
-        raise UsageError(f"--log {uri}: no bucket", hint="use gs://BUCKET/PREFIX/ (the serve --log-export URI)")
-    try:
-        every = list_segments(uri, ending_after=cutoff)
-        # listed from --since's start: nothing there may still be a prefix of older segments (said as such later)
-        none = not every and (cutoff is None or not list_segments(uri, first=True))
-    except ImgclsError:
-        raise
-    except Exception as exc:  # the client's own error (a missing bucket, credentials), in one line
-        raise UsageError(f"--log {uri}: cannot list the segments ({type(exc).__name__}: {exc})") from None
-    if none:
-        raise UsageError(
-            f"--log {uri}: no prediction-log segments under this prefix",
-            hint="point --log at the URI given to `imgcls serve --log-export` (segments appear every interval)",
-        )
-    return [loc for _, loc in every]
+    FIRST_SPAN_S = 86_400.0
+
+    def __init__(self, uri: str, cutoff: float | None) -> None:
+        from imgcls.serve.logexport import MAX_SEGMENT_SPAN_S, split_gcs
+
+        bucket, _ = split_gcs(uri)
+        if not bucket:
+            raise UsageError(f"--log {uri}: no bucket", hint="use gs://BUCKET/PREFIX/ (the serve --log-export URI)")
+        self.uri = uri
+        self.span = MAX_SEGMENT_SPAN_S
+        # a segment whose name begins before this ended before --since: it cannot hold a row of the window
+        self.bottom = -math.inf if cutoff is None else cutoff - MAX_SEGMENT_SPAN_S
+        self.lower = math.inf  # every name from this time on is listed
+        self.step = self.FIRST_SPAN_S
+
+    def older(self, floor: float | None) -> list[str] | None:
+        """The next segments, older by name than those listed so far; None once no unlisted segment can hold a row of
+        the window. ``floor``: the oldest row a full window still takes (None: not full yet)."""
+        need = self.bottom if floor is None else max(self.bottom, floor - self.span)
+        while self.lower > need:
+            if floor is not None or self.bottom > -math.inf:  # full, or --since: the names back to (the oldest row
+                start = need  # it can take - a segment's span) are all it can hold, listed at once
+            else:
+                start = max((time.time() if self.lower == math.inf else self.lower) - self.step, need)
+            found = self._list(start, self.lower)
+            self.lower, self.step = start, self.step * 2
+            if found:
+                return found
+            if floor is None and start > need and not self._list(-math.inf, start, first=True):
+                return None  # nothing older under the prefix at all
+        return None
+
+    def holds_any(self) -> bool:
+        return bool(self._list(-math.inf, math.inf, first=True))
+
+    def _list(self, start: float, before: float, first: bool = False) -> list[str]:
+        from imgcls.serve.logexport import list_segments
+
+        try:
+            found = list_segments(
+                self.uri,
+                began_from=None if start == -math.inf else start,
+                began_before=None if before == math.inf else before,
+                first=first,
+            )
+        except ImgclsError:
+            raise
+        except Exception as exc:  # the client's own error (a missing bucket, credentials), in one line
+            raise UsageError(f"--log {self.uri}: cannot list the segments ({type(exc).__name__}: {exc})") from None
+        return [loc for _, loc in found]
 
 
 # What a log's value may be: the server writes these ranges (imgcls.data.stats, probabilities); a value outside
@@ -403,21 +439,14 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
         )
     cutoff = time.time() - parse_since(since) if since else None
     path: Path | str
+    listing: _GcsListing | None = None
     if str(location).startswith("gs://"):
         path = str(location)
-        files = _gcs_segments(path, cutoff)
+        listing = _GcsListing(path, cutoff)
+        files = listing.older(None) or []
     else:
         path = Path(str(location)).expanduser()
         files = _log_files(path)
-    segments = {f for f in files if _is_segment(f.rsplit("/", 1)[-1])}
-    ends = {f: span[1] for f in segments if (span := segment_span(f)) is not None}
-    if cutoff is not None:  # a segment whose name says it ended before --since is not read at all
-        files = [f for f in files if ends.get(f, math.inf) >= cutoff]
-    if not files:
-        raise UsageError(
-            f"--since {since} selects nothing: every segment of --log {path} ended earlier",
-            hint="widen --since, or use --last N",
-        )
     limit = last if last is not None else MAX_WINDOW_ROWS + 1  # one more: to know that the cap cut the window
     mine: list[dict[str, Any]] = []
     censuses = []
@@ -425,18 +454,36 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
     # are held, a segment that ended before the oldest of them cannot enter the window, nor can any after it: a
     # --last 1000 over a prefix of months reads the newest segments, not all of them.
     floor: float | None = None  # the limit-th newest timestamp held (once stale, a lower bound: it only rises)
-    for f in sorted(files, key=lambda f: -ends.get(f, math.inf)):
-        if f in ends and floor is not None and ends[f] < floor:
-            break
-        if f in segments:
-            read = _segment_read(f, model_sha256, cutoff)
-        else:
-            read = sqlite_window(Path(f), model_sha256, cutoff=cutoff, limit=limit)
-        mine.extend(read.mine)
-        censuses.append(read.census)
-        if len(mine) > 2 * limit or (floor is None and len(mine) >= limit):
-            mine = _newest(mine, limit)  # memory bounded by the window, not by the files
-            floor = mine[0]["timestamp"]
+    read_any = False
+    while files:
+        spans = {f: segment_span(f) if _is_segment(f.rsplit("/", 1)[-1]) else None for f in files}
+        ends = {f: span[1] for f, span in spans.items() if span is not None}
+        if cutoff is not None:  # a segment whose name says it ended before --since is not read at all
+            files = [f for f in files if ends.get(f, math.inf) >= cutoff]
+        for f in sorted(files, key=lambda f: -ends.get(f, math.inf)):
+            if f in ends and floor is not None and ends[f] < floor:
+                break
+            read_any = True
+            if _is_segment(f.rsplit("/", 1)[-1]):
+                read = _segment_read(f, model_sha256, cutoff)
+            else:
+                read = sqlite_window(Path(f), model_sha256, cutoff=cutoff, limit=limit)
+            mine.extend(read.mine)
+            censuses.append(read.census)
+            if len(mine) > 2 * limit or (floor is None and len(mine) >= limit):
+                mine = _newest(mine, limit)  # memory bounded by the window, not by the files
+                floor = mine[0]["timestamp"]
+        files = (listing.older(floor) or []) if listing is not None else []
+    if not read_any:
+        if listing is not None and not listing.holds_any():
+            raise UsageError(
+                f"--log {path}: no prediction-log segments under this prefix",
+                hint="point --log at the URI given to `imgcls serve --log-export` (segments appear every interval)",
+            )
+        raise UsageError(
+            f"--since {since} selects nothing: every segment of --log {path} ended earlier",
+            hint="widen --since, or use --last N",
+        )
     mine = _newest(mine, limit)
     if not mine:
         _refuse_an_empty_window(path, model_sha256, since, [c(None) for c in censuses])

@@ -339,27 +339,36 @@ def _drop_torn_tail(path: Path) -> None:
 
 # How long before its end a segment's first row can be: a segment closes --log-export-every (at most 86,400 s)
 # after it opened, and its rows reach the writer within its restart back-off of being answered. Twice the longest
-# interval, so that a listing from (a window's start - this) misses no segment that ends inside the window.
+# interval, so that a listing of the names from (a window's start - this) misses no segment that ends inside it.
 MAX_SEGMENT_SPAN_S = 2 * 86_400.0
 
 
-def list_segments(uri: str, *, ending_after: float | None = None, first: bool = False) -> list[tuple[str, str]]:
+def list_segments(
+    uri: str, *, began_from: float | None = None, began_before: float | None = None, first: bool = False
+) -> list[tuple[str, str]]:
     """``(name, location)`` of the segments under a folder or ``gs://`` prefix, by name.
 
-    ``ending_after``: on GCS, the listing starts at the names of segments that began :data:`MAX_SEGMENT_SPAN_S`
-    before it (names begin with their first row's time): a day's window over a prefix of a year's segments lists
-    three days of them, not the year (~1,000 objects a page). A folder is listed whole (a local listing is cheap).
-    ``first``: stop at the first segment found on GCS (whether the prefix holds any).
+    ``began_from`` / ``began_before``: on GCS, only the names from the one stamped ``began_from`` (second, rounded
+    down) and before the one stamped ``began_before`` (names begin with their first row's time): a day's window over
+    a prefix of a year's segments lists days of them, not the year (~1,000 objects a page); two listings split at
+    one time list each segment once. A folder is listed whole (a local listing is cheap).
+    ``first``: stop at the first segment found on GCS (whether the span holds any).
     """
     out: list[tuple[str, str]] = []
     if is_gcs(uri):
         from imgcls.store.gcs import make_client
 
         bucket, prefix = split_gcs(uri)
-        start = None if ending_after is None else ending_after - MAX_SEGMENT_SPAN_S
-        offset = {"start_offset": prefix + _stamp(start)} if start is not None and start > 0 else {}
-        for blob in make_client().list_blobs(bucket, prefix=prefix, **offset):
+        offsets = {}
+        if began_from is not None and began_from > 0:
+            offsets["start_offset"] = prefix + _stamp(began_from)
+        if began_before is not None:
+            offsets["end_offset"] = prefix + _stamp(max(began_before, 0.0))
+        low, high = offsets.get("start_offset", ""), offsets.get("end_offset")
+        for blob in make_client().list_blobs(bucket, prefix=prefix, **offsets):
             name = blob.name[len(prefix) :]
+            if blob.name < low or (high is not None and blob.name >= high):
+                continue  # a store that ignores the offsets (an emulator) lists it all: the span is kept here too
             if name.endswith(SEGMENT_SUFFIX) and "/" not in name:
                 out.append((name, f"gs://{bucket}/{blob.name}"))
                 if first:

@@ -6,8 +6,8 @@ client talks to it through :class:`PreconditionProxy`, a small HTTP proxy starte
 - records every request (tests assert that create-only and compare-and-swap writes SEND their precondition),
 - enforces ``ifGenerationMatch`` on uploads the way GCS does: under one lock it reads the object's current
   generation from the emulator and answers 412 unless it matches, else forwards the write;
-- honours ``startOffset`` on listings (the emulator lists every object): only names from it on are answered, and
-  the request's record holds how many (``items``).
+- honours ``startOffset`` and ``endOffset`` on listings (the emulator lists every object): only the names in
+  ``[startOffset, endOffset)`` are answered, and the request's record holds how many (``items``).
 
 Tests whose conflict handling relies on this layer say so in their name (``..._enforcing_proxy``).
 """
@@ -145,8 +145,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             status, headers, data = self._forward(body)
             if self.command == "GET" and re.match(r"^/storage/v1/b/[^/]+/o$", parsed.path) and status == 200:
                 listing = json.loads(data)
-                if "startOffset" in query:  # GCS lists the names at or after it; the emulator ignores it
-                    listing["items"] = [o for o in listing.get("items", []) if o["name"] >= query["startOffset"]]
+                if "startOffset" in query or "endOffset" in query:  # GCS lists the names in [start, end): the
+                    low, high = query.get("startOffset", ""), query.get("endOffset")  # emulator ignores both
+                    listing["items"] = [
+                        o for o in listing.get("items", []) if o["name"] >= low and (high is None or o["name"] < high)
+                    ]
                     data = json.dumps(listing).encode()
                 record["items"] = str(len(listing.get("items", [])))
             if self.server.mangle_downloads and parsed.path.startswith("/download/") and status == 200 and data:

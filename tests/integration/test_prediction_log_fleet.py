@@ -24,6 +24,7 @@ from _store_helpers import BUCKET
 from test_serve_process import metric, post, serve
 
 from imgcls.bundle import load_bundle
+from imgcls.errors import UsageError
 from imgcls.serve.logexport import SEGMENT_SUFFIX, read_segment_bytes, segment_span
 from imgcls.serve.predlog import read_predictions
 
@@ -230,6 +231,18 @@ def test_log_export_to_gcs_create_only_segments_and_a_report_over_the_prefix(
         u["name"] for u in uploads
     )
     assert int(listing["items"]) == len(uploads)  # this hour's segments, not last week's
+    # --last lists the prefix back from today, a span at a time, only as far as the window's rows go: the same
+    # week-old segment is neither listed nor read (the whole prefix was listed on every report)
+    del gcs_emulator.requests[:]
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", uri, "--last", "10",
+               "--format", "json", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sample_sizes"]["current"] == 10
+    listings = [q for q in gcs_emulator.requests if "items" in q]
+    assert all(q["q_startOffset"] > old for q in listings), listings
+    assert sum(int(q["items"]) for q in listings) == len(uploads)  # each of today's segments listed once
+    r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", uri, env=env)
+    assert r.returncode == 2 and "line 1 is not JSON" in r.stderr  # the whole log: listed back to the oldest
     r = imgcls("drift", "report", "--model", str(exported_digits_bundle), "--log", uri, "--since", "30d", env=env)
     assert r.returncode == 2 and "line 1 is not JSON" in r.stderr  # a month's window lists and reads it
     stale = f"stale-{uuid.uuid4().hex[:8]}"  # a prefix of last week's segment only: nothing listed from 1h - 2 days
@@ -321,3 +334,46 @@ def test_a_huge_upload_costs_the_writer_nothing_and_logs_the_statistics_of_the_m
     row = read_predictions(log)[0]
     assert (row["width"], row["height"]) == (6000, 6000)
     assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def _upload_segment(prefix: str, first: float, rows: int, seq: int, damaged: bool = False) -> None:
+    """A segment of ``rows`` rows of one model, one a second from ``first``, uploaded under ``prefix``."""
+    import gzip
+
+    from imgcls.serve.logexport import segment_name
+    from imgcls.store.gcs import make_client
+
+    record = {"model_name": "m", "model_version": "1", "model_sha256": "a" * 64, "brightness": 0.3, "contrast": 0.2,
+              "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1, "class_id": 1, "confidence": 0.9,
+              "top_k": [{"label": "c1", "class_id": 1, "probability": 0.9}], "margin": 0.8,
+              "pred_entropy": 0.3}  # fmt: skip
+    ts = [first + i for i in range(rows)]
+    lines = [json.dumps({"timestamp": t, **record}) for t in ts]
+    body = b"not json\n" if damaged else gzip.compress("\n".join(lines).encode())
+    make_client().bucket(BUCKET).blob(f"{prefix}/{segment_name(ts[0], ts[-1], 'host-0', 0, seq)}").upload_from_string(
+        body
+    )
+
+
+def test_last_over_gcs_lists_back_from_today_only_as_far_as_the_window_goes(gcs_emulator, monkeypatch) -> None:
+    """--last and the cap listed every object of the prefix on every report (~300 listing pages for a year of a
+    fleet's segments): it lists back from today a span at a time, twice as long each time, and stops once the
+    window is full. A store that ignores the listing's offsets (the emulator itself) still reads each segment once."""
+    from imgcls.drift import logs
+
+    prefix, now = f"days-{uuid.uuid4().hex[:8]}", time.time()
+    for seq, days in enumerate((40, 10, 3, 0.5)):  # 100 rows each; the one of 40 days ago is damaged
+        _upload_segment(prefix, now - days * 86400, 100, seq, damaged=days == 40)
+    uri = f"gs://{BUCKET}/{prefix}/"
+    del gcs_emulator.requests[:]
+    window = logs.read_log(uri, model_sha256="a" * 64, last=150)
+    assert window.rows == 150 and window.first == pytest.approx(now - 3 * 86400 + 50, abs=0.01)
+    listings = [q for q in gcs_emulator.requests if "items" in q]
+    assert sum(int(q["items"]) for q in listings) == 2  # today's and three days ago: not the older ones
+    window = logs.read_log(uri, model_sha256="a" * 64, last=250)  # back to ten days ago, not to forty
+    assert window.rows == 250 and window.first == pytest.approx(now - 10 * 86400 + 50, abs=0.01)
+    with pytest.raises(UsageError, match="line 1 is not JSON"):
+        logs.read_log(uri, model_sha256="a" * 64)  # the whole log: every segment, back to the oldest
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{gcs_emulator.upstream_port}")  # no offsets
+    window = logs.read_log(uri, model_sha256="a" * 64, last=150)
+    assert window.rows == 150 and window.first == pytest.approx(now - 3 * 86400 + 50, abs=0.01)  # no row twice
