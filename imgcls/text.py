@@ -41,3 +41,29 @@ def printable(text: str) -> str:
 def has_control(text: str) -> bool:
     """Whether :func:`printable` would change ``text`` for anything but an undecodable byte."""
     return any(not 0xDC80 <= ord(m.group()) <= 0xDCFF for m in _SHOWN_AS_ESCAPE.finditer(text))
+
+
+# A class name is a label every prediction carries (answers, logs, charts, the page): a folder name's length (255
+# bytes on ext4 and APFS) is room for any label; more is a paragraph in every answer, not a name.
+MAX_CLASS_NAME_CHARS = 255
+
+
+def class_name_problem(name: str) -> str | None:
+    """What makes ``name`` no class name (empty, too long, not UTF-8, a control character, a newline or a tab:
+    a label that moves a terminal's cursor or splits a CSV line is no label), or None.
+
+    Example:
+        >>> class_name_problem("cat\\x1b[2J")
+        'has a control character (an escape, a newline, a tab or a bidirectional override)'
+    """
+    if not name:
+        return "is empty"
+    if len(name) > MAX_CLASS_NAME_CHARS:
+        return f"is {len(name):,} characters long, more than the {MAX_CLASS_NAME_CHARS} a class name may have"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if has_control(name) or "\n" in name or "\t" in name:
+        return "has a control character (an escape, a newline, a tab or a bidirectional override)"
+    return None

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from imgcls.errors import BundleError
-from imgcls.text import printable
+from imgcls.text import class_name_problem, printable
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
@@ -311,7 +311,9 @@ class BundleMeta(Section):
 
     format: str = Field(description="`imgcls.bundle/MAJOR.MINOR`")
     name: str = Field(description="the model's name")
-    classes: list[str] = Field(description="class names, index = class id")
+    classes: list[str] = Field(
+        description="class names, index = class id: unique, 1 to 255 characters, no control characters"
+    )
     input: InputSpec = Field(description="the input transform")
     model: ModelSection = Field(description="the architecture")
     metrics: Metrics = Field(default_factory=lambda: Metrics(), description="accuracy figures")
@@ -330,6 +332,12 @@ class BundleMeta(Section):
             raise BundleError("bundle.json lists no classes", hint="the manifest was modified or is corrupt")
         if any(not name for name in classes):
             raise BundleError("bundle.json lists an empty class name", hint="every class needs a name")
+        for i, name in enumerate(classes):
+            if problem := class_name_problem(name):
+                raise BundleError(
+                    f"bundle.json's class {i} ({printable(name[:60])!r}{'…' if len(name) > 60 else ''}) {problem}",
+                    hint="rename the class in bundle.json (its name goes into every prediction), then re-export",
+                )
         seen: dict[str, int] = {}
         for i, name in enumerate(classes):
             if name in seen:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from imgcls.errors import DataError
+from imgcls.text import class_name_problem, printable
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,9 @@ def _check_labels(source: CifarSource, labels: np.ndarray, path: Path) -> None:
 def _check_names(source: CifarSource, names: list[str], path: Path) -> None:
     if len(names) != source.num_classes:
         raise _corrupt(path, f"lists {len(names)} class names; {source.name} has {source.num_classes}")
+    for i, name in enumerate(names):  # refused here, not by the bundle's check once the training has run
+        if problem := class_name_problem(name):
+            raise _corrupt(path, f"names class {i} {printable(name[:60])!r}, which {problem}")
 
 
 def _corrupt(path: Path, what: str) -> DataError:

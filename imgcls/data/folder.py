@@ -49,7 +49,7 @@ from imgcls.bundle import InputSpec
 from imgcls.config import DataConfig
 from imgcls.data._dataset import Dataset, Split, channel_stats, fingerprint, stratified_split
 from imgcls.errors import DataError, ImgclsError, UsageError
-from imgcls.text import has_control, printable
+from imgcls.text import MAX_CLASS_NAME_CHARS, has_control, printable
 
 logger = logging.getLogger(__name__)
 
@@ -387,6 +387,13 @@ def _check_class_names(base: Path, classes: list[str]) -> None:
         raise DataError(
             f"class folder {_names(bad, bytes_of=True)} in {printable(str(base))} has a name that is not valid UTF-8",
             hint="rename it in UTF-8, e.g. `convmv -f latin1 -t utf-8 -r --notest PATH` (the convmv package)",
+        )
+    bad = [c for c in classes if len(c) > MAX_CLASS_NAME_CHARS]  # a file system that allows it (most do not)
+    if bad:
+        raise DataError(
+            f"class folder {_names([c[:60] + ('…' if len(c) > 60 else '') for c in bad])} in {printable(str(base))} "
+            f"has a name longer than the {MAX_CLASS_NAME_CHARS} characters a class name may have",
+            hint="rename the folder: the class name goes into bundle.json and every prediction",
         )
     bad = [c for c in classes if has_control(c) or "\n" in c or "\t" in c]
     if bad:

@@ -140,17 +140,26 @@ def test_a_malformed_section_is_refused_with_the_key_that_is_wrong() -> None:
         (["cat", "dog", "cat"], r"names class 0 and class 2 both 'cat'"),
         ([], r"lists no classes"),
         (["cat", ""], r"an empty class name"),
+        (["cat", "dog\x1b]0;owned\x07"], r"class 1 \('dog\\\\x1b\]0;owned\\\\x07'\) has a control character"),
+        (["cat", "a\nb"], r"class 1 .* has a control character"),
+        (["cat", "\u202egnp.exe"], r"class 1 .* has a control character"),
+        (["cat", "caf\udce9"], r"class 1 .* is not valid UTF-8"),
+        (["cat", "x" * 10_000], r"class 1 \('x{60}'…\) is 10,000 characters long, more than the 255"),
     ],
 )
 def test_classes_that_would_make_a_prediction_ambiguous_are_refused(classes: list[str], message: str) -> None:
     """predict, serve and the drift report name a class by its label: two classes of one name printed the
-    same label for two ids and merged their per-class counts; an empty list served nothing but errors."""
+    same label for two ids and merged their per-class counts; an empty list served nothing but errors. A label
+    that held an escape retitled the terminal of whoever ran predict on it; one of 10,000 characters was in every
+    answer of the server."""
     with pytest.raises(BundleError, match=message):
         parse_manifest(v1() | {"classes": classes})
 
 
 def test_names_that_differ_only_in_case_or_spacing_are_two_classes() -> None:
     assert parse_manifest(v1() | {"classes": ["Cat", "cat", " cat", *"0123456"]}).classes[:3] == ["Cat", "cat", " cat"]
+    long = ["é" * 255, "猫 (ねこ)", "tench, Tinca tinca", *"0123456"]  # at the limit, any script: labels
+    assert parse_manifest(v1() | {"classes": long}).classes[:3] == long[:3]
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])

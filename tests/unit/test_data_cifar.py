@@ -190,6 +190,21 @@ def test_wrong_number_of_class_names_is_a_clear_error(tmp_path: Path) -> None:
         load_dataset(DataConfig(name="cifar10", dir=tmp_path, download=False))
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("dog\x1b]0;owned\x07", "has a control character"), ("x" * 300, "is 300 characters long"), ("", "is empty")],
+)
+def test_a_class_name_no_label_can_be_is_refused_before_training(tmp_path: Path, name: str, problem: str) -> None:
+    """The meta file's names went unchecked into the training run, and its bundle refused them only at the end:
+    the whole training lost to a name (or printed into a terminal, escapes and all)."""
+    d = write_cifar10_py(tmp_path)
+    meta = {"label_names": [*CIFAR10_NAMES[:9], name], "num_cases_per_batch": N, "num_vis": 3072}
+    (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    with pytest.raises(DataError, match=f"names class 9 .*, which {problem}") as err:
+        load_dataset(DataConfig(name="cifar10", dir=tmp_path, download=False))
+    assert "\x1b" not in str(err.value)
+
+
 def test_missing_offline_says_where_it_looked_and_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_dataset(DataConfig(name="cifar100", dir=tmp_path, download=False))

@@ -301,6 +301,19 @@ def test_a_class_folder_with_a_control_character_is_refused_before_training(tmp_
     assert repr(name) in info.value.message and info.value.exit_code == 2 and "rename" in (info.value.hint or "")
 
 
+def test_a_class_folder_name_longer_than_a_label_may_be_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ext4 stops a name at 255 bytes, which is the limit: the file systems that allow more (a network share) had
+    # the run train, then its bundle refuse the name at the end. Lowered here, where no name can be longer.
+    from imgcls.data import folder
+
+    monkeypatch.setattr(folder, "MAX_CLASS_NAME_CHARS", 10)
+    root = make_folder(tmp_path / "pets", per_class=3, classes=("cat", "a-long-bird-name"))
+    with pytest.raises(DataError, match=r"class folder 'a-long-bird-name' .* longer than the 10 characters"):
+        _load(root)
+
+
 def test_symlinked_folders_are_followed_and_loops_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
