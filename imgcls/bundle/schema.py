@@ -312,7 +312,7 @@ class BundleMeta(Section):
     format: str = Field(description="`imgcls.bundle/MAJOR.MINOR`")
     name: str = Field(description="the model's name")
     classes: list[str] = Field(
-        description="class names, index = class id: unique, 1 to 255 characters, no control characters"
+        description="class names, index = class id: unique, 1 to 1,000 characters, no control characters"
     )
     input: InputSpec = Field(description="the input transform")
     model: ModelSection = Field(description="the architecture")

@@ -192,7 +192,7 @@ def test_wrong_number_of_class_names_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "problem"),
-    [("dog\x1b]0;owned\x07", "has a control character"), ("x" * 300, "is 300 characters long"), ("", "is empty")],
+    [("dog\x1b]0;owned\x07", "has a control character"), ("x" * 1001, "is 1,001 characters long"), ("", "is empty")],
 )
 def test_a_class_name_no_label_can_be_is_refused_before_training(tmp_path: Path, name: str, problem: str) -> None:
     """The meta file's names went unchecked into the training run, and its bundle refused them only at the end:
