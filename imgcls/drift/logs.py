@@ -144,6 +144,8 @@ class _GcsListing:
                 start = need  # it can take - a segment's span) are all it can hold, listed at once
             else:
                 start = max((time.time() if self.lower == math.inf else self.lower) - self.step, need)
+            if start <= 0:  # no stamp is older than 1970: the rest of the prefix's names (odd ones) in one listing
+                start = -math.inf
             found = self._list(start, self.lower)
             self.lower, self.step = start, self.step * 2
             if found:

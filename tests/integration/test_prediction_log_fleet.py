@@ -336,6 +336,12 @@ def test_a_huge_upload_costs_the_writer_nothing_and_logs_the_statistics_of_the_m
     assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
+_RECORD = {"model_name": "m", "model_version": "1", "model_sha256": "a" * 64, "brightness": 0.3, "contrast": 0.2,
+           "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1, "class_id": 1, "confidence": 0.9,
+           "top_k": [{"label": "c1", "class_id": 1, "probability": 0.9}], "margin": 0.8,
+           "pred_entropy": 0.3}  # fmt: skip
+
+
 def _upload_segment(prefix: str, first: float, rows: int, seq: int, damaged: bool = False) -> None:
     """A segment of ``rows`` rows of one model, one a second from ``first``, uploaded under ``prefix``."""
     import gzip
@@ -343,12 +349,8 @@ def _upload_segment(prefix: str, first: float, rows: int, seq: int, damaged: boo
     from imgcls.serve.logexport import segment_name
     from imgcls.store.gcs import make_client
 
-    record = {"model_name": "m", "model_version": "1", "model_sha256": "a" * 64, "brightness": 0.3, "contrast": 0.2,
-              "saturation": 0.0, "entropy": 3.0, "sharpness": 0.1, "class_id": 1, "confidence": 0.9,
-              "top_k": [{"label": "c1", "class_id": 1, "probability": 0.9}], "margin": 0.8,
-              "pred_entropy": 0.3}  # fmt: skip
     ts = [first + i for i in range(rows)]
-    lines = [json.dumps({"timestamp": t, **record}) for t in ts]
+    lines = [json.dumps({"timestamp": t, **_RECORD}) for t in ts]
     body = b"not json\n" if damaged else gzip.compress("\n".join(lines).encode())
     make_client().bucket(BUCKET).blob(f"{prefix}/{segment_name(ts[0], ts[-1], 'host-0', 0, seq)}").upload_from_string(
         body
@@ -374,6 +376,19 @@ def test_last_over_gcs_lists_back_from_today_only_as_far_as_the_window_goes(gcs_
     assert window.rows == 250 and window.first == pytest.approx(now - 10 * 86400 + 50, abs=0.01)
     with pytest.raises(UsageError, match="line 1 is not JSON"):
         logs.read_log(uri, model_sha256="a" * 64)  # the whole log: every segment, back to the oldest
+    # a segment by hand whose name sorts before every stamp: listed once, at the end of the prefix's names
+    import gzip
+
+    from imgcls.store.gcs import make_client
+
+    hand = [json.dumps({"timestamp": now - 100 * 86400 + i, **_RECORD}) for i in range(5)]
+    odd = f"odd-{uuid.uuid4().hex[:8]}"
+    make_client().bucket(BUCKET).blob(f"{odd}/0-by-hand.jsonl.gz").upload_from_string(
+        gzip.compress("\n".join(hand).encode())
+    )
+    _upload_segment(odd, now - 3600, 100, 0)
+    assert logs.read_log(f"gs://{BUCKET}/{odd}/", model_sha256="a" * 64).rows == 105
+    assert logs.read_log(f"gs://{BUCKET}/{odd}/", model_sha256="a" * 64, last=100).rows == 100
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{gcs_emulator.upstream_port}")  # no offsets
     window = logs.read_log(uri, model_sha256="a" * 64, last=150)
     assert window.rows == 150 and window.first == pytest.approx(now - 3 * 86400 + 50, abs=0.01)  # no row twice
