@@ -134,6 +134,7 @@ class _GcsListing:
         self.bottom = -math.inf if cutoff is None else cutoff - MAX_SEGMENT_SPAN_S
         self.lower = math.inf  # every name from this time on is listed
         self.step = self.FIRST_SPAN_S
+        self.listed: set[str] = set()
 
     def older(self, floor: float | None) -> list[str] | None:
         """The next segments, older by name than those listed so far; None once no unlisted segment can hold a row of
@@ -146,7 +147,8 @@ class _GcsListing:
                 start = max((time.time() if self.lower == math.inf else self.lower) - self.step, need)
             if start <= 0:  # no stamp is older than 1970: the rest of the prefix's names (odd ones) in one listing
                 start = -math.inf
-            found = self._list(start, self.lower)
+            found = [f for f in self._list(start, self.lower) if f not in self.listed]  # each once, whatever the
+            self.listed.update(found)  # store does with the offsets
             self.lower, self.step = start, self.step * 2
             if found:
                 return found
