@@ -62,9 +62,12 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a PNG's IHDR or a JPEG's frame header, without decoding (None: not found)."""
+    """Width and height from a PNG's IHDR, a JPEG's frame header or a WebP's VP8/VP8L/VP8X header, without
+    decoding (None: not found)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        return _webp_size(data)
     if data.startswith(b"\xff\xd8"):
         pos = 2
         for _ in range(64):  # a few segments precede the frame header; a file with more is not worth scanning
@@ -80,14 +83,36 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The canvas of a WebP (RFC 9649): the VP8X header's (an animation or alpha: what Pillow decodes), else the
+    lossless VP8L or the lossy VP8 frame's own size."""
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # 24-bit width - 1 and height - 1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and data[20] == 0x2F:  # 14-bit width - 1, 14-bit height - 1
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # a key frame: 14-bit width and height
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
+
+
+# The cost of an upload in a format the server takes whose size its header does not give (a JPEG with more than 64
+# segments before its frame header, a WebP of another chunk layout): it may be as large as --max-pixels allows, so
+# it is decoded in the large-image lane with the whole pixel budget, never beside the small ones.
+UNKNOWN_SIZE_PIXELS = 1 << 40
+
+
 def decode_pixels(data: bytes, model_size: tuple[int, int]) -> int | None:
-    """About how many pixels decoding ``data`` costs for a model of ``model_size`` (h, w); None: unknown.
+    """About how many pixels decoding ``data`` costs for a model of ``model_size`` (h, w);
+    :data:`UNKNOWN_SIZE_PIXELS` for a PNG, JPEG or WebP whose header gives no size; None: no image the server takes
+    (it is refused at once by the decoder).
 
     A JPEG is decoded at reduced scale (up to 1/8) while it stays at least twice the model's size.
     """
     size = image_size(data)
     if size is None:
-        return None
+        return UNKNOWN_SIZE_PIXELS if sniff_format(data) is not None else None
     w, h = size
     if data.startswith(b"\xff\xd8"):
         mh, mw = model_size

@@ -254,3 +254,48 @@ def test_a_jpeg_is_decoded_at_reduced_scale_when_a_draft_size_is_given() -> None
     Image.new("I;16", (6000, 5000)).save(png, format="PNG")
     assert image_size(png.getvalue()) == (6000, 5000) and decode_pixels(png.getvalue(), (32, 32)) == 30_000_000
     assert image_size(b"\xff\xd8\xff\xe0garbage") is None and image_size(b"GIF89a") is None
+
+
+@pytest.mark.parametrize(
+    ("size", "options"),
+    [
+        ((16383, 2400), {"lossless": True}),  # VP8L: 1.5 KB that decode to 118 MB of RGB
+        ((3001, 2003), {"quality": 50}),  # VP8, lossy
+        ((4097, 1025), {"lossless": True, "exact": True, "mode": "RGBA"}),  # alpha: a VP8X canvas
+        ((1, 1), {"quality": 80}),
+    ],
+)
+def test_a_webps_size_is_read_from_its_header_so_a_large_one_takes_the_large_image_lane(
+    size: tuple[int, int], options: dict
+) -> None:
+    """image_size knew PNG and JPEG only: a 16383×2400 WebP of 1.5 KB went to the small uploads' decode threads,
+    outside the pixel budget (+2.4 GB of memory from 8 of them at once, small requests 504 behind them)."""
+    import io
+
+    from imgcls.serve.model import LARGE_DECODE_PIXELS, decode_pixels, image_size
+
+    mode = options.pop("mode", "RGB")
+    buf = io.BytesIO()
+    Image.new(mode, size, (0, 0, 0, 255) if mode == "RGBA" else (0, 0, 0)).save(buf, format="WEBP", **options)
+    data = buf.getvalue()
+    assert image_size(data) == size == Image.open(io.BytesIO(data)).size
+    assert decode_pixels(data, (32, 32)) == size[0] * size[1]
+    assert (decode_pixels(data, (32, 32)) > LARGE_DECODE_PIXELS) == (size[0] * size[1] > LARGE_DECODE_PIXELS)
+
+
+def test_an_image_whose_header_gives_no_size_is_costed_as_the_largest() -> None:
+    """A JPEG with more segments before its frame header than are scanned, or a WebP of another chunk layout, was
+    decoded beside the small uploads whatever its size: it takes the large-image lane with the whole budget."""
+    import io
+
+    from imgcls.serve.model import UNKNOWN_SIZE_PIXELS, decode_pixels, image_size
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, format="JPEG")
+    jpeg = buf.getvalue()
+    padded = jpeg[:2] + b"\xff\xfe\x00\x04ab" * 100 + jpeg[2:]  # 100 comment segments first: still a good JPEG
+    assert Image.open(io.BytesIO(padded)).size == (64, 64)
+    assert image_size(padded) is None and decode_pixels(padded, (32, 32)) == UNKNOWN_SIZE_PIXELS
+    odd_webp = b"RIFF\x20\x00\x00\x00WEBPALPH" + b"\x00" * 40
+    assert decode_pixels(odd_webp, (32, 32)) == UNKNOWN_SIZE_PIXELS
+    assert decode_pixels(b"GIF89a" + b"\x00" * 40, (32, 32)) is None  # refused by the decoder at once
