@@ -9,6 +9,8 @@ per connection:
   a head that has not ended by then gets a JSON 431 and the connection is closed;
 * the head must arrive within ``read_timeout_s`` of the connection opening (or of the first byte of the next
   request on a kept-alive connection): a silent connection is closed, a half-sent head gets a JSON 408;
+* a chunked body's trailer section (after its last chunk) is bounded the same way: more than
+  ``max_header_bytes`` fed since the body's last byte gets a JSON 431 and the connection is closed;
 * a client that stops reading its answers (the write buffer full) has ``read_timeout_s`` to read again, then the
   connection is aborted: it held its connection slot, and the answers in memory, for as long as it liked;
 * beyond ``max_connections`` open connections, a new one is answered a JSON 503 (``Retry-After``) and closed;
@@ -160,6 +162,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._heads = 0  # request heads parsed on this connection
+        self._chunked = False  # the body being read is chunked (it may end in a trailer section)
+        self._body_bytes = 0  # body bytes parsed on this connection
+        self._since_body = 0  # bytes of a chunked body fed since its last body byte (framing, trailers)
         # Told (status, code) of each error this layer answers itself (the app never sees those requests): the app's
         # ``on_connection_error`` (ServerApp: metrics and W&B), found on the app each worker loaded
         self._on_error: Callable[[int, str], None] | None = getattr(self.app, "on_connection_error", None)
@@ -308,8 +313,37 @@ class GuardedProtocol(HttpToolsProtocol):
             # from there. The bytes of the next head already fed were not counted, so one head may reach twice
             # the limit, never more; every pipelined read over the limit used to be a 431 with no answer at all.
             data = data[room:]
-        if data:
+        if data and self._chunked:
+            self._feed_chunked(data)
+        elif data:
             super().data_received(data)
+
+    def _feed_chunked(self, data: bytes) -> None:
+        """A chunked body, fed ``max_header_bytes`` at a time: once more than that has been fed since its last body
+        byte (a trailer section after the last chunk: httptools concatenates a trailer value as it does a header's,
+        and a 120 MB one held the event loop for seconds), the request gets a JSON 431 and is closed."""
+        limit = self.limits.max_header_bytes
+        while data:
+            piece, data = data[:limit], data[limit:]
+            before = self._body_bytes
+            super().data_received(piece)
+            if self.transport.is_closing():
+                return
+            if self._in_head:  # the message ended inside the piece (and a pipelined head may have begun in it)
+                self._chunked = False
+                if data:
+                    self.data_received(data)
+                return
+            self._since_body = 0 if self._body_bytes > before else self._since_body + len(piece)
+            if self._since_body > limit:
+                self._close_with(
+                    431, "headers_too_large", f"the request's trailer section is larger than {limit:,} bytes"
+                )
+                return
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -318,6 +352,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
+        self._chunked = any(n == b"transfer-encoding" and b"chunked" in v.lower() for n, v in self.headers)
+        self._since_body = 0
         self._cancel_head_timer()
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # before its task first runs: the app gets the corked send

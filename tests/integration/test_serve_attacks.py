@@ -222,6 +222,37 @@ def test_an_oversized_request_head_gets_431(server: Server) -> None:
     assert httpx.get(server.url + "/livez", headers={"X-Ok": "b" * 8000}).status_code == 200  # normal heads pass
 
 
+def _chunked(body: bytes, size: int) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size))
+
+
+def test_a_chunked_bodys_oversized_trailer_section_gets_431_and_a_short_one_passes(
+    server: Server,
+    digit_png: bytes,  # noqa: F811
+) -> None:
+    """The head limit stopped at the head: a 120 MB trailer after a chunked body's last chunk was concatenated by
+    httptools as a header value is, and held the event loop for seconds (/livez took 4.7 s)."""
+    body = form(
+        [('Content-Disposition: form-data; name="file"; filename="d.png"\r\nContent-Type: image/png', digit_png)]
+    )
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    head += f"Content-Type: multipart/form-data; boundary={B}\r\n\r\n".encode()
+    with connect(server) as sock:
+        sock.sendall(head + _chunked(body, 7) + b"0\r\nX-Trailer: ")  # 7-byte chunks: framing is no trailer
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server closes before it has read everything
+            for _ in range(200):  # 20 MB
+                sock.sendall(b"a" * 100_000)
+        status, headers, answer = read_response(sock)
+    assert status == 431 and headers["connection"] == "close", answer
+    assert json.loads(answer)["error"]["code"] == "headers_too_large" and b"trailer" in answer
+    assert time.monotonic() - started < 10  # refused at the limit, not at the body's read deadline
+    with connect(server) as sock:  # a trailer of a few bytes, after chunks of every size: an answer
+        sock.sendall(head + _chunked(body, 1000) + b"0\r\nX-Checksum: abc\r\n\r\n")
+        status, _, answer = read_response(sock)
+    assert status == 200 and json.loads(answer)["class_id"] >= 0, answer
+
+
 def test_pipelined_small_requests_beyond_the_head_limit_in_one_read_are_all_answered(server: Server) -> None:
     one = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     n = 1000  # 36 KB in one send, over --max-header-bytes 16384; each head is 36 bytes
