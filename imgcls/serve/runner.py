@@ -33,6 +33,7 @@ def check_environment(settings: ServeSettings) -> None:
         UsageError: with a hint naming the fix.
     """
     check_address(settings.host, settings.port)
+    ensure_file_limit(settings.max_connections)
     if settings.wandb:
         from imgcls.wandb_run import resolve_mode
 
@@ -53,6 +54,42 @@ def check_environment(settings: ServeSettings) -> None:
         check_export_uri(settings.log_export)
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: the server is reachable from other machines", settings.host)
+
+
+# The descriptors a server holds beside its connections: the listening socket, the model file, logs, the SQLite
+# prediction log (and its WAL), the pipes of its writer and drift monitor, thread pools', onnxruntime's; and the
+# connection beyond the cap that is accepted to be answered 503.
+FD_RESERVE = 64
+
+
+def ensure_file_limit(max_connections: int) -> None:
+    """Raise the soft open-file limit (``ulimit -n``) to what ``max_connections`` needs, as far as the hard limit
+    allows (workers inherit it); warn when it cannot: past the limit, a new client's connection is reset by the
+    kernel (the accept fails), not answered the JSON 503 that ``--max-connections`` promises, and nothing counts it.
+    systemd's default soft limit is 1,024 against a hard one of 524,288; the default cap is 1,000 connections."""
+    try:
+        import resource
+    except ImportError:  # not on a POSIX system: no such limit to raise
+        return
+    need = max_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.debug("cannot raise the open-file limit to %d: %s", target, exc)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        logger.warning(
+            "the open-file limit (ulimit -n) is %d, too few for --max-connections %d: past about %d connections, "
+            "new clients are reset, not answered 503; raise the limit (ulimit -Hn, LimitNOFILE= in systemd, "
+            "--ulimit nofile= in docker) or pass --max-connections %d",
+            soft,
+            max_connections,
+            max(soft - FD_RESERVE, 1),
+            max(soft - FD_RESERVE, 1),
+        )
 
 
 def check_address(host: str, port: int) -> None:

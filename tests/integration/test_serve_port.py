@@ -86,3 +86,48 @@ def test_a_port_in_use_or_a_host_not_here_is_refused_before_the_model_loads(expo
     assert res.returncode == 2 and "--host 'no-such-host.invalid' is not a name or address" in res.stderr
     res = _serve(*model, "--host", "192.0.2.1", "--port", str(free_port()))  # TEST-NET-1: no machine has it
     assert res.returncode == 2 and "--host 192.0.2.1 is not an address of this machine" in res.stderr
+
+
+def _soft_open_files(pid: int) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if x.startswith("Max open files"))
+    return int(line.split()[3])
+
+
+@pytest.mark.parametrize(("soft", "hard"), [(256, 4096), (256, 256)])
+def test_serve_raises_the_open_file_limit_its_connection_cap_needs_or_says_it_cannot(
+    exported_digits_bundle: Path, tmp_path: Path, soft: int, hard: int
+) -> None:
+    """Under `ulimit -n 256` the server took 1,000 connections on trust: past 256 descriptors, new clients were
+    reset by the kernel (no JSON 503, no log line, no metric)."""
+    import resource
+
+    port, log = free_port(), tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(exported_digits_bundle), "--log-predictions", "off",
+           "--port", str(port)]  # fmt: skip
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        if hard >= 1064:
+            assert _soft_open_files(proc.pid) == 1064  # the default cap of 1,000 connections and 64 more
+            assert "open-file limit" not in log.read_text()
+        else:
+            assert _soft_open_files(proc.pid) == 256
+            text = log.read_text()
+            assert "the open-file limit (ulimit -n) is 256, too few for --max-connections 1000" in text
+            assert "--max-connections 192" in text
+    finally:
+        proc.terminate()
+        proc.wait(30)
