@@ -93,6 +93,7 @@ class Gateway:
         request_id = None
         content_length = -1
         authorization = None
+        authorizations = 0
         content_type = None
         content_types = 0
         encoding = None
@@ -110,14 +111,15 @@ class Gateway:
                 content_types += 1
             elif key == b"authorization":
                 authorization = value
-            elif key == b"content-encoding":
-                encoding = value
+                authorizations += 1
+            elif key == b"content-encoding":  # a list field: several lines are one list (RFC 9110 5.3)
+                encoding = value if encoding is None else encoding + b"," + value
         if request_id is None:
             request_id = new_request_id()
         scope["imgcls.request_id"] = request_id
         scope["imgcls.start"] = start
         scope["imgcls.content_type"] = content_type
-        scope["imgcls.admin"] = self._authorized(authorization)
+        scope["imgcls.admin"] = authorizations == 1 and self._authorized(authorization)
         status = [500]
         started = [False]
         received = [0]
@@ -142,12 +144,17 @@ class Gateway:
         if counted:
             st.inflight += 1
         try:
-            error = self._refuse(endpoint, admin_path, content_length, authorization, scope["imgcls.admin"])
+            if admin_path and authorizations > 1:  # which one would a proxy in front have checked, or added?
+                error: ApiError | None = _duplicate("Authorization", authorizations, "send one: Bearer <token>")
+            else:
+                error = self._refuse(endpoint, admin_path, content_length, authorization, scope["imgcls.admin"])
             if error is None and scope["method"] in _WITH_BODY:
                 if encoding is not None:
                     error = _encoded(encoding)
                 if content_types > 1:
-                    error = _two_content_types(content_types)
+                    error = _duplicate(
+                        "Content-Type", content_types, "send one: Content-Type: multipart/form-data; boundary=..."
+                    )
             if error is not None:
                 await send_error(send_wrapper, error)
             elif scope["method"] in _WITH_BODY:
@@ -272,9 +279,10 @@ def _encoded(encoding: bytes) -> ApiError | None:
     """415 for a body with a Content-Encoding (gzip, br, ...): it is read as sent, so a compressed form came back as
     'the boundary from Content-Type never appears in the body'. RFC 9110 answers an unread coding 415 with
     ``Accept-Encoding``; nothing is decompressed here (no second decompression bomb to bound)."""
-    coding = encoding.decode("latin-1").strip().lower()
-    if coding in ("", "identity"):
+    codings = [c.strip().lower() for c in encoding.decode("latin-1").split(",")]
+    if all(c in ("", "identity") for c in codings):
         return None
+    coding = ", ".join(c for c in codings if c not in ("", "identity"))  # the ones it cannot read
     return ApiError(
         415,
         "unsupported_content_encoding",
@@ -284,15 +292,11 @@ def _encoded(encoding: bytes) -> ApiError | None:
     )
 
 
-def _two_content_types(count: int) -> ApiError:
-    """400 for a body with several Content-Type headers (a singleton field, RFC 9110): /v1/predict read the last
-    one and /v1/predict/batch the first, so one request was two forms, and a proxy in front could check a third."""
-    return ApiError(
-        400,
-        "duplicate_header",
-        f"the request has {count} Content-Type headers",
-        hint="send one: Content-Type: multipart/form-data; boundary=...",
-    )
+def _duplicate(name: str, count: int, hint: str) -> ApiError:
+    """400 for a request with several lines of a singleton header (RFC 9110). Of two Content-Type headers,
+    /v1/predict read the last and /v1/predict/batch the first, so one request was two forms; of two Authorization
+    headers the last was checked: a proxy in front may check, or add, another one than the server reads."""
+    return ApiError(400, "duplicate_header", f"the request has {count} {name} headers", hint=hint)
 
 
 def _buffered(receive: Receive) -> bool:

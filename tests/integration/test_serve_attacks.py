@@ -599,6 +599,46 @@ def test_a_body_with_two_content_types_is_a_400(
     assert error["code"] == "duplicate_header" and "2 Content-Type headers" in error["message"]
 
 
+def _raw(server: Server, head: str, body: bytes = b"") -> tuple[int, dict]:
+    with connect(server) as sock:
+        sock.sendall(head.encode() + body)
+        status, _, answer = read_response(sock)
+    return status, json.loads(answer) if answer else {}
+
+
+@pytest.mark.parametrize("order", [("gzip", "identity"), ("identity", "gzip")])
+def test_two_content_encoding_lines_are_one_list_and_a_coding_in_either_is_a_415(
+    server: Server,
+    digit_png: bytes,  # noqa: F811
+    order: tuple[str, str],
+) -> None:
+    """Content-Encoding is a list field, its lines one list (RFC 9110): 'gzip' then 'identity' was read as
+    identity (the last line won) and the gzip body as a form, the other order as gzip."""
+    body = form([(_CD, digit_png)])
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={B}\r\n"
+        f"Content-Encoding: {order[0]}\r\nContent-Encoding: {order[1]}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    status, answer = _raw(server, head, body)
+    assert status == 415 and answer["error"]["code"] == "unsupported_content_encoding", answer
+    assert "'gzip'" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("tokens", [("wrong", TOKEN), (TOKEN, "wrong"), (TOKEN, TOKEN)])
+def test_two_authorization_headers_on_an_admin_route_are_a_400(server: Server, tokens: tuple[str, str]) -> None:
+    """The last Authorization line was the one checked: wrong-then-right was let in, right-then-wrong refused, so
+    a proxy that checks (or adds) the first one saw another token than the server."""
+    body = b'{"model": "x"}'
+    head = (
+        "POST /v1/admin/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {tokens[0]}\r\nAuthorization: Bearer {tokens[1]}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    status, answer = _raw(server, head, body)
+    assert status == 400 and answer["error"]["code"] == "duplicate_header", answer
+    assert "2 Authorization headers" in answer["error"]["message"]
+
+
 # 20. clients that never read their answers held their connection slots for good -------------------------------
 
 
