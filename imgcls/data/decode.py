@@ -144,6 +144,13 @@ def decode_image(
         try:
             img = Image.open(io.BytesIO(data), formats=list(formats))
         except UnidentifiedImageError:
+            kind = sniff_format(data)
+            if kind in formats:  # the format's own signature, then a header Pillow cannot read: a damaged file
+                raise ImageError(
+                    f"{name}: corrupt {kind} image (its header cannot be read)",
+                    hint="the file is damaged or truncated: send it again, or re-save it",
+                    code="corrupt_image",
+                ) from None
             raise ImageError(
                 f"{name}: not a {'/'.join(formats)} image (judged by its content, not its name)",
                 hint="convert it to PNG or JPEG",
@@ -172,6 +179,17 @@ def decode_image(
     except (*_DECODE_ERRORS, ZeroDivisionError, AttributeError) as exc:  # malformed EXIF: keep pixels as stored
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, exc)
     return img
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format whose signature ``data`` begins with, of those :func:`decode_image` opens (None: another)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
 
 
 def _too_many(name: str, size: tuple[int, int] | None, max_pixels: int) -> ImageError:

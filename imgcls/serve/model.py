@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from imgcls.data.decode import sniff_format
 from imgcls.data.stats import ImageStats, stats_thumbnail
 from imgcls.errors import ConflictError, ImgclsError, UsageError
 from imgcls.serve.batcher import Batcher
@@ -48,17 +49,6 @@ class Decoded:
     stats_source: Any = None  # the thumbnail of ``array`` the log's writer computes the statistics from
     stats: ImageStats | None = None
     embedding: list[float] | None = None  # the model's embedding output, set with the answer (drift)
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format by content (the decoder has already refused anything else)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

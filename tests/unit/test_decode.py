@@ -299,3 +299,29 @@ def test_an_image_whose_header_gives_no_size_is_costed_as_the_largest() -> None:
     odd_webp = b"RIFF\x20\x00\x00\x00WEBPALPH" + b"\x00" * 40
     assert decode_pixels(odd_webp, (32, 32)) == UNKNOWN_SIZE_PIXELS
     assert decode_pixels(b"GIF89a" + b"\x00" * 40, (32, 32)) is None  # refused by the decoder at once
+
+
+def _png_with_ihdr(width: int = 8, height: int = 8, depth: int = 8, crc_ok: bool = True) -> bytes:
+    ihdr = b"IHDR" + width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, 2, 0, 0, 0])
+    crc = zlib.crc32(ihdr) ^ (0 if crc_ok else 1)
+    return b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + ihdr + crc.to_bytes(4, "big") + b"\x00" * 16
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x89PNG\r\n\x1a\n",  # the signature alone
+        _png_with_ihdr(crc_ok=False),
+        _png_with_ihdr(depth=7),
+        _png_with_ihdr(width=0),
+        b"\xff\xd8\xff" + b"\x00" * 64,  # a JPEG's SOI, then nothing a JPEG holds
+        b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 40,
+    ],
+    ids=["png-signature-only", "png-bad-ihdr-crc", "png-depth-7", "png-width-0", "jpeg-soi-junk", "webp-junk"],
+)
+def test_a_damaged_header_of_a_format_it_reads_is_a_corrupt_image_not_an_unsupported_format(data: bytes) -> None:
+    """A PNG whose IHDR could not be read was answered 415 'not a JPEG/PNG/WEBP image… convert it to PNG or JPEG':
+    the file IS a PNG, and the fix is a good copy of it (400 corrupt_image), not a conversion."""
+    with pytest.raises(ImageError) as info:
+        decode_image(data)
+    assert info.value.code == "corrupt_image", info.value.message
