@@ -97,6 +97,7 @@ class Gateway:
         content_type = None
         content_types = 0
         encoding = None
+        expects_continue = False
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -112,6 +113,8 @@ class Gateway:
             elif key == b"authorization":
                 authorization = value
                 authorizations += 1
+            elif key == b"expect":
+                expects_continue = value.strip().lower() == b"100-continue"
             elif key == b"content-encoding":  # a list field: several lines are one list (RFC 9110 5.3)
                 encoding = value if encoding is None else encoding + b"," + value
         if request_id is None:
@@ -156,7 +159,9 @@ class Gateway:
                         "Content-Type", content_types, "send one: Content-Type: multipart/form-data; boundary=..."
                     )
             if error is not None:
-                await send_error(send_wrapper, error)
+                # Refused before its body was read: a client that waits for '100 Continue' never sends the body, and
+                # its next request on this connection would be read as that body (RFC 9110 10.1.1: say so, close)
+                await send_error(send_wrapper, error, close=expects_continue and scope["method"] in _WITH_BODY)
             elif scope["method"] in _WITH_BODY:
                 body = await self._read_body(receive, received)
                 fast = self.fast_paths.get((scope["method"], path))
@@ -342,12 +347,12 @@ def too_large(limit: int, size: int | None = None) -> ApiError:
     )
 
 
-async def send_error(send: Send, error: ApiError) -> None:
-    """Answer ``error`` as JSON (closing the connection when the rest of the request may be unread)."""
+async def send_error(send: Send, error: ApiError, *, close: bool = False) -> None:
+    """Answer ``error`` as JSON (closing the connection when the rest of the request may be unread, or ``close``)."""
     body = error.to_bytes()
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    if error.status in _CLOSE_AFTER:
+    if close or error.status in _CLOSE_AFTER:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

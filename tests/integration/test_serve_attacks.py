@@ -639,6 +639,31 @@ def test_two_authorization_headers_on_an_admin_route_are_a_400(server: Server, t
     assert "2 Authorization headers" in answer["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "extra", "status"),
+    [("/v1/admin/reload", "", 401), ("/v1/predict", "Content-Encoding: gzip\r\n", 415)],
+)
+def test_a_refusal_before_the_body_of_a_client_awaiting_100_continue_closes_the_connection(
+    server: Server, path: str, extra: str, status: int
+) -> None:
+    """The refusal kept the connection open: a client that waits for '100 Continue' and so never sends its body
+    had its next request on the connection read as that body (then a 400 'Invalid method')."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={B}\r\n{extra}"
+        "Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    )
+    with connect(server) as sock:
+        sock.sendall(head.encode())
+        got, headers, _ = read_response(sock)
+        assert (got, headers["connection"]) == (status, "close")
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # closed: no next request is read as this one's body
+    with connect(server) as sock:  # a client that sends its body anyway keeps the connection
+        sock.sendall(head.replace("Expect: 100-continue\r\n", "").encode() + b"x" * 5000)
+        got, headers, _ = read_response(sock)
+        assert got == status and headers.get("connection") != "close"
+
+
 # 20. clients that never read their answers held their connection slots for good -------------------------------
 
 
