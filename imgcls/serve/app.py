@@ -154,6 +154,9 @@ def create_app(
                 hint = f"the route is {route} (no trailing slash)"
         elif exc.status_code == 405:  # Starlette's "Method Not Allowed" named neither the route nor what it takes
             allow, path = (exc.headers or {}).get("Allow", ""), request.scope["path"]
+            if "GET" in allow.split(", ") and "HEAD" not in allow:  # the gateway answers HEAD as GET (RFC 9110)
+                allow += ", HEAD"
+                exc.headers = {**(exc.headers or {}), "Allow": allow}
             message = f"{request.method} is not allowed on {path}"
             hint = f"it takes {allow}" + (", e.g. curl -F file=@cat.png URL" if path.startswith("/v1/predict") else "")
         return _error_response(ApiError(exc.status_code, code, message, hint=hint, headers=dict(exc.headers or {})))

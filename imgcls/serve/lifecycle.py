@@ -58,7 +58,7 @@ def make_lifespan(state: ServerState, on_close: Callable[[], None]) -> Callable[
                 "serving %s on %s with %s",
                 holder.current.identity if holder.current else None,
                 holder.current.predictor.provider if holder.current else None,
-                settings.precision,
+                holder.current.predictor.precision if holder.current else settings.precision,  # the one resolved
             )
             yield
         finally:

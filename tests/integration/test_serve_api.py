@@ -225,8 +225,9 @@ def test_request_shape_errors(client: TestClient, digits) -> None:
     assert r.json()["error"]["hint"].startswith("it takes POST, e.g. curl -F file=@")
     r = client.delete("/livez")
     assert r.json()["error"] == {
-        "code": "method_not_allowed", "message": "DELETE is not allowed on /livez", "hint": "it takes GET"
+        "code": "method_not_allowed", "message": "DELETE is not allowed on /livez", "hint": "it takes GET, HEAD"
     }  # fmt: skip
+    assert r.headers["allow"] == "GET, HEAD"  # HEAD is answered as GET: the 405 said GET only
 
 
 @pytest.mark.parametrize(

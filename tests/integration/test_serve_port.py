@@ -39,6 +39,7 @@ def test_port_env_sets_the_port_and_the_probe_follows_it(exported_digits_bundle:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         assert f"at http://127.0.0.1:{port}" in log.read_text()  # the default bind stays local
+        assert "on CPUExecutionProvider with fp32" in log.read_text()  # the precision resolved, not "with None"
         assert _probe(port) == 0
     finally:
         proc.terminate()
