@@ -131,7 +131,10 @@ def create_app(
         # '/v1/predict/' was a 307 to 'http://<the client's Host header>/v1/predict': an open redirect that a cache in
         # front could keep, and an upload answered with no answer; now a 404 that names the route
         redirect_slashes=False,
+        docs_url=None,  # /docs is added below, its scripts pinned; no /redoc (a second unpinned script)
+        redoc_url=None,
     )
+    _add_docs(app)
     app.state.server = state
     app.state.holder = holder
     app.on_connection_error = state.connection_error
@@ -179,6 +182,40 @@ def create_app(
         "fast_paths": {("POST", "/v1/predict"): routes.predict_asgi},
     }
     return app
+
+
+# Swagger UI for /docs, pinned to one release with Subresource Integrity: FastAPI's default loads whatever
+# swagger-ui-dist@5 the CDN serves today onto the server's own origin. The hashes are of the npm package's files
+# (`npm pack swagger-ui-dist@5.36.0`; `openssl dgst -sha384 -binary F | base64`), which jsDelivr serves as they are.
+SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.36.0"
+SWAGGER_INTEGRITY = {
+    "swagger-ui-bundle.js": "sha384-fUpRgC19yPykTqzdrUbdAg8NTiu16NEKf9U12J+IJWCg8/1mEI8f2+PEIz60Wyd+",
+    "swagger-ui.css": "sha384-z/AtSaOHGn5MJ5auAHXUypohywlIWLBZo1jeGmhdpVIbCnFhxAH92cwdV41oyINc",
+}
+
+
+def _add_docs(app: FastAPI) -> None:
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    response = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="imgcls - API",
+        swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url="/favicon.ico",  # the server's own, not a request to fastapi.tiangolo.com
+    )
+    html = bytes(response.body).decode()
+    for name, digest in SWAGGER_INTEGRITY.items():
+        url = f'"{SWAGGER_UI}/{name}"'
+        if url not in html:  # a FastAPI that writes the page another way: no unpinned script instead
+            raise RuntimeError(f"the /docs page of this FastAPI does not load {name} where expected")
+        html = html.replace(url, f'{url} integrity="{digest}" crossorigin="anonymous"')
+    page = html.encode()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page)
 
 
 def create_app_from_env() -> FastAPI:

@@ -168,6 +168,15 @@ def test_health_metrics_page_and_openapi(client: TestClient, digits) -> None:
         assert p in paths
     body = paths["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert "file" in body["schema"]["properties"]
+    # /docs loaded whatever swagger-ui-dist@5 the CDN served that day onto the server's origin: one release now,
+    # each script and style checked by the browser against its hash (Subresource Integrity)
+    import re
+
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    loads = re.findall(r"<(?:script|link)[^>]*(?:src|href)=\"https?://[^>]*>", docs.text)
+    assert len(loads) == 2 and all("@5.36.0/" in t and 'integrity="sha384-' in t for t in loads), loads
+    assert client.get("/redoc").status_code == 404  # its script was unpinned too
 
 
 def truncated_png() -> bytes:
