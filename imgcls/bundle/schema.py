@@ -347,3 +347,15 @@ class BundleMeta(Section):
                 )
             seen[name] = i
         return classes
+
+    @model_validator(mode="after")
+    def _classes_fit_the_model(self) -> BundleMeta:
+        # A model of N outputs with another number of names exported without a word, and predict then asked for a
+        # re-export that could never fix it: the names and the classifier are one contract.
+        n = self.model.num_classes
+        if n is not None and n != len(self.classes):
+            raise BundleError(
+                f"bundle.json lists {len(self.classes)} classes, but its model has {n} outputs (model.num_classes)",
+                hint="the manifest was edited or is corrupt: pull or re-train the bundle",
+            )
+        return self

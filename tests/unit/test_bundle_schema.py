@@ -195,3 +195,14 @@ def test_edit_bundle_keeps_unknown_keys_of_a_newer_writer(random_bundle: Path, t
         edit.meta.name = "renamed"
     after = json.loads((b / MANIFEST).read_text())
     assert after["name"] == "renamed" and after["serving_v9"] == {"engine": "x"}
+
+
+def test_classes_that_do_not_fit_the_models_outputs_are_refused() -> None:
+    """Three names over a model of ten outputs exported (exit 0), and predict then asked for a re-export that
+    could never fix it; push stored it."""
+    raw = v1()
+    assert raw["model"]["num_classes"] == 10
+    with pytest.raises(BundleError, match=r"lists 3 classes, but its model has 10 outputs"):
+        parse_manifest(raw | {"classes": ["a", "b", "c"]})
+    raw["model"]["num_classes"] = None  # a hand-made ONNX-only bundle says nothing of its model: nothing to compare
+    assert len(parse_manifest(raw | {"classes": ["a", "b", "c"]}).classes) == 3
