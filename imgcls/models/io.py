@@ -23,7 +23,7 @@ from imgcls.bundle import (
     write_manifest,
 )
 from imgcls.deps import require
-from imgcls.errors import BundleError
+from imgcls.errors import BundleError, ImgclsError
 from imgcls.fsio import atomic_file
 
 
@@ -90,7 +90,6 @@ def save_bundle(
 
 def load_model(bundle: Bundle | str | Path, device: str = "cpu") -> Any:
     """Rebuild the architecture from the bundle and load its safetensors weights (strict), in eval mode."""
-    from imgcls.models.registry import model_from_spec
 
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
@@ -102,13 +101,74 @@ def load_model(bundle: Bundle | str | Path, device: str = "cpu") -> Any:
             f"bundle {bundle.path}: the model section lacks arch / num_classes / in_chans / img_size",
             hint="re-create the bundle with `imgcls train`",
         )
-    model = model_from_spec(bundle.model)
-    state = safetensors_torch.load_file(str(weights), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    from safetensors import SafetensorError, safe_open
+
+    fix = "the bundle's model section and weights disagree; re-train or re-pull it"
+    try:
+        # the file's tensors by their header alone: nothing is allocated for a header that lies
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(
+            f"{weights} is not a readable safetensors file ({exc})", hint="the bundle is damaged: re-pull or re-train"
+        ) from None
+    # The architecture built without memory first (torch's meta device): a model section whose kwargs make another
+    # model (width 100000: 1.4 TB) or no model at all is refused before anything is allocated for it
+    expected = _state_shapes(bundle.model, section.arch, fix)
+    if expected is not None and expected != shapes:
+        raise BundleError(
+            f"weights in {bundle.path} do not fit architecture {section.arch!r}: {_first_difference(expected, shapes)}",
+            hint=fix,
+        )
+    model = _build(bundle.model, section.arch, fix)
+    try:
+        state = safetensors_torch.load_file(str(weights), device="cpu")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # shapes, when the meta build was skipped
+        raise BundleError(f"weights in {bundle.path} cannot be loaded ({str(exc)[:300]})", hint=fix) from None
     if missing or unexpected:
         raise BundleError(
             f"weights in {bundle.path} do not match architecture {bundle.meta.model.arch!r} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)",
-            hint="the bundle's model section and weights disagree; re-train or re-pull it",
+            hint=fix,
         )
     return model.to(device).eval()
+
+
+def _build(spec: dict[str, Any], arch: str | None, fix: str) -> Any:
+    """The model of a bundle's model section; BundleError for a section that builds none (an unknown kwarg)."""
+    from imgcls.models.registry import model_from_spec
+
+    try:
+        return model_from_spec(spec)
+    except ImgclsError:
+        raise
+    except (TypeError, ValueError, RuntimeError, MemoryError) as exc:
+        raise BundleError(f"the bundle's model section builds no {arch!r} ({str(exc)[:300]})", hint=fix) from None
+
+
+def _state_shapes(spec: dict[str, Any], arch: str | None, fix: str) -> dict[str, tuple[int, ...]] | None:
+    """The tensor shapes the model section's architecture holds, built on the meta device (no memory); None when
+    the architecture cannot be built there (its own initialisation reads values): the real build then decides."""
+    import torch
+
+    from imgcls.models.registry import model_from_spec
+
+    try:
+        with torch.device("meta"):
+            skeleton = model_from_spec(spec)
+    except (TypeError, ValueError) as exc:  # no such model: the real build would say the same
+        raise BundleError(f"the bundle's model section builds no {arch!r} ({str(exc)[:300]})", hint=fix) from None
+    except Exception:  # an initialisation that reads values ('cannot copy out of meta tensor')
+        return None
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def _first_difference(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str:
+    for key in expected:
+        if key not in found:
+            return f"the file lacks {key} (and {max(len(set(expected) - set(found)) - 1, 0)} more)"
+        if expected[key] != found[key]:
+            return f"{key} is {list(found[key])} in the file, {list(expected[key])} in the model"
+    extra = sorted(set(found) - set(expected))
+    return f"the file holds {extra[0]}, which the model has not (and {len(extra) - 1} more)"
