@@ -69,12 +69,20 @@ class Param:
                 f"--param {text!r}: the sweep sets out for every trial (OUT/trial-NNNN)", hint="choose OUT with --out"
             )
         if key not in config_keys():
+            inside = sorted(k for k in config_keys() if k.startswith(key + "."))
+            if inside:  # a section ('train'): closest_key named it back ("did you mean 'train'?")
+                raise ConfigError(
+                    f"--param {text!r}: {key!r} is a section; search one of its keys ({', '.join(inside[:4])}, …)",
+                    hint=example,
+                )
             near = closest_key(key)
             raise ConfigError(
                 f"--param {text!r}: unknown key {key!r}" + (f"; did you mean '{near}'?" if near else ""),
                 hint=example,
             )
         if kind == "choice":
+            if any(not v.strip() for v in args.split(",")):  # 'choice:,' listed None twice
+                raise ConfigError(f"--param {text!r}: a choice is empty (write null for no value)", hint=example)
             try:
                 values: tuple[Any, ...] = tuple(yaml.safe_load(v) for v in args.split(","))
             except yaml.YAMLError:  # "[1": refused below with the same words as a list

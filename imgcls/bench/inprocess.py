@@ -34,6 +34,9 @@ from imgcls.runtime.onnxfile import SOURCE_PRECISION, load_model_bytes, model_fi
 
 logger = logging.getLogger(__name__)
 
+# The largest batch a sweep measures: a 224×224 RGB batch of it is 2.4 GB of float32 input already.
+MAX_BATCH = 4096
+
 TIMED = {
     "model": "the engine call only, on a normalised float32 batch",
     "preprocess": "normalisation from uint8 HWC + the engine call + softmax",
@@ -69,6 +72,11 @@ class BenchConfig:
             raise UsageError(f"--timed {self.timed!r} is not one of {', '.join(TIMED)}")
         if not self.batches or min(self.batches) < 1:
             raise UsageError(f"batch sizes must be at least 1, got {self.batches}")
+        if max(self.batches) > MAX_BATCH:  # 10^8 was 'unexpected MemoryError' allocating 23.8 GiB of input
+            raise UsageError(
+                f"--batch {max(self.batches):,}: the most a batch may hold here is {MAX_BATCH:,} images",
+                hint="engines peak well below that (docs/benchmarks.md): try --batch 1,8,64,256",
+            )
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise UsageError(f"thread counts must be at least 1, got {self.threads}")
         cores = cpu_count()

@@ -25,7 +25,7 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        return [int(x) for x in text.replace(" ", "").split(",")]  # an empty item ('1,,2') is a typo, not nothing
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,8,64") from None
 
@@ -36,7 +36,7 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
+        return [float(x) for x in text.replace(" ", "").split(",")]
     except ValueError:
         raise UsageError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 100,200") from None
 

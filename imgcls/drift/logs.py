@@ -277,7 +277,10 @@ def _sqlite_error(path: Path, exc: sqlite3.Error) -> ImgclsError:
 
 
 def _model_key(name: Any, version: Any, sha256: Any) -> str:
-    return f"{name} {version} {str(sha256)[:12]}"
+    """``name version sha256[:12]``; a model served from a folder has no store version, and the server gives its
+    sha256[:12] as the version: said once ('digits-resnet8 11ebb0dca226', not the id twice)."""
+    short = str(sha256)[:12]
+    return f"{name} {short}" if str(version) == short else f"{name} {version} {short}"
 
 
 @dataclass

@@ -38,6 +38,11 @@ def test_param_specs_parse_and_bad_ones_name_the_fix():
             Param.parse(spec)  # not YAML's own error, nor a list that Optuna cannot store
     with pytest.raises(ConfigError, match=r"choice lists 0\.1 more than once"):
         Param.parse("optim.lr=choice:0.1,0.2,0.1")
+    with pytest.raises(ConfigError, match=r"a choice is empty \(write null"):
+        Param.parse("optim.lr=choice:,")  # was "choice lists None more than once"
+    with pytest.raises(ConfigError, match=r"'train' is a section; search one of its keys \(train\.") as info:
+        Param.parse("train=choice:1,2")  # was "unknown key 'train'; did you mean 'train'?"
+    assert "did you mean" not in info.value.message
 
 
 def test_a_sweep_writes_one_bundle_per_trial_and_a_second_machine_joins_the_study(tmp_path):

@@ -240,6 +240,8 @@ def test_bad_flags_and_baselines_are_refused_before_measuring(bundle: Path, tmp_
         (["--baseline", str(tmp_path / "picture.png")], "cannot read it"),
         (["--baseline", str(tmp_path / "deep.json")], "cannot read it"),
         (["--baseline", str(tmp_path / "http.json")], "is a report measured over HTTP (bench --url)"),
+        (["--batch", "100000000"], "the most a batch may hold here is 4,096 images"),  # was a MemoryError, exit 1
+        (["--batch", "1,,2"], "expected comma-separated integers"),  # the empty item was dropped without a word
     ]:
         result = CliRunner().invoke(app, [*args, *extra])
         assert isinstance(result.exception, UsageError), result.output  # the CLI prints it, exit 2

@@ -131,6 +131,15 @@ def test_a_since_window_the_cap_cut_counts_other_models_from_its_first_compared_
     assert logs.read_log(log, model_sha256=MINE, since="15m").other_models == {f"m 2 {OTHER[:12]}": 11}
 
 
+def test_a_model_served_from_a_folder_is_named_by_its_id_once(tmp_path: Path) -> None:
+    # no store version: the server logs sha256[:12] as the version, and the report said the id twice
+    log = tmp_path / "p.sqlite"
+    write_log(log, [(MINE, 1_000_000.0 + i) for i in range(5)] + [(OTHER, 1_000_010.0)])
+    with connect(log) as conn:
+        conn.execute(f"UPDATE {TABLE} SET model_version = ? WHERE model_sha256 = ?", (OTHER[:12], OTHER))
+    assert logs.read_log(log, model_sha256=MINE).other_models == {f"m {OTHER[:12]}": 1}
+
+
 def test_an_empty_window_says_why(tmp_path: Path) -> None:
     log = tmp_path / "p.sqlite"
     write_log(log, [(OTHER, 1_000_000.0 + i) for i in range(5)])
