@@ -18,6 +18,7 @@ its checkpoints, so ``imgcls train --resume OUT/trial-NNNN`` finishes it when th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import platform
@@ -317,6 +318,7 @@ def run_sweep(
                     + ("; for whole numbers use int:LO:HI" if p.kind in ("uniform", "loguniform") else ""),
                 ) from None
     out = Path(out).resolve()
+    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again if the storage cannot be opened
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'study.db'}"
     name = study or Path(config).stem
@@ -330,9 +332,12 @@ def run_sweep(
             pruner=pruning,
         )
     except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server, missing driver)
-        why = str(exc)
+        why = str(exc).split("\n")[0]  # SQLAlchemy adds the SQL and a link on lines of their own
         for secret in _secrets_of(storage):  # a driver may quote the URL it was given
             why = why.replace(secret, "***")
+        for folder in made:  # nothing left behind by a sweep that never started (the first is the deepest)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty
         raise UsageError(
             f"cannot open the Optuna storage {shown_storage(storage)!r}: {why}", hint="check --storage"
         ) from None

@@ -69,6 +69,16 @@ def sweep(
     from imgcls.fsio import check_output
 
     check_output(out_dir, "--out", folder=True)
+    # a sweep's folder holds studies and trial bundles (shared by the machines of one study), never a run itself
+    from imgcls.bundle import MANIFEST
+    from imgcls.train.checkpoint import has_checkpoint
+
+    if (out_dir / MANIFEST).exists() or has_checkpoint(out_dir):
+        what = "a bundle" if (out_dir / MANIFEST).exists() else "an interrupted training run"
+        raise UsageError(
+            f"--out {out_dir} is {what}: the sweep's trials would be written inside it",
+            hint="choose a folder of its own for the sweep, e.g. --out runs/sweep-NAME",
+        )
 
     optuna = require("optuna", feature="imgcls sweep")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

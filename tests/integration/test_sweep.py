@@ -282,6 +282,17 @@ def test_a_refused_sweep_prints_no_banner_before_its_error(tmp_path):
     assert "study" not in proc.stdout and not (tmp_path / "s").exists()
 
 
+def test_a_sweep_into_a_bundle_or_an_interrupted_run_is_refused(tmp_path, random_bundle):
+    """--out of a finished bundle was taken: study.db and trial-0000/ were written inside the bundle."""
+    r = subprocess.run(
+        [sys.executable, "-m", "imgcls", "sweep", str(CONFIG), "--param", "optim.lr=loguniform:0.02:0.4",
+         "--trials", "1", "--out", str(random_bundle)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "is a bundle: the sweep's trials would be written inside it" in r.stderr, r.stderr
+    assert not (random_bundle / "study.db").exists() and not (random_bundle / "trial-0000").exists()
+
+
 def test_a_storage_password_is_never_shown(tmp_path):
     secret = "S3cr3t-pw"
     for storage in (f"postgresql://alice:{secret}@127.0.0.1:1/studies", f"nosuchdb://alice:{secret}@db/studies"):
@@ -293,6 +304,7 @@ def test_a_storage_password_is_never_shown(tmp_path):
         assert r.returncode == 2 and "cannot open the Optuna storage" in r.stderr, r.stderr
         assert secret not in r.stdout + r.stderr  # was echoed with the URL in the error
         assert "alice:***@" in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "out").exists()  # the sweep never started: no empty --out left behind
     # the line that ends every sweep ("storage: URL (study NAME)") shows the URL this way
     from imgcls.sweep import shown_storage
 
