@@ -36,6 +36,15 @@ class _Console(Console):
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(printable(text), **kwargs)
 
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`imgcls predict DIR | head`): rich exits 1, which reads as "a file failed"; end as
+        `ls` or `cat` would, 128 + SIGPIPE (141), as the json and csv output already did."""
+        self.quiet = True
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit finds no closed pipe
+        raise SystemExit(128 + signal.SIGPIPE)
+
 
 class LogFormatter(logging.Formatter):
     """The CLI's log lines (``WARNING imgcls.data.folder: ...``), their user text shown by

@@ -116,7 +116,7 @@ def test_globs_directories_and_int8(exported_digits_bundle: Path, test_split_png
     assert sum(r["class_id"] == 1 for r in rows) >= len(rows) - 1  # a trained model, int8
 
 
-@pytest.mark.parametrize("fmt", ["json", "csv"])
+@pytest.mark.parametrize("fmt", ["json", "csv", "table"])  # table: rich exited 1 on its own
 def test_a_reader_that_stops_early_ends_predict_as_it_ends_cat(
     exported_digits_bundle: Path, test_split_pngs: Path, fmt: str
 ) -> None:
@@ -133,7 +133,8 @@ def test_a_reader_that_stops_early_ends_predict_as_it_ends_cat(
     import fcntl
 
     fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: 360 rows never fit in the pipe, however slow we are
-    assert proc.stdout.readline()  # the first line, then the reader goes away
+    if fmt != "table":  # the table is written whole at the end: the reader goes away before it
+        assert proc.stdout.readline()  # the first line, then the reader goes away
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(180) == 141, err
