@@ -86,9 +86,19 @@ def _glob(pattern: str) -> list[str]:
 
 
 def _walk(root: Path) -> list[Path]:
-    """Every non-hidden file below ``root``, sorted (hidden: a name starting with ``.`` at any depth)."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Every non-hidden entry below ``root`` that is not a folder, sorted (hidden: a name starting with ``.`` at any
+    depth), and every folder that cannot be read. Linked folders are not entered (a link to a folder above would
+    loop). A FIFO, a socket or a dangling link is listed, and so is an unreadable folder: each gets its own error
+    line from predict, where ``rglob`` had left them out without a word (exit 0 over a folder it never read)."""
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        if exc.filename is not None:
+            found.append(Path(exc.filename))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=False):
+        here = Path(folder)
+        kept = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in kept if not (here / d).is_symlink()]
+        found.extend(here / f for f in files if not f.startswith("."))
+    return sorted(dict.fromkeys(found))

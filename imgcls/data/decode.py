@@ -85,6 +85,12 @@ def read_image_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
 
 def _check_regular(info: os.stat_result, name: str, max_bytes: int) -> None:
     if stat.S_ISDIR(info.st_mode):
+        if not os.access(name, os.R_OK | os.X_OK):  # one a folder walk could not enter
+            raise ImageError(
+                f"{name}: a folder that cannot be read (permission denied)",
+                hint="give this user read access to it, or leave it out",
+                code="not_found",
+            )
         raise ImageError(f"{name}: is a directory, not an image", code="not_found")
     if not stat.S_ISREG(info.st_mode):
         raise ImageError(f"{name}: not a regular file", hint="pass an image file", code="not_found")

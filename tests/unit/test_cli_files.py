@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,60 @@ def test_a_glob_without_a_match_among_other_files_is_kept_to_be_reported(tmp_pat
     assert find_images([tmp_path / "a.png", missing, typo]) == [tmp_path / "a.png", Path(missing), Path(typo)]
     with pytest.raises(UsageError, match="nothing to predict"):  # alone, they are still a usage error
         find_images([missing, typo])
+
+
+def _lines(root: Path) -> list[str]:
+    """What predict's reader says of each entry find_images gives for ``root``."""
+    from imgcls.data.decode import read_image_file
+    from imgcls.errors import ImageError
+
+    out = []
+    for p in find_images([root]):
+        try:
+            read_image_file(p)
+            out.append(f"{p.name} ok")
+        except ImageError as e:
+            out.append(f"{p.name} {e.code} {e.message.split(': ', 1)[1]}")
+    return out
+
+
+def test_a_fifo_a_dangling_link_and_an_unreadable_folder_each_get_a_line_not_silence(tmp_path: Path) -> None:
+    """rglob left them out without a word: predict over the folder exited 0 having never read them."""
+    import json
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="imgcls-walk-"))  # outside pytest's 0700 folder: another user walks it
+    try:
+        root.chmod(0o755)
+        (root / "a.png").write_bytes(b"x")
+        os.mkfifo(root / "fifo.png")
+        (root / "gone.png").symlink_to(root / "nowhere.png")
+        (root / "locked").mkdir()
+        (root / "locked" / "b.png").write_bytes(b"x")
+        (root / "locked").chmod(0)
+        if os.geteuid() != 0:
+            lines = _lines(root)
+        else:  # root reads any folder: walk it as nobody, in a forked child (no interpreter to start as that user)
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    os.write(write, json.dumps(_lines(root)).encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read) as f:
+                lines = json.loads(f.read() or "null")
+            os.waitpid(pid, 0)
+        assert lines == [
+            "a.png ok",
+            "fifo.png not_found not a regular file",
+            "gone.png not_found no such file",
+            "locked not_found a folder that cannot be read (permission denied)",
+        ], lines
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
