@@ -270,13 +270,21 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def _files_under(directory: Path) -> list[Path]:
+def _files_under(directory: Path, classes: tuple[Path, ...] = ()) -> list[Path]:
     """Every visible file under ``directory``, sorted. Symlinked folders are followed (a class may gather its images
     from elsewhere), except one that leads back to a folder above it (a loop: named in a warning) or to a folder
-    already read by another way (read once)."""
+    already read by another way (read once). A folder that cannot be read is named in a warning (a class folder
+    itself, in an error); a link into another of the dataset's class folders (``classes``: their real paths) is
+    refused: its images would be labelled as both classes, and could land in train and test at once."""
     found: list[Path] = []
-    walked = {directory.resolve()}
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+    unreadable: list[str] = []
+    root = directory.resolve()
+    walked = {root}
+
+    def refused(exc: OSError) -> None:
+        unreadable.append(str(exc.filename))
+
+    for dirpath, dirnames, filenames in os.walk(directory, onerror=refused, followlinks=True):
         here = Path(dirpath)
         real = here.resolve()
         keep = []
@@ -284,10 +292,24 @@ def _files_under(directory: Path) -> list[Path]:
             target = (here / name).resolve()
             if _is_loop(here / name, real) or target in walked:
                 continue
+            other = next((c for c in classes if c != root and (target == c or c in target.parents)), None)
+            if other is not None:
+                raise DataError(
+                    f"{printable(str(here / name))} is a link into {printable(str(other))}, another class folder: its "
+                    "images would be labelled as both classes",
+                    hint="remove the link, or copy the images that belong to this class",
+                )
             walked.add(target)
             keep.append(name)
         dirnames[:] = keep
         found.extend(here / f for f in sorted(filenames) if _visible_name(f))
+    if str(directory) in unreadable:
+        raise DataError(
+            f"class folder {printable(str(directory))} cannot be read (permission denied)",
+            hint="give this user read access to it (chmod -R u+rX), or remove the folder",
+        )
+    if unreadable:
+        logger.warning("skipped %d folder(s) that cannot be read: %s", len(unreadable), _names(unreadable))
     return found
 
 
@@ -339,7 +361,8 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
                                      if _nfc(d.name) == c) for c in twins),
             hint="merge them into one folder: macOS writes accents decomposed (NFD), most keyboards composed (NFC)",
         )  # fmt: skip
-    per_class = {c: _files_under(d) for c, d in zip(classes, class_dirs, strict=True)}
+    real_dirs = tuple(d.resolve() for d in class_dirs)
+    per_class = {c: _files_under(d, real_dirs) for c, d in zip(classes, class_dirs, strict=True)}
     if not any(per_class.values()):
         raise DataError(f"no images in {base}: the class folders {_names(classes)} are all empty", hint=_HINT_LAYOUT)
     empty = [c for c, fs in per_class.items() if not fs]
@@ -371,7 +394,7 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
                     f"{split_dir} has class folder {d.name!r}, which {base} does not have",
                     hint=f"every class in {split_dir.name}/ needs a folder (and images) in {base.name}/",
                 )
-            fs = _files_under(d)
+            fs = _files_under(d, tuple(x.resolve() for x in _class_dirs(split_dir)))
             files.extend(fs)
             labels.extend([index[_nfc(d.name)]] * len(fs))
             splits.extend([split] * len(fs))

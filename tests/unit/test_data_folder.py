@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zlib
@@ -457,3 +458,86 @@ def test_class_names_are_compared_and_kept_in_unicode_nfc(tmp_path: Path) -> Non
     with pytest.raises(DataError, match=r"differ only in their Unicode normalisation") as info:
         _load(both)
     assert info.value.exit_code == 2 and "merge" in info.value.hint
+
+
+def test_a_link_from_one_class_folder_into_another_is_refused(tmp_path: Path) -> None:
+    """dog/more -> ../cat labelled cat's images as dog too: 30 images from 20 files, the same file possibly in train
+    and in test."""
+    root = make_folder(tmp_path / "pets", per_class=4, classes=("cat", "dog"))
+    (root / "dog" / "more").symlink_to(root / "cat")
+    with pytest.raises(DataError, match=r"dog/more is a link into .*cat, another class folder") as info:
+        _load(root)
+    assert info.value.exit_code == 2 and "remove the link" in (info.value.hint or "")
+    (root / "dog" / "more").unlink()
+    (root / "dog" / "more").symlink_to(tmp_path)  # a folder above: a loop, skipped with a warning as before
+    assert len(_load(root).classes) == 2
+
+
+def _as_nobody(fn) -> object:
+    """``fn()``'s value (or its DataError's message) when run as the user nobody, in a forked child: root reads any
+    folder."""
+    import json
+
+    if os.geteuid() != 0:
+        try:
+            return fn()
+        except DataError as exc:
+            return exc.message
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                said = fn()
+            except DataError as exc:
+                said = exc.message
+            os.write(write, json.dumps(said).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        said = json.loads(f.read() or '"the child wrote nothing"')
+    os.waitpid(pid, 0)
+    return said
+
+
+def test_a_class_folder_that_cannot_be_read_is_named_so_not_empty() -> None:
+    """'class folder 'dog' ... is empty; add images to it' for a folder of images this user may not read; and an
+    unreadable folder inside a class was left out without a word (unreadable files were listed in a warning)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="imgcls-perm-"))  # outside pytest's 0700 folder: nobody walks it
+    try:
+        base.chmod(0o755)
+        root = make_folder(base / "pets", per_class=4, classes=("cat", "dog"))
+        for p in [root, *root.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (root / "dog").chmod(0)
+        said = _as_nobody(lambda: _load(root))
+        assert "class folder" in said and "dog cannot be read (permission denied)" in said, said
+        (root / "dog").chmod(0o755)
+        (root / "dog" / "more").mkdir()
+        make_folder(root / "dog" / "more", per_class=2, classes=("x",))
+        (root / "dog" / "more").chmod(0)
+
+        def warnings() -> list[str]:
+            said: list[str] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("imgcls.data.folder").addHandler(handler)
+            try:
+                _load(root)
+            finally:
+                logging.getLogger("imgcls.data.folder").removeHandler(handler)
+            return said
+
+        said = _as_nobody(warnings)  # it trains on the rest, and says what it skipped
+        assert any("skipped 1 folder(s) that cannot be read" in w and "dog/more" in w for w in said), said
+    finally:
+        for p in [base, *base.rglob("*")] if base.exists() else []:
+            with contextlib.suppress(OSError):
+                p.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
