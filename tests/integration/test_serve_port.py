@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,22 +23,28 @@ def _probe(port: int) -> int:
     ).returncode
 
 
+def _serve_until_ready(cmd: list[str], port: int, log: Path, **popen: Any) -> subprocess.Popen:
+    """``imgcls serve`` started with its stderr in ``log``, once its /readyz answers 200 (within 90 s)."""
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, **popen)
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(log.read_text())
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        time.sleep(0.1)
+
+
 def test_port_env_sets_the_port_and_the_probe_follows_it(exported_digits_bundle: Path, tmp_path: Path) -> None:
     port = free_port()
     assert _probe(port) == 1  # nothing listens yet
     log = tmp_path / "serve.log"
     cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(exported_digits_bundle), "--log-predictions", "off"]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PORT": str(port)})
+    proc = _serve_until_ready(cmd, port, log, env={**os.environ, "PORT": str(port)})
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         assert f"at http://127.0.0.1:{port}" in log.read_text()  # the default bind stays local
         assert "on CPUExecutionProvider with fp32" in log.read_text()  # the precision resolved, not "with None"
         assert _probe(port) == 0
@@ -105,22 +112,10 @@ def test_serve_raises_the_open_file_limit_its_connection_cap_needs_or_says_it_ca
     port, log = free_port(), tmp_path / "serve.log"
     cmd = [sys.executable, "-m", "imgcls", "serve", "--model", str(exported_digits_bundle), "--log-predictions", "off",
            "--port", str(port)]  # fmt: skip
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
-        )
+    proc = _serve_until_ready(
+        cmd, port, log, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         if hard >= 1064:
             assert _soft_open_files(proc.pid) == 1064  # the default cap of 1,000 connections and 64 more
             assert "open-file limit" not in log.read_text()

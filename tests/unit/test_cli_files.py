@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _as_nobody import as_nobody
 
 from imgcls.cli._files import find_images
 from imgcls.data.decode import image_suffixes
@@ -105,7 +106,6 @@ def _lines(root: Path) -> list[str]:
 
 def test_a_fifo_a_dangling_link_and_an_unreadable_folder_each_get_a_line_not_silence(tmp_path: Path) -> None:
     """rglob left them out without a word: predict over the folder exited 0 having never read them."""
-    import json
     import shutil
     import tempfile
 
@@ -118,22 +118,7 @@ def test_a_fifo_a_dangling_link_and_an_unreadable_folder_each_get_a_line_not_sil
         (root / "locked").mkdir()
         (root / "locked" / "b.png").write_bytes(b"x")
         (root / "locked").chmod(0)
-        if os.geteuid() != 0:
-            lines = _lines(root)
-        else:  # root reads any folder: walk it as nobody, in a forked child (no interpreter to start as that user)
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child
-                try:
-                    os.setgid(65534)
-                    os.setuid(65534)
-                    os.write(write, json.dumps(_lines(root)).encode())
-                finally:
-                    os._exit(0)
-            os.close(write)
-            with os.fdopen(read) as f:
-                lines = json.loads(f.read() or "null")
-            os.waitpid(pid, 0)
+        lines = as_nobody(lambda: _lines(root))
         assert lines == [
             "a.png ok",
             "fifo.png not_found not a regular file",
