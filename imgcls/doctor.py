@@ -88,15 +88,7 @@ class Report:
 
     def missing(self, required: Iterable[str]) -> list[str]:
         """The required capabilities this machine lacks (names validated against CAPABILITIES)."""
-        wanted = [r.strip().lower() for item in required for r in item.split(",") if r.strip()]
-        for name in wanted:
-            if name not in CAPABILITIES:
-                close = difflib.get_close_matches(name, CAPABILITIES, n=1)
-                raise UsageError(
-                    f"--require {name!r} is not a capability imgcls doctor checks"
-                    + (f"; did you mean {close[0]!r}?" if close else ""),
-                    hint=f"one of: {', '.join(CAPABILITIES)}",
-                )
+        wanted = required_names(required)
         have = self.capabilities
         return [name for name in wanted if name not in have]
 
@@ -121,6 +113,27 @@ class Report:
             "checks": [{k: v for k, v in asdict(c).items() if k != "provides"} for c in self.checks],
             "capabilities": sorted(self.capabilities),
         }
+
+
+def required_names(required: Iterable[str]) -> list[str]:
+    """``--require`` values (each a name or a comma list) -> capability names; UsageError for an unknown name, or a
+    value that names none (``--require ,`` required nothing, exit 0). Cheap: the CLI checks them before the report.
+    """
+    wanted = []
+    for item in required:
+        names = [r.strip().lower() for r in item.split(",") if r.strip()]
+        if not names:
+            raise UsageError(f"--require {item!r} names no capability", hint=f"one of: {', '.join(CAPABILITIES)}")
+        wanted.extend(names)
+    for name in wanted:
+        if name not in CAPABILITIES:
+            close = difflib.get_close_matches(name, CAPABILITIES, n=1)
+            raise UsageError(
+                f"--require {name!r} is not a capability imgcls doctor checks"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+                hint=f"one of: {', '.join(CAPABILITIES)}",
+            )
+    return wanted
 
 
 def diagnose(

@@ -40,10 +40,10 @@ def doctor(
     import os
     from pathlib import Path
 
-    from imgcls.doctor import diagnose
+    from imgcls.doctor import diagnose, required_names
 
     required = require or []
-    needs_torch = any(cap in ("cuda", "torch") for item in required for cap in item.split(","))
+    needs_torch = any(cap in ("cuda", "torch") for cap in required_names(required))  # a bad name: before torch loads
     skip = ["torch"] if no_torch and not needs_torch else []
     report = diagnose(environ=dict(os.environ), home=Path.home(), skip=skip)
     missing = report.missing(required)  # validates the names before printing anything

@@ -147,6 +147,16 @@ def test_require_a_present_capability_exits_0_and_a_typo_exits_2() -> None:
     assert typo.returncode == 2 and "did you mean 'openvino'" in typo.stderr
 
 
+def test_a_bad_require_is_refused_before_any_check_runs() -> None:
+    """`--require bogus` ran every check (torch imported, ~2.4 s) and printed the report before refusing the name;
+    `--require ,` required nothing and exited 0."""
+    typo = _run("--require", "bogus")
+    assert typo.returncode == 2 and "'bogus' is not a capability" in typo.stderr
+    assert "cpu" not in typo.stdout  # no report: refused first
+    empty = _run("--no-torch", "--require", ",")
+    assert empty.returncode == 2 and "--require ',' names no capability" in empty.stderr
+
+
 @pytest.mark.parametrize("key", [{}, {"WANDB_API_KEY": "s3cr3t-k3y-0123456789"}], ids=["no-key", "key"])
 def test_a_wandb_mode_wandb_does_not_know_is_named_as_the_problem(tmp_path: Path, key: dict[str, str]) -> None:
     """WANDB_MODE=ofline (a typo) fails wandb.init; the doctor said 'no W&B key ... and no WANDB_MODE' (a mode was
