@@ -444,7 +444,7 @@ def read_log(location: str | Path, *, model_sha256: str, since: str | None = Non
             f"--last {last:,}: a report compares at most {MAX_WINDOW_ROWS:,} rows",
             hint=f"use --last {MAX_WINDOW_ROWS:,} or fewer (a drift score is as sure at that size as at any larger)",
         )
-    cutoff = time.time() - parse_since(since) if since else None
+    cutoff = time.time() - parse_since(since) if since is not None else None  # "" is a typo, not all
     path: Path | str
     listing: _GcsListing | None = None
     if str(location).startswith("gs://"):

@@ -140,6 +140,15 @@ def test_a_model_served_from_a_folder_is_named_by_its_id_once(tmp_path: Path) ->
     assert logs.read_log(log, model_sha256=MINE).other_models == {f"m {OTHER[:12]}": 1}
 
 
+@pytest.mark.parametrize("since", ["", "  ", "0h", "soon"])
+def test_a_since_that_is_no_duration_is_refused_not_read_as_the_whole_log(tmp_path: Path, since: str) -> None:
+    # --since '' (an unset shell variable) was taken as no --since at all: the whole log, without a word
+    log = tmp_path / "p.sqlite"
+    write_log(log, [(MINE, time.time() - 60 + i) for i in range(5)])
+    with pytest.raises(UsageError, match=r"is not a duration"):
+        logs.read_log(log, model_sha256=MINE, since=since)
+
+
 def test_an_empty_window_says_why(tmp_path: Path) -> None:
     log = tmp_path / "p.sqlite"
     write_log(log, [(OTHER, 1_000_000.0 + i) for i in range(5)])
