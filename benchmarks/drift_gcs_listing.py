@@ -21,9 +21,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOWS = {"--last 100": {"last": 100}, "--last 5000": {"last": 5000}, "--since 1h": {"since": "1h"},
@@ -50,55 +50,48 @@ def main() -> None:
     ap.add_argument("--before", default="5d9896c", help="the commit to compare with (listed the whole prefix)")
     args = ap.parse_args(sys.argv[1:])
     sys.path[:0] = [str(ROOT / "tests" / "integration"), str(ROOT / "tests")]
-    from conftest import PreconditionProxy, free_port, wait_port  # the test suite's offset-honouring proxy
+    from conftest import running_emulator  # the test suite's emulator behind its offset-honouring proxy
 
-    port = free_port()
-    exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    emulator = subprocess.Popen(
-        [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proxy = PreconditionProxy(port)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
     work = Path(tempfile.mkdtemp(prefix="imgcls-gcs-listing-"))
     old = work / "before"
-    try:
-        wait_port(port)
-        os.environ["STORAGE_EMULATOR_HOST"] = proxy.url
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(old), args.before], cwd=ROOT, check=True)
-        from imgcls.serve.logexport import segment_name
-        from imgcls.store.gcs import make_client
+    with running_emulator() as proxy:
+        try:
+            _compare(proxy, args, old)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
+            shutil.rmtree(work, ignore_errors=True)
 
-        client = make_client()
-        bucket = client.create_bucket("bench")
-        now, n = time.time(), 0
-        for day in range(args.days):
-            for k in range(args.per_day):
-                first = now - day * 86400 - k * 86400 / args.per_day - 60
-                ts = [first + i for i in range(10)]
-                body = gzip.compress("\n".join(json.dumps({"timestamp": t, **_RECORD}) for t in ts).encode())
-                bucket.blob(f"p/{segment_name(ts[0], ts[-1], 'host-0', 0, n)}").upload_from_string(body)
-                n += 1
-        print(f"{n:,} segments over {args.days} days under gs://bench/p/ (the emulator, through the test proxy)")
-        print(f"{'window':12s} {'code':10s} {'rows':>6s} {'listings':>9s} {'objects listed':>15s}")
-        for label, window in WINDOWS.items():
-            for name, tree in ((args.before, old), ("now", ROOT)):
-                del proxy.requests[:]
-                read = subprocess.run(
-                    [sys.executable, "-c", _READ, str(tree), "gs://bench/p/", json.dumps(window)],
-                    capture_output=True,
-                    text=True,
-                )
-                rows = read.stdout.strip() if read.returncode == 0 else f"exit {read.returncode}: {read.stderr[-200:]}"
-                items = [int(q["items"]) for q in proxy.requests if "items" in q]
-                print(f"{label:12s} {name:10s} {rows:>6s} {len(items):>9d} {sum(items):>15,d}", flush=True)
-    finally:
-        proxy.shutdown()
-        emulator.terminate()
-        emulator.wait(10)
-        subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+
+def _compare(proxy: Any, args: argparse.Namespace, old: Path) -> None:
+    """Write the prefix, then list it per window with this checkout and with ``--before``'s."""
+    os.environ["STORAGE_EMULATOR_HOST"] = proxy.url
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(old), args.before], cwd=ROOT, check=True)
+    from imgcls.serve.logexport import segment_name
+    from imgcls.store.gcs import make_client
+
+    client = make_client()
+    bucket = client.create_bucket("bench")
+    now, n = time.time(), 0
+    for day in range(args.days):
+        for k in range(args.per_day):
+            first = now - day * 86400 - k * 86400 / args.per_day - 60
+            ts = [first + i for i in range(10)]
+            body = gzip.compress("\n".join(json.dumps({"timestamp": t, **_RECORD}) for t in ts).encode())
+            bucket.blob(f"p/{segment_name(ts[0], ts[-1], 'host-0', 0, n)}").upload_from_string(body)
+            n += 1
+    print(f"{n:,} segments over {args.days} days under gs://bench/p/ (the emulator, through the test proxy)")
+    print(f"{'window':12s} {'code':10s} {'rows':>6s} {'listings':>9s} {'objects listed':>15s}")
+    for label, window in WINDOWS.items():
+        for name, tree in ((args.before, old), ("now", ROOT)):
+            del proxy.requests[:]
+            read = subprocess.run(
+                [sys.executable, "-c", _READ, str(tree), "gs://bench/p/", json.dumps(window)],
+                capture_output=True,
+                text=True,
+            )
+            rows = read.stdout.strip() if read.returncode == 0 else f"exit {read.returncode}: {read.stderr[-200:]}"
+            items = [int(q["items"]) for q in proxy.requests if "items" in q]
+            print(f"{label:12s} {name:10s} {rows:>6s} {len(items):>9d} {sum(items):>15,d}", flush=True)
 
 
 if __name__ == "__main__":

@@ -176,9 +176,10 @@ def _name_from_metadata(body: bytes) -> str:
     return ""
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[PreconditionProxy]:
-    """gcp-storage-emulator on 127.0.0.1 (in memory) with bucket imgcls-test, behind a PreconditionProxy."""
+@contextlib.contextmanager
+def running_emulator() -> Iterator[PreconditionProxy]:
+    """gcp-storage-emulator on 127.0.0.1 (in memory) behind a started PreconditionProxy; stopped on exit. The
+    fixture below and ``benchmarks/drift_gcs_listing.py`` both run it."""
     port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
     proc = subprocess.Popen(
@@ -191,6 +192,21 @@ def gcs_emulator() -> Iterator[PreconditionProxy]:
     try:
         wait_port(port)
         thread.start()
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[PreconditionProxy]:
+    """gcp-storage-emulator on 127.0.0.1 (in memory) with bucket imgcls-test, behind a PreconditionProxy."""
+    with running_emulator() as proxy:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
@@ -201,14 +217,6 @@ def gcs_emulator() -> Iterator[PreconditionProxy]:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("STORAGE_EMULATOR_HOST", proxy.url)
             yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(params=["local", "gcs"])
