@@ -388,13 +388,15 @@ def _scan(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
         split_dir = split_dirs.get(split) if train_dir is not None else None
         if split_dir is None:
             continue
-        for d in _class_dirs(split_dir):
+        split_classes = _class_dirs(split_dir)
+        split_real = tuple(x.resolve() for x in split_classes)
+        for d in split_classes:
             if _nfc(d.name) not in index:
                 raise DataError(
                     f"{split_dir} has class folder {d.name!r}, which {base} does not have",
                     hint=f"every class in {split_dir.name}/ needs a folder (and images) in {base.name}/",
                 )
-            fs = _files_under(d, tuple(x.resolve() for x in _class_dirs(split_dir)))
+            fs = _files_under(d, split_real)
             files.extend(fs)
             labels.extend([index[_nfc(d.name)]] * len(fs))
             splits.extend([split] * len(fs))
